@@ -1,0 +1,395 @@
+"""Reading and writing images, disparity maps and pictures (numpy + Pillow only).
+
+Conventions (see ``docs/architecture.md``):
+
+- images come back as stored: ``(H, W)`` or ``(H, W, 3)``, ``uint8`` or (grayscale only) ``uint16``;
+  :func:`to_gray` turns any of them into float32 ``(H, W)`` in 0..255;
+- disparity maps are float32 ``(H, W)`` with **NaN = unknown**; readers map the file format's own code for
+  "unknown" (PFM ``inf``, KITTI ``0``) to NaN and writers map NaN back;
+- every file is written through :func:`atomic_write`, which refuses to replace an existing file unless asked to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from stereodeploy.errors import UsageError, UserError
+
+# ITU-R BT.601 luma weights for R, G, B.
+LUMA_601 = (0.299, 0.587, 0.114)
+
+# Anchor colours (position in 0..1, R, G, B) of a turbo-like map: dark violet -> blue -> cyan -> green -> yellow
+# -> orange -> dark red. Its darkest colour is not black, so black stays free for "unknown".
+_DISPARITY_ANCHORS = (
+    (0.00, 48, 18, 59),
+    (0.13, 67, 97, 226),
+    (0.25, 40, 160, 250),
+    (0.38, 27, 215, 200),
+    (0.50, 80, 250, 110),
+    (0.63, 170, 250, 50),
+    (0.75, 245, 195, 45),
+    (0.88, 240, 100, 20),
+    (1.00, 122, 4, 3),
+)
+
+# Error colours: below the threshold, blue (exact) -> cyan -> green -> pale yellow; at or above it orange, and
+# from twice the threshold red. A missing prediction where ground truth exists is drawn as the worst error.
+_GOOD_ANCHORS = (
+    (0.00, 35, 60, 170),
+    (0.35, 60, 160, 210),
+    (0.70, 90, 195, 100),
+    (1.00, 215, 225, 120),
+)
+ERROR_ORANGE = (245, 120, 30)
+ERROR_RED = (220, 20, 20)
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error)
+
+# "Pf" or "PF", width, height, scale (negative = little-endian), then one whitespace byte before the data.
+_PFM_HEADER = re.compile(rb"\A(Pf|PF)\s+(\d+)\s+(\d+)\s+(\S+)\s")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def ensure_writable(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Check, before any long work, that ``path`` can be written; return it as a :class:`Path`.
+
+    Raises :class:`UsageError` if ``path`` exists and ``overwrite`` is false (or is a folder), and
+    :class:`UserError` if its folder cannot be created or written. Creates nothing.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder: give a file name to write")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists: pass --overwrite to replace it")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot create folder {path.parent}: {ancestor} is a file; choose another output path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"folder {ancestor} is not writable: choose another output path")
+    return path
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path``, on error delete it.
+
+    The temporary file is ``.<stem>.tmp-<random><suffix>`` in the same folder, so writers that look at the
+    extension (Pillow, ONNX, ...) work, and the final rename is atomic: an interrupted run never leaves a
+    half-written file under the real name. Missing parent folders are created.
+
+    Example::
+
+        with atomic_write("out/disp.png") as tmp:
+            Image.fromarray(img).save(tmp)
+    """
+    path = ensure_writable(path, overwrite)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create folder {path.parent}: {err.strerror}; choose another output path") from err
+    tmp = _create_temp(path)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _create_temp(path: Path) -> Path:
+    """Create an empty, uniquely named file next to ``path`` (mode 0666 minus the umask, like a normal file)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise UserError(
+                f"cannot write in folder {path.parent}: {err.strerror}; choose another output path"
+            ) from err
+        os.close(fd)
+        return tmp
+    raise UserError(f"cannot create a temporary file in folder {path.parent}; remove stale .*.tmp-* files there")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Images
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found; check the path")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not {what}; give the file's path")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file; re-export or re-download it")
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Open and fully decode ``path`` with Pillow, turning every failure into a one-line :class:`UserError`."""
+    _check_file(path, "image")
+    try:
+        im = Image.open(path)
+    except UnidentifiedImageError as err:
+        raise UserError(f"{path}: not an image file Pillow can read; pass a PNG, PPM or JPEG image") from err
+    except _DECODE_ERRORS as err:
+        raise UserError(f"{path}: unreadable image ({err}); re-export or re-download it") from err
+    try:
+        im.load()
+    except _DECODE_ERRORS as err:
+        im.close()
+        raise UserError(f"{path}: truncated or corrupt image ({err}); re-export or re-download it") from err
+    return im
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as stored: ``(H, W)`` or ``(H, W, 3)``, ``uint8``, or ``uint16`` for 16-bit grayscale.
+
+    Palette and CMYK/YCbCr images become RGB, 1-bit images ``uint8`` 0/255. An alpha channel is dropped when
+    it is fully opaque; a transparent image is refused (its hidden pixels have no defined intensity).
+    """
+    path = Path(path)
+    im = _open_image(path)
+    with im:
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("L" if mode == "1" else "RGB")
+        elif mode in ("PA", "La"):
+            im = im.convert("RGBA" if mode == "PA" else "LA")
+        arr = np.asarray(im)
+        mode = im.mode
+    if mode in ("RGBA", "LA"):
+        alpha = arr[..., -1]
+        if not np.all(alpha == np.iinfo(arr.dtype).max):
+            raise UserError(f"{path}: image has transparent pixels; save it without an alpha channel")
+        arr = arr[..., :3] if mode == "RGBA" else arr[..., 0]
+    elif mode.startswith("I"):  # 16/32-bit grayscale: keep 16 bits as uint16
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise UserError(f"{path}: integer image with values outside 0..65535; save it as 8- or 16-bit")
+        arr = arr.astype(np.uint16)
+    elif mode not in ("L", "RGB"):
+        raise UserError(f"{path}: unsupported image mode {mode}; save it as 8-bit grayscale or RGB")
+    return np.ascontiguousarray(arr)
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """Grayscale float32 ``(H, W)`` in 0..255: BT.601 luma for RGB, ``uint16`` scaled by 255/65535.
+
+    Float input is taken to be in 0..255 already.
+    """
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 3 and img.shape[2] == 3:
+        w = np.asarray(LUMA_601, dtype=np.float32)
+        gray = img.astype(np.float32) @ w
+    elif img.ndim == 2:
+        gray = img.astype(np.float32)
+    else:
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {img.shape}")
+    if img.dtype == np.uint16:
+        gray *= np.float32(255.0 / 65535.0)
+    return gray
+
+
+def write_png(path: str | os.PathLike[str], arr: np.ndarray, overwrite: bool = False) -> Path:
+    """Write ``uint8`` ``(H, W)``/``(H, W, 3)`` or ``uint16`` ``(H, W)`` as PNG, atomically."""
+    arr = np.asarray(arr)
+    ok = (arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4)))) or (
+        arr.dtype == np.uint16 and arr.ndim == 2
+    )
+    if not ok:
+        raise ValueError(f"write_png takes uint8 (H, W[, 3]) or uint16 (H, W), got {arr.dtype} {arr.shape}")
+    im = Image.fromarray(np.ascontiguousarray(arr))
+    with atomic_write(path, overwrite) as tmp:
+        im.save(tmp, format="PNG")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Disparity files
+
+
+def read_pfm(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a PFM disparity map as float32 ``(H, W)``, top row first, ``inf`` (unknown) -> NaN.
+
+    Both byte orders (negative scale = little-endian) are read; a colour ``PF`` file gives its first channel.
+    """
+    path = Path(path)
+    _check_file(path, "PFM file")
+    data = path.read_bytes()
+    match = _PFM_HEADER.match(data[:256])
+    if match is None:
+        raise UserError(
+            f"{path}: not a PFM file (starts with {data[:8]!r}); expected 'Pf' or 'PF', width, height, scale"
+        )
+    magic = match.group(1)
+    width, height = int(match.group(2)), int(match.group(3))
+    try:
+        scale = float(match.group(4))
+    except ValueError as err:
+        raise UserError(f"{path}: PFM header has a bad scale {match.group(4)!r}; the file is corrupt") from err
+    if width <= 0 or height <= 0 or scale == 0:
+        raise UserError(f"{path}: PFM header has size {width}x{height} and scale {scale}; the file is corrupt")
+    pos = match.end()  # exactly one whitespace byte ends the header
+    channels = 3 if magic == b"PF" else 1
+    count = width * height * channels
+    if len(data) - pos < 4 * count:
+        raise UserError(
+            f"{path}: truncated PFM ({len(data) - pos} data bytes, {4 * count} expected for {width}x{height});"
+            " re-export or re-download it"
+        )
+    dtype = np.dtype("<f4" if scale < 0 else ">f4")
+    values = np.frombuffer(data, dtype=dtype, count=count, offset=pos).reshape(height, width, channels)
+    disp = values[::-1, :, 0].astype(np.float32)  # rows are stored bottom-up
+    disp[~np.isfinite(disp)] = np.nan
+    return disp
+
+
+def write_pfm(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = False) -> Path:
+    """Write float ``(H, W)`` as little-endian ``Pf`` PFM (rows bottom-up), NaN -> ``inf``, atomically."""
+    disp = np.asarray(disp)
+    if disp.ndim != 2:
+        raise ValueError(f"write_pfm takes an (H, W) map, got shape {disp.shape}")
+    out = disp.astype("<f4")
+    out[np.isnan(out)] = np.inf
+    height, width = out.shape
+    with atomic_write(path, overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"Pf\n%d %d\n-1.0\n" % (width, height))
+            f.write(np.ascontiguousarray(out[::-1]).tobytes())
+    return Path(path)
+
+
+def read_kitti_disp(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a KITTI 16-bit disparity PNG as float32 ``(H, W)``: value / 256, 0 (unknown) -> NaN."""
+    path = Path(path)
+    raw = read_image(path)
+    if raw.dtype != np.uint16 or raw.ndim != 2:
+        raise UserError(
+            f"{path}: not a KITTI disparity map (got {raw.dtype} {'x'.join(map(str, raw.shape))},"
+            " expected a 16-bit grayscale PNG); pass the disp_noc/disp_occ file"
+        )
+    disp = raw.astype(np.float32) / np.float32(256.0)
+    disp[raw == 0] = np.nan
+    return disp
+
+
+def kitti_encode(disp: np.ndarray) -> np.ndarray:
+    """KITTI encoding of float disparity: ``round(d * 256)`` as uint16; NaN or ``<= 0`` -> 0 (unknown).
+
+    Positive values are kept at least 1 (so they stay "known") and at most 65535 (255.996 pixels).
+    """
+    disp = np.asarray(disp, dtype=np.float64)
+    valid = np.isfinite(disp) & (disp > 0)
+    scaled = np.rint(np.where(valid, disp, 0.0) * 256.0)
+    return np.where(valid, np.clip(scaled, 1, 65535), 0).astype(np.uint16)
+
+
+def write_kitti_disp(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = False) -> Path:
+    """Write float ``(H, W)`` disparity as a KITTI 16-bit PNG (see :func:`kitti_encode`), atomically."""
+    disp = np.asarray(disp)
+    if disp.ndim != 2:
+        raise ValueError(f"write_kitti_disp takes an (H, W) map, got shape {disp.shape}")
+    return write_png(path, kitti_encode(disp), overwrite)
+
+
+def read_disp(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a disparity map by extension: ``.pfm`` (PFM) or ``.png`` (KITTI 16-bit)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".pfm":
+        return read_pfm(path)
+    if suffix == ".png":
+        return read_kitti_disp(path)
+    raise UserError(f"{path}: unknown disparity format {suffix or '(no extension)'}; use .pfm or .png (KITTI)")
+
+
+def write_disp(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = False) -> Path:
+    """Write a disparity map by extension: ``.pfm`` (exact float) or ``.png`` (KITTI 16-bit, 1/256 px steps)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".pfm":
+        return write_pfm(path, disp, overwrite)
+    if suffix == ".png":
+        return write_kitti_disp(path, disp, overwrite)
+    raise UsageError(f"{path}: cannot write disparity as {suffix or '(no extension)'}; use .pfm or .png")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pictures
+
+
+def _lut(anchors: tuple[tuple[float, int, int, int], ...], n: int = 256) -> np.ndarray:
+    """Linear interpolation of ``(position, R, G, B)`` anchors into an ``(n, 3)`` uint8 table."""
+    pos = np.array([a[0] for a in anchors])
+    rgb = np.array([a[1:] for a in anchors], dtype=np.float64)
+    t = np.linspace(0.0, 1.0, n)
+    table = np.stack([np.interp(t, pos, rgb[:, c]) for c in range(3)], axis=1)
+    return np.rint(table).astype(np.uint8)
+
+
+def colorize(disp: np.ndarray, max_disp: float | None = None) -> np.ndarray:
+    """Colour a disparity map: 0 -> dark violet ... ``max_disp`` -> dark red (turbo-like), NaN -> black.
+
+    ``max_disp`` defaults to the largest finite value; values outside ``[0, max_disp]`` are clipped.
+    Returns uint8 ``(H, W, 3)``.
+    """
+    disp = np.asarray(disp, dtype=np.float32)
+    finite = np.isfinite(disp)
+    out = np.zeros(disp.shape + (3,), dtype=np.uint8)
+    if not finite.any():
+        return out
+    top = float(np.max(disp[finite])) if max_disp is None else float(max_disp)
+    if top <= 0:
+        top = 1.0
+    lut = _lut(_DISPARITY_ANCHORS)
+    idx = np.rint(np.clip(disp[finite] / top, 0.0, 1.0) * (len(lut) - 1)).astype(np.intp)
+    out[finite] = lut[idx]
+    return out
+
+
+def error_map(disp: np.ndarray, gt: np.ndarray, threshold: float = 3.0) -> np.ndarray:
+    """Colour ``|disp - gt|`` where ground truth is known; uint8 ``(H, W, 3)``.
+
+    Below ``threshold`` the colour goes blue (exact) -> cyan -> green -> pale yellow; from ``threshold`` it is
+    orange and from ``2 * threshold`` red (clearly bad). A NaN prediction where ``gt`` is known is red; pixels
+    without ground truth are black.
+    """
+    disp = np.asarray(disp, dtype=np.float32)
+    gt = np.asarray(gt, dtype=np.float32)
+    if disp.shape != gt.shape:
+        raise UserError(
+            f"disparity is {'x'.join(map(str, disp.shape))} but ground truth is {'x'.join(map(str, gt.shape))}:"
+            " compare maps of the same frame"
+        )
+    if threshold <= 0:
+        raise UsageError(f"error threshold must be positive, got {threshold}")
+    known = np.isfinite(gt)
+    err = np.abs(disp - gt)
+    err[known & ~np.isfinite(err)] = np.inf  # missing prediction counts as the worst error
+    out = np.zeros(gt.shape + (3,), dtype=np.uint8)
+    lut = _lut(_GOOD_ANCHORS)
+    good = known & (err < threshold)
+    idx = np.rint(err[good] / threshold * (len(lut) - 1)).astype(np.intp)
+    out[good] = lut[np.minimum(idx, len(lut) - 1)]
+    out[known & (err >= threshold) & (err < 2 * threshold)] = ERROR_ORANGE
+    out[known & (err >= 2 * threshold)] = ERROR_RED
+    return out

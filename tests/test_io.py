@@ -1,0 +1,313 @@
+"""Tests for stereodeploy.io: atomic writes, image reading, PFM / KITTI round trips, colour maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stereodeploy.errors import UsageError, UserError
+from stereodeploy.io import (
+    ERROR_ORANGE,
+    ERROR_RED,
+    atomic_write,
+    colorize,
+    ensure_writable,
+    error_map,
+    kitti_encode,
+    read_disp,
+    read_image,
+    read_kitti_disp,
+    read_pfm,
+    to_gray,
+    write_disp,
+    write_kitti_disp,
+    write_pfm,
+    write_png,
+)
+
+
+def _siblings(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------------- atomic
+
+
+def test_atomic_write_renames_temp_file_with_same_suffix(tmp_path: Path) -> None:
+    target = tmp_path / "out.png"
+    with atomic_write(target) as tmp:
+        assert tmp.parent == tmp_path
+        assert tmp.suffix == ".png" and tmp.name.startswith(".out.tmp-")
+        assert not target.exists()
+        tmp.write_bytes(b"payload")
+    assert target.read_bytes() == b"payload"
+    assert _siblings(tmp_path) == ["out.png"]
+
+
+def test_atomic_write_removes_temp_and_keeps_old_file_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_write(target, overwrite=True) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("boom")
+    assert target.read_bytes() == b"old"
+    assert _siblings(tmp_path) == ["model.onnx"]
+
+
+def test_atomic_write_refuses_existing_file_unless_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "a.txt"
+    target.write_text("keep")
+    with pytest.raises(UsageError, match=r"a\.txt exists: pass --overwrite to replace it") as info:
+        with atomic_write(target):
+            pytest.fail("must not yield")
+    assert info.value.exit_code == 2
+    assert target.read_text() == "keep"
+    with atomic_write(target, overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_atomic_write_creates_missing_folders(tmp_path: Path) -> None:
+    target = tmp_path / "runs" / "x" / "disp.pfm"
+    with atomic_write(target) as tmp:
+        tmp.write_bytes(b"1")
+    assert target.read_bytes() == b"1"
+
+
+def test_unwritable_folder_is_a_user_error_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=r"cannot create folder .*file.*is a file"):
+        ensure_writable(blocker / "out.png")
+    with pytest.raises(UserError, match="is a folder"):
+        ensure_writable(tmp_path)
+
+
+def test_ensure_writable_checks_without_creating(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "out.png"
+    assert ensure_writable(target) == target
+    assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- images
+
+
+def _rgb(h: int = 5, w: int = 7) -> np.ndarray:
+    return np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+
+
+def test_read_image_rgb_and_gray_as_stored(tmp_path: Path) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "c.png")
+    gray = np.arange(35, dtype=np.uint8).reshape(5, 7)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    rgb = read_image(tmp_path / "c.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (5, 7, 3)
+    np.testing.assert_array_equal(rgb, _rgb())
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), gray)
+
+
+def test_read_image_keeps_16_bit_grayscale(tmp_path: Path) -> None:
+    raw = np.array([[0, 1, 256], [1000, 40000, 65535]], dtype=np.uint16)
+    write_png(tmp_path / "d.png", raw)
+    img = read_image(tmp_path / "d.png")
+    assert img.dtype == np.uint16
+    np.testing.assert_array_equal(img, raw)
+
+
+def test_read_image_alpha_palette_and_la(tmp_path: Path) -> None:
+    rgba = np.dstack([_rgb(), np.full((5, 7), 255, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "opaque.png"), _rgb())
+
+    rgba[2, 3, 3] = 10
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
+    with pytest.raises(UserError, match=r"transparent\.png: image has transparent pixels"):
+        read_image(tmp_path / "transparent.png")
+
+    pal = Image.new("P", (3, 2))
+    pal.putpalette([0, 0, 0, 200, 10, 30] + [0] * 762)
+    pal.putpixel((1, 0), 1)
+    pal.save(tmp_path / "pal.png")
+    img = read_image(tmp_path / "pal.png")
+    assert img.shape == (2, 3, 3)
+    assert tuple(img[0, 1]) == (200, 10, 30) and tuple(img[0, 0]) == (0, 0, 0)
+
+    la = np.dstack([np.full((2, 2), 77, np.uint8), np.full((2, 2), 255, np.uint8)])
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    img = read_image(tmp_path / "la.png")
+    assert img.shape == (2, 2) and (img == 77).all()
+
+
+def test_read_image_user_errors_name_file_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"missing\.png: image not found; check the path"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(UserError, match=r"empty\.png: empty file"):
+        read_image(tmp_path / "empty.png")
+    (tmp_path / "notes.png").write_text("hello, not an image\n")
+    with pytest.raises(UserError, match=r"notes\.png: not an image file"):
+        read_image(tmp_path / "notes.png")
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"cut\.png: truncated or corrupt image .*re-download") as info:
+        read_image(tmp_path / "cut.png")
+    assert "\n" not in str(info.value)
+
+
+def test_to_gray_uses_bt601_weights_and_scales_16_bit() -> None:
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 10, 10]]], dtype=np.uint8)
+    gray = to_gray(rgb)
+    assert gray.dtype == np.float32 and gray.shape == (1, 4)
+    np.testing.assert_allclose(gray, [[76.245, 149.685, 29.07, 10.0]], rtol=1e-5)
+    g16 = to_gray(np.array([[0, 65535, 257]], dtype=np.uint16))
+    np.testing.assert_allclose(g16, [[0.0, 255.0, 1.0]], rtol=1e-6)
+    np.testing.assert_array_equal(to_gray(np.array([[3, 200]], np.uint8)), [[3.0, 200.0]])
+    with pytest.raises(ValueError, match="shape"):
+        to_gray(np.zeros((2, 2, 4), np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------- PFM
+
+
+def test_pfm_round_trip_keeps_values_and_nan(tmp_path: Path) -> None:
+    disp = np.arange(12, dtype=np.float32).reshape(3, 4) * 1.25
+    disp[1, 2] = np.nan
+    write_pfm(tmp_path / "d.pfm", disp)
+    back = read_pfm(tmp_path / "d.pfm")
+    assert back.dtype == np.float32 and back.shape == (3, 4)
+    np.testing.assert_array_equal(back, disp)  # NaN positions compare equal
+
+
+def test_pfm_file_layout_is_little_endian_bottom_up_with_inf(tmp_path: Path) -> None:
+    disp = np.array([[1.0, 2.0], [3.0, np.nan]], dtype=np.float32)
+    write_pfm(tmp_path / "d.pfm", disp)
+    data = (tmp_path / "d.pfm").read_bytes()
+    header = b"Pf\n2 2\n-1.0\n"
+    assert data.startswith(header)
+    body = np.frombuffer(data[len(header) :], "<f4")
+    np.testing.assert_array_equal(body, [3.0, np.inf, 1.0, 2.0])  # bottom row first, NaN stored as inf
+
+
+def test_read_pfm_big_endian_and_colour(tmp_path: Path) -> None:
+    rows_bottom_up = np.array([[5.0, 6.0, np.inf], [1.0, 2.0, 3.0]], dtype=">f4")
+    (tmp_path / "be.pfm").write_bytes(b"Pf\n3 2\n1.0\n" + rows_bottom_up.tobytes())
+    disp = read_pfm(tmp_path / "be.pfm")
+    assert disp.dtype == np.float32 and disp.dtype.isnative
+    np.testing.assert_array_equal(disp, [[1.0, 2.0, 3.0], [5.0, 6.0, np.nan]])
+
+    colour = np.zeros((2, 1, 3), dtype="<f4")
+    colour[:, 0, 0] = [7.0, 8.0]  # bottom, top
+    colour[:, 0, 1:] = 99.0
+    (tmp_path / "c.pfm").write_bytes(b"PF\n1 2\n-1.0\n" + colour.tobytes())
+    np.testing.assert_array_equal(read_pfm(tmp_path / "c.pfm"), [[8.0], [7.0]])
+
+
+def test_read_pfm_errors(tmp_path: Path) -> None:
+    (tmp_path / "x.pfm").write_bytes(b"P6\n2 2\n255\n" + bytes(12))
+    with pytest.raises(UserError, match=r"x\.pfm: not a PFM file"):
+        read_pfm(tmp_path / "x.pfm")
+    (tmp_path / "short.pfm").write_bytes(b"Pf\n4 4\n-1.0\n" + bytes(20))
+    with pytest.raises(UserError, match=r"short\.pfm: truncated PFM \(20 data bytes, 64 expected for 4x4\)"):
+        read_pfm(tmp_path / "short.pfm")
+    with pytest.raises(UserError, match="not found"):
+        read_pfm(tmp_path / "none.pfm")
+    write_pfm(tmp_path / "d.pfm", np.zeros((2, 2)))
+    with pytest.raises(UsageError, match="exists: pass --overwrite"):
+        write_pfm(tmp_path / "d.pfm", np.ones((2, 2)))
+
+
+# ---------------------------------------------------------------------------------------------------- KITTI
+
+
+def test_kitti_round_trip_quantises_to_1_256(tmp_path: Path) -> None:
+    disp = np.array([[0.0, 1.0, 12.34], [np.nan, -3.0, 300.0], [0.001, 100.5, 255.99]], dtype=np.float32)
+    write_kitti_disp(tmp_path / "d.png", disp)
+    raw = read_image(tmp_path / "d.png")
+    assert raw.dtype == np.uint16
+    np.testing.assert_array_equal(raw, [[0, 256, 3159], [0, 0, 65535], [1, 25728, 65533]])
+    back = read_kitti_disp(tmp_path / "d.png")
+    assert back.dtype == np.float32
+    expected = raw.astype(np.float32) / 256
+    expected[raw == 0] = np.nan
+    np.testing.assert_array_equal(back, expected)
+    known = np.isfinite(disp) & (disp > 1 / 256) & (disp < 255.9)  # inside the encodable range
+    assert np.max(np.abs(back[known] - disp[known])) <= 0.5 / 256 + 1e-6
+
+
+def test_kitti_encode_unknown_codes() -> None:
+    np.testing.assert_array_equal(kitti_encode(np.array([np.nan, np.inf, -1.0, 0.0, 1e-9])), [0, 0, 0, 0, 1])
+
+
+def test_read_kitti_disp_refuses_8_bit(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "img.png")
+    with pytest.raises(UserError, match=r"img\.png: not a KITTI disparity map \(got uint8 2x3"):
+        read_kitti_disp(tmp_path / "img.png")
+
+
+def test_read_write_disp_dispatch_on_suffix(tmp_path: Path) -> None:
+    disp = np.array([[1.5, np.nan]], dtype=np.float32)
+    for name in ("a.pfm", "a.png"):
+        write_disp(tmp_path / name, disp)
+        np.testing.assert_array_equal(read_disp(tmp_path / name), disp)
+    with pytest.raises(UsageError, match=r"cannot write disparity as \.jpg"):
+        write_disp(tmp_path / "a.jpg", disp)
+    with pytest.raises(UserError, match=r"unknown disparity format \.npy"):
+        read_disp(tmp_path / "a.npy")
+
+
+# ---------------------------------------------------------------------------------------------------- pictures
+
+
+def test_colorize_range_nan_and_order() -> None:
+    disp = np.array([[0.0, 5.0, 10.0, np.nan, 20.0]], dtype=np.float32)
+    img = colorize(disp, max_disp=10)
+    assert img.dtype == np.uint8 and img.shape == (1, 5, 3)
+    assert tuple(img[0, 0]) == (48, 18, 59)  # first anchor
+    assert tuple(img[0, 2]) == (122, 4, 3)  # last anchor
+    assert tuple(img[0, 4]) == tuple(img[0, 2])  # clipped at max_disp
+    assert tuple(img[0, 3]) == (0, 0, 0)
+    ramp = colorize(np.linspace(0, 1, 256, dtype=np.float32)[None])
+    assert len({tuple(c) for c in ramp[0]}) > 200  # a real colour ramp, no big flat runs
+    assert (ramp[0].sum(axis=1) > 0).all()  # black only for NaN
+    assert (colorize(np.full((2, 2), np.nan)) == 0).all()
+
+
+def test_error_map_colours() -> None:
+    gt = np.array([[10.0, 10.0, 10.0, 10.0, np.nan, 10.0]], dtype=np.float32)
+    disp = np.array([[10.0, 11.0, 14.0, 25.0, 3.0, np.nan]], dtype=np.float32)
+    img = error_map(disp, gt, threshold=3.0)
+    exact, small, orange, red, no_gt, missing = (tuple(int(v) for v in img[0, i]) for i in range(6))
+    assert exact[2] > exact[0] and exact[2] > exact[1]  # blue for exact
+    assert small[1] > small[0]  # still a "good" colour below the threshold
+    assert orange == ERROR_ORANGE  # err 4: between threshold and twice it
+    assert red == ERROR_RED
+    assert no_gt == (0, 0, 0)
+    assert missing == ERROR_RED
+
+
+def test_error_map_threshold_boundaries_and_shape_check() -> None:
+    gt = np.zeros((1, 4), np.float32)
+    img = error_map(np.array([[2.99, 3.0, 5.99, 6.0]], np.float32), gt, threshold=3.0)
+    assert tuple(img[0, 0]) not in (ERROR_ORANGE, ERROR_RED)
+    assert tuple(img[0, 1]) == ERROR_ORANGE and tuple(img[0, 2]) == ERROR_ORANGE
+    assert tuple(img[0, 3]) == ERROR_RED
+    with pytest.raises(UserError, match="disparity is 1x4 but ground truth is 2x2"):
+        error_map(np.zeros((1, 4)), np.zeros((2, 2)))
+
+
+def test_write_png_round_trip_and_refusal(tmp_path: Path) -> None:
+    img = _rgb()
+    write_png(tmp_path / "p.png", img)
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png"), img)
+    with pytest.raises(UsageError, match="exists"):
+        write_png(tmp_path / "p.png", img)
+    write_png(tmp_path / "p.png", img[..., 0], overwrite=True)
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png"), img[..., 0])
+    with pytest.raises(ValueError, match="uint8"):
+        write_png(tmp_path / "f.png", img.astype(np.float32))
