@@ -1,0 +1,210 @@
+"""The `stereodeploy` command line. Each command parses options, builds a config and calls one library function.
+
+User mistakes (:class:`~stereodeploy.errors.UserError`) end with one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from stereodeploy.errors import UsageError, UserError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Train, export and deploy the MC-CNN fast stereo matcher in PyTorch, TensorFlow and ONNX.",
+)
+train_app = typer.Typer(no_args_is_help=True, help="Train MC-CNN fast with PyTorch or TensorFlow.")
+app.add_typer(train_app, name="train")
+
+
+def _user_errors(func: Callable) -> Callable:
+    """Turn a UserError into one line on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+class Framework(str, Enum):
+    torch = "torch"
+    tf = "tf"
+
+
+class Postprocess(str, Enum):
+    none = "none"
+    full = "full"
+
+
+class BackendName(str, Enum):
+    onnx = "onnx"
+    torch = "torch"
+    tf = "tf"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class DataFormat(str, Enum):
+    kitti2012 = "kitti2012"
+    kitti2015 = "kitti2015"
+    middlebury = "middlebury"
+
+
+def default_model() -> Path:
+    from stereodeploy.models_dir import default_model_path
+
+    return default_model_path()
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[DataFormat], exclude: list[str],
+           val: list[Path], epochs: int, batch_size: int, lr: float, momentum: float, lr_drop: list[int],
+           max_examples: Optional[int], seed: int, device: Device, layers: int, maps: int, kernel: int,
+           augment: bool, checkpoint_every: int, max_disp: int, resume: bool, overwrite: bool, progress: bool) -> None:
+    from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+    from stereodeploy.train.api import load_samples, train_run
+
+    if resume:
+        samples_from = data
+        if not data:
+            import json
+
+            saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
+            samples_from = [Path(p) for p in saved.get("data", {}).get("sources", [])]
+        if not samples_from:
+            raise UsageError(f"cannot resume {out}: no config.json with the data sources there; give --data again")
+        data = samples_from
+    elif not data:
+        raise UsageError("give at least one --data folder (KITTI 2012/2015 or Middlebury layout)")
+    try:
+        network = NetworkConfig(layers=layers, maps=maps, kernel=kernel)
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drop),
+                          max_examples=max_examples, seed=seed, checkpoint_every=checkpoint_every, device=device.value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    samples = load_samples(data, fmt.value if fmt else None, exclude)
+    validation = [s for p in val for s in load_samples([p], None) if s.disp is not None]
+    summary = train_run(framework.value, samples, out, network=network, sampler=SamplerConfig(seed=seed, augment=augment),
+                        cfg=cfg, validation=validation, max_disp=max_disp, data_sources=[str(p) for p in data],
+                        progress=progress, resume=resume, overwrite=overwrite)
+    typer.echo(
+        f"{framework.value}: {summary['epochs']} epochs in {summary['total_seconds']:.1f} s "
+        f"(epoch {summary['mean_epoch_seconds']:.2f} s, step {1000 * summary['mean_step_seconds']:.2f} ms, "
+        f"{summary['examples_per_second']:.0f} examples/s), patch accuracy {100 * summary['final_accuracy']:.1f}% -> {out}"
+    )
+
+
+def _make_train_command(framework: Framework):
+    @_user_errors
+    def command(
+        data: Annotated[list[Path], typer.Option("--data", help="Dataset folder (repeatable).")] = [],  # noqa: B006
+        out: Annotated[Path, typer.Option("--out", help="Run directory to create (or resume).")] = Path("runs/run"),
+        fmt: Annotated[Optional[DataFormat], typer.Option("--format", help="Dataset layout; detected if omitted.")] = None,
+        exclude: Annotated[list[str], typer.Option("--exclude", help="Frame/scene name to leave out (repeatable).")] = [],  # noqa: B006
+        val: Annotated[list[Path], typer.Option("--val", help="Validation dataset: >=3 px error after each epoch.")] = [],  # noqa: B006
+        epochs: Annotated[int, typer.Option(help="Epochs.")] = 14,
+        batch_size: Annotated[int, typer.Option(help="Pairs per batch (128 = 64 positive + 64 negative).")] = 128,
+        lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.002,
+        momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+        lr_drop: Annotated[list[int], typer.Option("--lr-drop", help="Epoch at which lr is multiplied by 0.1 (repeatable).")] = [12],  # noqa: B006
+        max_examples: Annotated[Optional[int], typer.Option(help="Examples per epoch (default: all).")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of initial weights and sampler.")] = 0,
+        device: Annotated[Device, typer.Option(help="cpu or cuda.")] = Device.cpu,
+        layers: Annotated[int, typer.Option(help="Convolution layers.")] = 4,
+        maps: Annotated[int, typer.Option(help="Feature maps per layer.")] = 64,
+        kernel: Annotated[int, typer.Option(help="Kernel size.")] = 3,
+        augment: Annotated[bool, typer.Option(help="MC-CNN data augmentation.")] = False,
+        checkpoint_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: epoch ends only).")] = 0,
+        max_disp: Annotated[int, typer.Option(help="Max disparity for --val.")] = 64,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
+        overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ) -> None:
+        _train(framework, data, out, fmt, exclude, val, epochs, batch_size, lr, momentum, lr_drop, max_examples, seed,
+               device, layers, maps, kernel, augment, checkpoint_every, max_disp, resume, overwrite, progress)
+
+    command.__doc__ = f"Train MC-CNN fast with {'PyTorch' if framework is Framework.torch else 'TensorFlow'}."
+    return command
+
+
+train_app.command("torch")(_make_train_command(Framework.torch))
+train_app.command("tf")(_make_train_command(Framework.tf))
+
+
+# ------------------------------------------------------------------------------------------------ export
+@app.command()
+@_user_errors
+def export(
+    source: Annotated[Path, typer.Argument(help="Run directory or checkpoint.npz (PyTorch or TensorFlow).")],
+    out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")] = Path("model.onnx"),
+    max_disp: Annotated[int, typer.Option(help="Default max disparity stored in the model.")] = 128,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Export a trained network to ONNX (features model) and check it against the native network."""
+    from stereodeploy.export import export as do_export
+
+    report = do_export(source, out, max_disp=max_disp, overwrite=overwrite)
+    typer.echo(f"wrote {report.path} from {report.meta.source_framework}; largest difference against native "
+               f"{report.meta.source_framework} on a {report.input_shape[-1]}x{report.input_shape[-2]} image: "
+               f"{report.max_abs_diff:.2e}")
+
+
+# ------------------------------------------------------------------------------------------------ infer
+@app.command()
+@_user_errors
+def infer(
+    left: Annotated[Path, typer.Argument(help="Left image.")],
+    right: Annotated[Path, typer.Argument(help="Right image.")],
+    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped model).")] = None,
+    max_disp: Annotated[Optional[int], typer.Option(help="Max disparity (default: the model's).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("."),
+    postprocess: Annotated[Postprocess, typer.Option(help="none: winner-take-all; full: MC-CNN post-processing.")] = Postprocess.none,
+    backend: Annotated[BackendName, typer.Option(help="Feature backend.")] = BackendName.onnx,
+    provider: Annotated[Device, typer.Option(help="cpu or cuda.")] = Device.cpu,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+) -> None:
+    """Disparity map of a stereo pair: writes <out>/<left stem>_disp.png (KITTI uint16) and _disp_color.png."""
+    from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.io import colorize, ensure_writable, read_image, write_kitti_disp, write_png
+
+    disp_path = out / f"{left.stem}_disp.png"
+    color_path = out / f"{left.stem}_disp_color.png"
+    for p in (disp_path, color_path):
+        ensure_writable(p, overwrite)
+    l_img, r_img = read_image(left), read_image(right)
+    matcher = StereoMatcher.from_file(model or default_model(), max_disp=max_disp, postprocess=postprocess.value,
+                                      backend=backend.value, provider=provider.value)
+    result = matcher.match(l_img, r_img)
+    out.mkdir(parents=True, exist_ok=True)
+    write_kitti_disp(disp_path, result.disparity, overwrite=overwrite)
+    write_png(color_path, colorize(result.disparity, matcher.config.max_disp), overwrite=overwrite)
+    t = result.timings
+    typer.echo(f"{left.name}: {t['total']:.3f} s (features {t['features']:.3f} s, matching {t['matching']:.3f} s) "
+               f"-> {disp_path}, {color_path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Export a trained network to ONNX with one contract for every source framework, then check it.
+
+Contract of a stereodeploy feature model (``stereodeploy.format = features/1``):
+
+- input ``image``: raw grayscale, float32 0..255, (N, 1, H, W) with dynamic N, H, W; the per-image
+  normalisation of :func:`stereodeploy.patches.normalize` happens inside the graph;
+- output ``features``: L2-normalised feature map (N, C, H, W), same H and W (zero padding);
+- ``metadata_props``: the keys of :class:`ModelMeta`, read back by :func:`read_meta` at load time.
+
+The exporters of each framework live in one table, :data:`EXPORTERS`; the checkpoint says which to use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stereodeploy import __version__
+from stereodeploy.config import NetworkConfig, from_dict
+from stereodeploy.errors import UserError
+from stereodeploy.io import atomic_write, ensure_writable
+
+FORMAT = "features/1"
+INPUT_NAME = "image"
+OUTPUT_NAME = "features"
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+
+# framework -> "module:function" building an onnx.ModelProto from (network config, weights, opset)
+EXPORTERS = {
+    "torch": "stereodeploy.nets.torch_net:to_onnx_model",
+    "tf": "stereodeploy.nets.tf_net:to_onnx_model",
+}
+# framework -> "module:function" giving native features (N, 1, H, W) -> (N, C, H, W) for the parity check
+NATIVE = {
+    "torch": "stereodeploy.nets.torch_net:native_features",
+    "tf": "stereodeploy.nets.tf_net:native_features",
+}
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What an exported file says about itself (stored as strings in ONNX ``metadata_props``)."""
+
+    network: NetworkConfig
+    source_framework: str
+    source_framework_version: str = ""
+    max_disp: int = 128
+    training_data: dict[str, Any] = field(default_factory=dict)
+    stereodeploy_version: str = __version__
+    format: str = FORMAT
+
+    @property
+    def patch_size(self) -> int:
+        return self.network.patch_size
+
+    def to_props(self) -> dict[str, str]:
+        return {
+            "stereodeploy.format": self.format,
+            "stereodeploy.version": self.stereodeploy_version,
+            "stereodeploy.network": json.dumps(asdict(self.network)),
+            "stereodeploy.patch_size": str(self.patch_size),
+            "stereodeploy.max_disp": str(self.max_disp),
+            "stereodeploy.source_framework": self.source_framework,
+            "stereodeploy.source_framework_version": self.source_framework_version,
+            "stereodeploy.training_data": json.dumps(self.training_data),
+            "stereodeploy.normalization": "per image: (x - mean) / sqrt(var + 1e-6), inside the graph",
+        }
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], where: str = "model") -> "ModelMeta":
+        fmt = props.get("stereodeploy.format")
+        if fmt is None:
+            raise UserError(f"{where} is ONNX but not a stereodeploy feature model (no stereodeploy metadata): "
+                            "export it with `stereodeploy export`")
+        if fmt.split("/")[0] != FORMAT.split("/")[0] or int(fmt.split("/")[1]) > int(FORMAT.split("/")[1]):
+            raise UserError(f"{where} has format {fmt}, which this stereodeploy {__version__} cannot read: upgrade stereodeploy")
+        try:
+            return cls(
+                network=from_dict(NetworkConfig, json.loads(props["stereodeploy.network"])),
+                source_framework=props.get("stereodeploy.source_framework", ""),
+                source_framework_version=props.get("stereodeploy.source_framework_version", ""),
+                max_disp=int(props.get("stereodeploy.max_disp", 128)),
+                training_data=json.loads(props.get("stereodeploy.training_data", "{}")),
+                stereodeploy_version=props.get("stereodeploy.version", ""),
+                format=fmt,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UserError(f"{where} has damaged stereodeploy metadata ({exc}): export it again") from None
+
+
+def _resolve(spec: str):
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _require(framework: str) -> None:
+    module = {"torch": "torch", "tf": "tensorflow"}[framework]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        extra = {"torch": "torch", "tf": "tf"}[framework]
+        raise UserError(f"this {framework} checkpoint needs {module}: pip install 'stereodeploy[{extra}]'") from None
+
+
+def set_meta(model: Any, meta: ModelMeta) -> None:
+    del model.metadata_props[:]
+    for key, value in meta.to_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_meta(model: Any, where: str = "model") -> ModelMeta:
+    return ModelMeta.from_props({p.key: p.value for p in model.metadata_props}, where)
+
+
+def parity_input(height: int = 375, width: int = 1242, seed: int = 0) -> np.ndarray:
+    """A real-sized, textured (1, 1, H, W) float32 image in 0..255 for export checks."""
+    from stereodeploy.datasets import synthetic_pair
+
+    sample = synthetic_pair(height=height, width=width, max_disp=32, seed=seed)
+    from stereodeploy.io import to_gray
+
+    return to_gray(sample.left)[None, None].astype(np.float32)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    meta: ModelMeta
+    max_abs_diff: float
+    input_shape: tuple[int, ...]
+
+
+def export(checkpoint: Path, out: Path, max_disp: int = 128, overwrite: bool = False, check: bool = True,
+           parity_size: tuple[int, int] = (375, 1242)) -> ExportReport:
+    """Export a run directory or checkpoint to ONNX ``out`` and check it against the native network.
+
+    Raises UserError if the largest difference on a real-sized input exceeds :data:`PARITY_TOLERANCE`; the file is
+    only moved into place once every check passed.
+    """
+    import onnx
+
+    from stereodeploy.train.loop import load_checkpoint
+
+    out = Path(out)
+    ensure_writable(out, overwrite)
+    ckpt = load_checkpoint(Path(checkpoint))
+    framework = ckpt.framework
+    if framework not in EXPORTERS:
+        raise UserError(f"{checkpoint} was written by an unknown framework {framework!r}")
+    _require(framework)
+    model = _resolve(EXPORTERS[framework])(ckpt.network, ckpt.weights, OPSET)
+    meta = ModelMeta(network=ckpt.network, source_framework=framework,
+                     source_framework_version=ckpt.meta.get("framework_version", ""), max_disp=max_disp,
+                     training_data=ckpt.meta.get("data", {}))
+    set_meta(model, meta)
+    onnx.checker.check_model(model, full_check=True)
+    diff = 0.0
+    image = parity_input(*parity_size)
+    if check:
+        native = _resolve(NATIVE[framework])(ckpt.network, ckpt.weights, image)
+        ours = run_onnx(model, image)
+        diff = float(np.max(np.abs(native - ours)))
+        if not diff < PARITY_TOLERANCE:
+            raise UserError(f"export check failed: ONNX and native {framework} features differ by {diff:.2e} "
+                            f"(> {PARITY_TOLERANCE:.0e}); nothing was written")
+    with atomic_write(out, overwrite=overwrite) as tmp:
+        onnx.save_model(model, str(tmp))
+    return ExportReport(path=out, meta=meta, max_abs_diff=diff, input_shape=image.shape)
+
+
+def run_onnx(model: Any, image: np.ndarray) -> np.ndarray:
+    """Run an in-memory ONNX feature model on the CPU (used by the export checks)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run([OUTPUT_NAME], {INPUT_NAME: image})[0]

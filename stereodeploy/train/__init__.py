@@ -1,0 +1,1 @@
+"""Trainers: the shared loop (loop.py) and one small stepper per framework."""

@@ -1,0 +1,95 @@
+"""One entry point for training with either framework: data -> patch index -> stepper -> shared loop."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig, from_dict
+from stereodeploy.errors import UsageError, UserError
+from stereodeploy.nets.weights import Weights, init_weights
+from stereodeploy.patches import PatchIndex
+
+# framework -> "module:class" of its Stepper; imported only when used
+STEPPERS = {
+    "torch": "stereodeploy.train.torch_trainer:TorchStepper",
+    "tf": "stereodeploy.train.tf_trainer:TFStepper",
+}
+FRAMEWORK_MODULE = {"torch": "torch", "tf": "tensorflow"}
+
+
+def make_stepper(framework: str, network: NetworkConfig, cfg: TrainConfig, weights: Weights):
+    if framework not in STEPPERS:
+        raise UsageError(f"unknown framework {framework!r}: use torch or tf")
+    module, cls = STEPPERS[framework].split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name in (FRAMEWORK_MODULE[framework], "keras"):
+            raise UserError(f"training with {framework} needs {exc.name}: pip install 'stereodeploy[{framework}]'") from None
+        raise
+    return getattr(mod, cls)(network, cfg, weights)
+
+
+def build_index(samples: Sequence[Any], patch_size: int, sampler: SamplerConfig) -> tuple[PatchIndex, dict[str, Any]]:
+    """Patch index over the samples that have ground truth; the summary says what was used and skipped."""
+    from stereodeploy.io import to_gray
+
+    index = PatchIndex(patch_size, sampler)
+    used, skipped = [], []
+    for s in samples:
+        if s.disp is None:
+            skipped.append(s.name)
+            continue
+        index.add(to_gray(s.left), to_gray(s.right), s.disp, s.name)
+        used.append(s.name)
+    if not used:
+        raise UserError("none of the training frames has ground truth disparity: give a dataset with disp_noc/disp_occ "
+                        "(KITTI) or disp0GT.pfm (Middlebury)")
+    if len(index) == 0:
+        raise UserError("the training frames hold no usable example (no ground truth pixel whose patches fit)")
+    return index, {"frames": used, "skipped_without_gt": skipped, "examples": len(index)}
+
+
+def load_samples(paths: Sequence[Path], fmt: str | None = None, exclude: Sequence[str] = ()) -> list[Any]:
+    from stereodeploy.datasets import load_dataset
+
+    samples = []
+    for p in paths:
+        samples.extend(s for s in load_dataset(Path(p), fmt) if s.name not in set(exclude))
+    return samples
+
+
+def train_run(framework: str, samples: Sequence[Any], out: Path, network: NetworkConfig = NetworkConfig(),
+              sampler: SamplerConfig = SamplerConfig(), cfg: TrainConfig = TrainConfig(),
+              validation: Sequence[Any] = (), max_disp: int = 64, weights: Weights | None = None,
+              data_sources: Sequence[str] = (), progress: bool = True, resume: bool = False,
+              overwrite: bool = False) -> dict[str, Any]:
+    """Train ``framework`` on ``samples`` into run directory ``out``; returns the summary.
+
+    ``weights`` default to the seeded framework-neutral initialisation, so both frameworks start equal.
+    On ``resume`` the configuration is read back from ``out/config.json``; the arguments are ignored.
+    """
+    from stereodeploy.train.loop import train
+
+    out = Path(out)
+    if resume:
+        saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
+        if saved is None:
+            raise UserError(f"{out} is not a run directory to resume (no config.json): start a new run with --out")
+        if saved.get("framework") != framework:
+            raise UserError(f"{out} is a {saved.get('framework')} run, not {framework}: resume it with "
+                            f"`stereodeploy train {saved.get('framework')} --resume {out}`")
+        network = from_dict(NetworkConfig, saved["network"])
+        sampler = from_dict(SamplerConfig, saved["sampler"])
+        cfg = from_dict(TrainConfig, saved["train"])
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out} exists and is not empty: choose another --out, pass --overwrite, or --resume it")
+    index, summary = build_index(samples, network.patch_size, sampler)
+    summary["sources"] = list(data_sources)
+    stepper = make_stepper(framework, network, cfg, weights if weights is not None else init_weights(network, cfg.seed))
+    return train(stepper, index, network, cfg, out, data_summary=summary, validation=validation,
+                 max_disp=max_disp, resume=resume, progress=progress)
