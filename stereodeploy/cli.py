@@ -202,6 +202,12 @@ def infer(
                f"-> {disp_path}, {color_path}")
 
 
+# evaluate and compare live in their own module
+from stereodeploy.cli_eval import register as _register_eval  # noqa: E402
+
+_register_eval(app)
+
+
 def main() -> None:
     app()
 
