@@ -202,6 +202,25 @@ def infer(
                f"-> {disp_path}, {color_path}")
 
 
+# ------------------------------------------------------------------------------------------------ demo
+@app.command()
+@_user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the picture.")] = Path("demo"),
+    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped model).")] = None,
+    postprocess: Annotated[Postprocess, typer.Option(help="none: winner-take-all; full: MC-CNN post-processing.")] = Postprocess.full,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing picture.")] = True,
+) -> None:
+    """Run the shipped model on the Middlebury Motorcycle pair bundled with scikit-image and score it."""
+    from stereodeploy.demo import run_demo
+
+    r = run_demo(model or default_model(), out, postprocess=postprocess.value, overwrite=overwrite)
+    stages = ", ".join(f"{k} {v:.3f} s" for k, v in r.timings.items() if k != "total")
+    typer.echo(f"Motorcycle (741x500, max disparity 70), postprocess {postprocess.value}: "
+               f">=3 px error {r.error_rate:.1f}% in {r.seconds:.2f} s ({stages})")
+    typer.echo(f"left | disparity | error map (blue good ... red >= 3 px off): {r.image}")
+
+
 # evaluate and compare live in their own module
 from stereodeploy.cli_eval import register as _register_eval  # noqa: E402
 

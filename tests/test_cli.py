@@ -1,0 +1,70 @@
+"""The command line end to end on tiny synthetic data: train torch -> export -> infer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from stereodeploy.cli import app
+from stereodeploy.io import read_image, read_kitti_disp
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_import_and_infer_do_not_load_tensorflow():
+    code = ("import sys, stereodeploy, stereodeploy.cli, stereodeploy.engine.matcher; "
+            "print('tensorflow' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+@pytest.mark.slow
+def test_train_export_infer(synthetic_dataset, tmp_path):
+    pytest.importorskip("torch")
+    run = tmp_path / "run"
+    res = invoke("train", "torch", "--data", synthetic_dataset, "--out", run, "--epochs", "2", "--max-examples", "512",
+                 "--layers", "2", "--maps", "8", "--lr-drop", "1", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "2 epochs" in res.output and "examples/s" in res.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["framework"] == "torch" and config["network"] == {"layers": 2, "maps": 8, "kernel": 3}
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([0.002, 0.0002])
+
+    res = invoke("export", run, "--out", tmp_path / "m.onnx", "--max-disp", "16")
+    assert res.exit_code == 0, res.output
+    assert "largest difference" in res.output
+
+    scene = synthetic_dataset / "scene0"
+    out = tmp_path / "pred"
+    res = invoke("infer", scene / "im0.png", scene / "im1.png", "--model", tmp_path / "m.onnx", "--out", out)
+    assert res.exit_code == 0, res.output
+    disp = read_kitti_disp(out / "im0_disp.png")
+    left = read_image(scene / "im0.png")
+    assert disp.shape == left.shape[:2] and np.nanmax(disp) < 16
+    assert read_image(out / "im0_disp_color.png").shape == left.shape[:2] + (3,)
+
+    # nothing is overwritten without being asked
+    before = (out / "im0_disp.png").read_bytes()
+    res = invoke("infer", scene / "im0.png", scene / "im1.png", "--model", tmp_path / "m.onnx", "--out", out)
+    assert res.exit_code == 2 and "exists" in res.output and "Traceback" not in res.output
+    assert (out / "im0_disp.png").read_bytes() == before
+
+
+def test_train_needs_data_and_refuses_a_used_run_directory(synthetic_dataset, tmp_path):
+    res = invoke("train", "torch", "--out", tmp_path / "run")
+    assert res.exit_code == 2 and "--data" in res.output
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "keep.txt").write_text("mine")
+    res = invoke("train", "torch", "--data", synthetic_dataset, "--out", tmp_path / "used", "--no-progress")
+    assert res.exit_code == 2 and "not empty" in res.output
+    assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
