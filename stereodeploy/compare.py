@@ -1,0 +1,370 @@
+"""The published experiment in one call, extended to ONNX: does the framework or the runtime change training time,
+execution time or accuracy?
+
+:func:`compare` trains PyTorch and TensorFlow on the same samples from the same initial weights with the same
+batches and schedule, exports both to ONNX, evaluates native PyTorch, native TensorFlow, ONNX(PyTorch) and
+ONNX(TensorFlow) with and without post-processing, and writes::
+
+    OUT/runs/torch, OUT/runs/tf        run directories (config, metrics.jsonl, summary.json, checkpoint)
+    OUT/models/mccnn_fast_<fw>.onnx    the exported models
+    OUT/report.json, OUT/report.md     Table I, Table II, execution times, machine, versions, configuration
+    OUT/accuracy.png                   patch accuracy per epoch of both frameworks
+    OUT/disparity.png, OUT/error.png   the first evaluation image per runtime, next to its ground truth
+
+Framework code is reached only through :func:`stereodeploy.train.api.train_run`, :func:`stereodeploy.export.export`
+and the engine's backends, so this module imports neither torch nor TensorFlow itself.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stereodeploy import __version__
+from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+from stereodeploy.errors import UsageError, UserError
+from stereodeploy.evaluate import THRESHOLD, EvalResult, evaluate, ground_truth_kind
+
+FRAMEWORKS = ("torch", "tf")
+# (label, framework that trained the weights, backend, model source: the run directory or the exported file)
+RUNTIMES = (
+    ("PyTorch", "torch", "torch", "run"),
+    ("TensorFlow", "tf", "tf", "run"),
+    ("ONNX (PyTorch)", "torch", "onnx", "onnx"),
+    ("ONNX (TensorFlow)", "tf", "onnx", "onnx"),
+)
+POSTPROCESS = ("none", "full")
+MODEL_FILES = {"torch": "mccnn_fast_torch.onnx", "tf": "mccnn_fast_tf.onnx"}
+# framework -> (what it needs, importable module, pip extra)
+_REQUIREMENTS = {
+    "torch": (("PyTorch", "torch"),),
+    "tf": (("TensorFlow", "tensorflow"), ("tf2onnx (TensorFlow to ONNX export)", "tf2onnx")),
+}
+_OWN_MODULES = {
+    "torch": ("stereodeploy.train.torch_trainer", "stereodeploy.nets.torch_net"),
+    "tf": ("stereodeploy.train.tf_trainer", "stereodeploy.nets.tf_net", "stereodeploy.engine.tf_backend"),
+}
+_DISTRIBUTIONS = {
+    "numpy": ("numpy",), "torch": ("torch",), "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu"),
+    "keras": ("keras",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "tf2onnx": ("tf2onnx",), "numba": ("numba",),
+}
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_requirements(frameworks: Sequence[str] = FRAMEWORKS) -> None:
+    """Raise a one-line :class:`UserError` naming the extra to install when a framework cannot train or export."""
+    for fw in frameworks:
+        for what, module in _REQUIREMENTS[fw]:
+            if not _has_module(module):
+                raise UserError(f"compare trains PyTorch and TensorFlow, but {what} is not installed ({module}): "
+                                f"pip install 'stereodeploy[{fw}]'")
+        for module in _OWN_MODULES[fw]:
+            if not _has_module(module):
+                raise UserError(f"this stereodeploy lacks its {fw} support ({module} is missing): "
+                                "install a complete stereodeploy release")
+
+
+def postprocess_available() -> bool:
+    """Whether the engine's post-processing stages (``--postprocess full``) are installed."""
+    return _has_module("stereodeploy.engine.postprocess")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Machine and versions
+
+
+def _cpu_name() -> str:
+    name = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """Platform, processor and CPU counts (and the GPU's name when ``device`` is cuda)."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(), "machine": platform.machine(), "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    info["device"] = device
+    if device == "cuda":
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def versions() -> dict[str, str | None]:
+    """Python and package versions (installed distributions; ``None`` for one that is not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version(), "stereodeploy": __version__}
+    for name, dists in _DISTRIBUTIONS.items():
+        out[name] = None
+        for dist in dists:
+            try:
+                out[name] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The experiment
+
+
+def _eval_max_disp(option: int | None, samples: Sequence[Any]) -> int:
+    """One max disparity for validation and the exported metadata: the option, else the largest hint, else 128."""
+    if option is not None:
+        return option
+    hints = [s.max_disp for s in samples if s.max_disp]
+    return max(hints) if hints else 128
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    from stereodeploy.io import ensure_writable
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file: give a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+    ensure_writable(out / "report.json", overwrite)
+
+
+def _load(train_data: Sequence[Path], eval_data: Path, hold_out: Sequence[str], train_format: str | None,
+          eval_format: str | None) -> tuple[list[Any], list[Any], str]:
+    from stereodeploy.datasets import detect_format, load_dataset
+    from stereodeploy.train.api import load_samples
+
+    train = load_samples(list(train_data), train_format, exclude=hold_out)
+    if not train:
+        raise UserError("no training frame is left after --hold-out: hold out fewer frames or add --train-data")
+    fmt = eval_format or detect_format(eval_data)
+    evaluation = load_dataset(eval_data, fmt)
+    if hold_out:
+        names = {s.name for s in evaluation}
+        missing = [n for n in hold_out if n not in names]
+        if missing:
+            raise UserError(f"held-out frame(s) {', '.join(missing)} are not in {eval_data}: check the names "
+                            f"(found {', '.join(sorted(names)[:8])}{', ...' if len(names) > 8 else ''})")
+        evaluation = [s for s in evaluation if s.name in set(hold_out)]
+    if not any(s.disp is not None for s in evaluation):
+        raise UserError(f"no evaluation frame in {eval_data} has ground truth: evaluate on frames with disparity maps")
+    return train, evaluation, fmt
+
+
+def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epochs: int = 14,
+            max_examples: int | None = None, device: str = "cpu", *, network: NetworkConfig = NetworkConfig(),
+            batch_size: int = 128, lr: float = 0.002, momentum: float = 0.9, lr_drops: Sequence[int] = (12,),
+            seed: int = 0, hold_out: Sequence[str] = (), train_format: str | None = None,
+            eval_format: str | None = None, max_disp: int | None = None, validate: bool = True,
+            progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Run the whole comparison into folder ``out`` and return the report (also written as report.json / .md).
+
+    ``hold_out`` names frames (Middlebury scenes, KITTI frame ids) left out of training; when given, only they are
+    evaluated. ``validate`` logs the evaluation set's winner-take-all error after every epoch (untimed). The
+    defaults are the study's: 14 epochs, learning rate 0.002 dropped tenfold at epoch 12, batches of 128 pairs.
+    """
+    from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.export import export
+    from stereodeploy.nets.weights import init_weights
+    from stereodeploy.train.api import train_run
+    from stereodeploy.train.loop import read_metrics
+
+    out = Path(out)
+    train_paths = [Path(train_data)] if isinstance(train_data, (str, Path)) else [Path(p) for p in train_data]
+    eval_data = Path(eval_data)
+    if epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {epochs}")
+    if max_examples is not None and max_examples < 1:
+        raise UsageError(f"--max-examples must be at least 1, got {max_examples}")
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}: use cpu or cuda")
+    try:
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drops),
+                          max_examples=max_examples, seed=seed, device=device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    check_requirements()
+    if device == "cuda":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise UserError("--device cuda evaluates ONNX on the GPU too, but this onnxruntime has no CUDA provider: "
+                            "pip install onnxruntime-gpu, or use --device cpu")
+    _check_out(out, overwrite)
+    train, evaluation, eval_fmt = _load(train_paths, eval_data, hold_out, train_format, eval_format)
+    scored = [s for s in evaluation if s.disp is not None]
+    unscored = [s.name for s in evaluation if s.disp is None]
+    val_disp = _eval_max_disp(max_disp, scored)
+    sampler = SamplerConfig(seed=seed)
+    weights = init_weights(network, seed)
+    pp_settings = [pp for pp in POSTPROCESS if pp == "none" or postprocess_available()]
+    unavailable = [] if "full" in pp_settings else [
+        "post-processing 'full' (stereodeploy.engine.postprocess is not installed): only winner-take-all was run"]
+
+    # ---- training: same samples, sampler seed, initial weights and schedule for both frameworks
+    summaries: dict[str, dict[str, Any]] = {}
+    histories: dict[str, list[dict[str, Any]]] = {}
+    for fw in FRAMEWORKS:
+        run_dir = out / "runs" / fw
+        summaries[fw] = train_run(fw, train, run_dir, network=network, sampler=sampler, cfg=cfg,
+                                  validation=scored if validate else (), max_disp=val_disp,
+                                  weights=[(k.copy(), b.copy()) for k, b in weights],
+                                  data_sources=[str(p) for p in train_paths], progress=progress, overwrite=overwrite)
+        histories[fw] = read_metrics(run_dir)
+    train_summary = _read_json(out / "runs" / "torch" / "config.json").get("data", {})
+
+    # ---- export both to ONNX (each checked against its native network)
+    exported = {}
+    for fw in FRAMEWORKS:
+        rep = export(out / "runs" / fw, out / "models" / MODEL_FILES[fw], max_disp=val_disp, overwrite=overwrite)
+        exported[fw] = {"path": f"models/{MODEL_FILES[fw]}", "max_abs_diff": rep.max_abs_diff}
+
+    # ---- evaluate every runtime, with and without post-processing
+    first = scored[0]
+    captured: dict[tuple[str, str], np.ndarray] = {}
+    evaluations: list[dict[str, Any]] = []
+    results: dict[tuple[str, str], EvalResult] = {}
+    for label, fw, backend, source in RUNTIMES:
+        path = out / "runs" / fw if source == "run" else out / "models" / MODEL_FILES[fw]
+        for pp in pp_settings:
+            matcher = StereoMatcher.from_file(path, max_disp=val_disp, postprocess=pp, backend=backend,
+                                              provider=device, sgm_preset=eval_fmt)
+
+            def keep(sample: Any, res: Any, key: tuple[str, str] = (label, pp)) -> None:
+                if sample.name == first.name:
+                    captured[key] = res.disparity
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # frames without ground truth: listed once in the report
+                res = evaluate(evaluation, matcher, model=str(path.relative_to(out)), max_disp=max_disp,
+                               progress=progress, on_frame=keep)
+            results[(label, pp)] = res
+            evaluations.append({"runtime": label, "framework": fw, **res.to_dict()})
+
+    report = _build_report(
+        out=out, summaries=summaries, histories=histories, exported=exported, results=results,
+        evaluations=evaluations, captured=captured, first=first, pp_settings=pp_settings, unavailable=unavailable,
+        config={
+            "network": asdict(network), "sampler": asdict(sampler), "train": asdict(cfg), "device": device,
+            "max_disp": max_disp if max_disp is not None else "per frame (calib ndisp, else the model's)",
+            "validation_max_disp": val_disp, "sgm_preset": eval_fmt, "postprocess": list(POSTPROCESS),
+            "threshold": THRESHOLD, "train_data": [str(p) for p in train_paths], "eval_data": str(eval_data),
+            "eval_format": eval_fmt, "hold_out": list(hold_out), "validate": validate,
+        },
+        data={"train_frames": train_summary.get("frames", [s.name for s in train]),
+              "train_examples": train_summary.get("examples"), "eval_frames": [s.name for s in scored],
+              "eval_skipped_without_ground_truth": unscored,
+              "overlap": sorted({s.name for s in scored} & {s.name for s in train})},
+    )
+    return report
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _differs(a: np.ndarray, b: np.ndarray) -> float:
+    """Percentage of pixels where two disparity maps disagree by more than half a pixel (or in validity)."""
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    with np.errstate(invalid="ignore"):
+        diff = (fa != fb) | (fa & fb & (np.abs(a - b) > 0.5))
+    return 100.0 * float(diff.mean())
+
+
+def _build_report(*, out: Path, summaries: dict[str, dict[str, Any]], histories: dict[str, list[dict[str, Any]]],
+                  exported: dict[str, Any], results: dict[tuple[str, str], EvalResult],
+                  evaluations: list[dict[str, Any]], captured: dict[tuple[str, str], np.ndarray], first: Any,
+                  pp_settings: list[str], unavailable: list[str], config: dict[str, Any],
+                  data: dict[str, Any]) -> dict[str, Any]:
+    """Tables, figures and files from the measurements; returns the report dictionary."""
+    from stereodeploy.report import (
+        markdown, plot_accuracy, plot_disparities, plot_errors, training_table, write_json, write_text)
+
+    kind = "noc" if first.disp_noc is not None else "occ"
+    table2_rows, time_rows = [], []
+    native_of = {fw: label for label, fw, backend, _ in RUNTIMES if backend == fw}
+    for label, fw, backend, _ in RUNTIMES:
+        for pp in POSTPROCESS:
+            res = results.get((label, pp))
+            if res is None:
+                table2_rows.append({"runtime": label, "framework": fw, "backend": backend, "postprocess": pp,
+                                    "available": False})
+                time_rows.append({"runtime": label, "postprocess": pp, "available": False})
+                continue
+            avg, sec = res.averages(), res.mean_stage_seconds()
+            single = next(i for i in res.images if i.name == first.name)
+            native = captured.get((native_of[fw], pp))
+            mine = captured.get((label, pp))
+            table2_rows.append({
+                "runtime": label, "framework": fw, "backend": backend, "postprocess": pp, "available": True,
+                "single_image_error": single.error_rate, "average_error_rate": res.average_error_rate,
+                "kitti_average": avg.get(f"kitti_{kind}"), "d1_average": avg.get(f"d1_{kind}"),
+                "density": avg.get("density"),
+                "single_image_differs_from_native_percent": (
+                    _differs(mine, native) if backend == "onnx" and mine is not None and native is not None else None),
+            })
+            time_rows.append({"runtime": label, "postprocess": pp, "available": True,
+                              "mean_seconds": res.mean_seconds, "features_seconds": sec.get("features"),
+                              "matching_seconds": sec.get("matching"), "stage_seconds": sec})
+
+    figures = {"accuracy": "accuracy.png", "disparity": "disparity.png", "error": "error.png"}
+    plot_accuracy(histories, out / figures["accuracy"], overwrite=True)
+    frame_disp = next(i.max_disp for i in results[next(iter(results))].images if i.name == first.name)
+    rates = {key: next(i.error_rate for i in r.images if i.name == first.name) for key, r in results.items()}
+    plot_disparities(first.disp, captured, frame_disp, out / figures["disparity"],
+                     title=f"{first.name}: disparity per runtime", overwrite=True)
+    plot_errors(first.disp, captured, out / figures["error"], THRESHOLD, rates,
+                title=f"{first.name}: error ≥{THRESHOLD:g} px (orange, red), missing ground truth black",
+                overwrite=True)
+
+    report = {
+        "title": "MC-CNN fast: PyTorch vs TensorFlow, native and ONNX",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "stereodeploy": __version__,
+        "machine": machine_info(config["device"]),
+        "versions": versions(),
+        "configuration": config,
+        "unavailable": unavailable,
+        "data": data,
+        "training": summaries,
+        "epochs": histories,
+        "table1": training_table(summaries),
+        "export": exported,
+        "table2": {"single_image": first.name, "images": len(data["eval_frames"]),
+                   "ground_truth": ground_truth_kind(first), "kitti_kind": kind, "rows": table2_rows},
+        "execution_time": {"images": len(data["eval_frames"]), "rows": time_rows},
+        "evaluations": evaluations,
+        "figures": figures,
+    }
+    write_json(out / "report.json", report, overwrite=True)
+    write_text(out / "report.md", markdown(report), overwrite=True)
+    return report

@@ -1,0 +1,304 @@
+"""Accuracy and speed of a matcher on a dataset: pure metric functions written from the formulas, and the loop.
+
+Error rules (``d`` the prediction, ``g`` the ground truth, counted over the pixels where ``g`` is known):
+
+- ``study``: the published comparison's equations 1 and 2, ``E = 1`` where ``|d - g| >= 3``; the error rate is
+  ``100 * sum(E) / #known`` percent;
+- ``kitti``: the KITTI benchmark's bad-pixel rule ``|d - g| > 3`` (KITTI 2012 "Out");
+- ``d1``: KITTI 2015's D1 rule, ``|d - g| > 3`` **and** ``|d - g| > 0.05 * |g|``.
+
+Evaluation is dense: a prediction that is NaN or infinite where ground truth is known counts as an error under
+every rule (the benchmarks' devkits interpolate such holes instead; we do not, so a sparse matcher cannot look
+better by answering less). :func:`density` reports how much of the image was answered. The average over a dataset
+is the mean of the per-image rates (the study's equation 3), not the rate over all pixels pooled.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stereodeploy.errors import UsageError, UserError
+
+if TYPE_CHECKING:
+    from stereodeploy.datasets import StereoSample
+    from stereodeploy.engine.matcher import MatchResult, StereoMatcher
+
+THRESHOLD = 3.0  # pixels
+D1_RELATIVE = 0.05  # KITTI 2015: also more than 5% of the true disparity
+RULES = ("study", "kitti", "d1")
+STAGE_KEYS = ("features", "matching", "total")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pure metrics
+
+
+def _shape(a: np.ndarray) -> str:
+    return "x".join(map(str, a.shape))
+
+
+def _prepare(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float arrays and the mask of pixels to score (ground truth finite and ``valid``), after shape checks."""
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    if pred.shape != gt.shape:
+        raise UserError(f"prediction is {_shape(pred)} but ground truth is {_shape(gt)}: "
+                        "compare maps of the same frame")
+    known = np.isfinite(gt)
+    if valid is not None:
+        valid = np.asarray(valid)
+        if valid.shape != gt.shape:
+            raise UserError(f"valid mask is {_shape(valid)} but ground truth is {_shape(gt)}: "
+                            "give a mask of the same size")
+        if valid.dtype != np.bool_:
+            raise UserError(f"valid mask must be boolean, got {valid.dtype}: pass e.g. `mask > 0`")
+        known &= valid
+    return pred, gt, known
+
+
+def _bad_and_known(pred: np.ndarray, gt: np.ndarray, rule: str, threshold: float,
+                   valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if rule not in RULES:
+        raise UsageError(f"unknown error rule {rule!r}: use one of {', '.join(RULES)}")
+    if not threshold > 0:
+        raise UsageError(f"error threshold must be positive, got {threshold}")
+    pred, gt, known = _prepare(pred, gt, valid)
+    with np.errstate(invalid="ignore"):  # inf - inf and comparisons with NaN: handled by the ~good below
+        err = np.abs(pred - gt)  # NaN where the prediction is NaN or inf
+        if rule == "study":
+            good = err < threshold
+        elif rule == "kitti":
+            good = err <= threshold
+        else:
+            good = (err <= threshold) | (err <= D1_RELATIVE * np.abs(gt))
+    return known & ~good, known
+
+
+def bad_pixels(pred: np.ndarray, gt: np.ndarray, rule: str = "study", threshold: float = THRESHOLD,
+               valid: np.ndarray | None = None) -> np.ndarray:
+    """Boolean map, True where ground truth is known (and ``valid``) and ``pred`` is wrong under ``rule``.
+
+    ``rule`` is ``study`` (``|d - g| >= threshold``), ``kitti`` (``> threshold``) or ``d1`` (``> threshold`` and
+    ``> 5%`` of ``|g|``). Non-finite predictions are wrong.
+    """
+    return _bad_and_known(pred, gt, rule, threshold, valid)[0]
+
+
+def error_rate(pred: np.ndarray, gt: np.ndarray, rule: str = "study", threshold: float = THRESHOLD,
+               valid: np.ndarray | None = None) -> float:
+    """Percentage of the known (and ``valid``) ground-truth pixels that are wrong under ``rule``.
+
+    NaN when no pixel has ground truth (the rate is undefined, not 0).
+    """
+    bad, known = _bad_and_known(pred, gt, rule, threshold, valid)
+    n = int(known.sum())
+    return 100.0 * float(bad.sum()) / n if n else math.nan
+
+
+def density(pred: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Percentage of pixels (of ``valid`` ones, if given) where the prediction is finite; NaN for no pixel."""
+    pred = np.asarray(pred)
+    finite = np.isfinite(pred)
+    if valid is not None:
+        valid = np.asarray(valid)
+        if valid.shape != pred.shape:
+            raise UserError(f"valid mask is {_shape(valid)} but prediction is {_shape(pred)}: "
+                            "give a mask of the same size")
+        finite = finite[valid.astype(bool)]
+    return 100.0 * float(finite.mean()) if finite.size else math.nan
+
+
+def average_rate(rates: Iterable[float | None]) -> float:
+    """The study's equation 3: the mean of per-image rates (each image weighs the same, whatever its size).
+
+    Images where the rate is undefined (``None`` or NaN: no ground truth for that measure) are left out;
+    NaN when none is left.
+    """
+    values = [float(r) for r in rates if r is not None and not math.isnan(float(r))]
+    return float(np.mean(values)) if values else math.nan
+
+
+def ground_truth_kind(sample: StereoSample) -> str:
+    """Which map ``sample.disp`` is: ``noc`` (non-occluded), ``occ`` (all pixels) or ``disp`` (neither given)."""
+    if sample.disp_noc is not None and sample.disp is sample.disp_noc:
+        return "noc"
+    if sample.disp_occ is not None and sample.disp is sample.disp_occ:
+        return "occ"
+    return "disp"
+
+
+def image_metrics(pred: np.ndarray, sample: StereoSample, threshold: float = THRESHOLD) -> dict[str, float]:
+    """Every measure of one prediction against ``sample``'s ground truth, in percent.
+
+    ``error_rate`` is the study's rule on ``sample.disp`` (non-occluded where known, else all); then for each of
+    ``noc`` and ``occ`` that the sample has, ``study_<kind>``, ``kitti_<kind>`` and ``d1_<kind>``; and
+    ``density`` of the prediction over the whole image.
+    """
+    if sample.disp is None:
+        raise UserError(f"{sample.name} has no ground truth to evaluate against: leave it out")
+    out = {"error_rate": error_rate(pred, sample.disp, "study", threshold), "density": density(pred)}
+    for kind, gt in (("noc", sample.disp_noc), ("occ", sample.disp_occ)):
+        if gt is not None:
+            for rule in RULES:
+                out[f"{rule}_{kind}"] = error_rate(pred, gt, rule, threshold)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class ImageResult:
+    """One frame: the headline numbers, every measure of :func:`image_metrics`, and the time of each stage."""
+
+    name: str
+    error_rate: float
+    density: float
+    seconds: dict[str, float]
+    metrics: dict[str, float]
+    ground_truth: str  # which map error_rate used: noc, occ (or disp)
+    max_disp: int
+    size: tuple[int, int]  # (width, height)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "error_rate": self.error_rate, "density": self.density,
+                "seconds": dict(self.seconds), "metrics": dict(self.metrics), "ground_truth": self.ground_truth, "max_disp": self.max_disp,
+                "width": self.size[0], "height": self.size[1]}
+
+
+@dataclass
+class EvalResult:
+    """A matcher on a dataset: per-image results and their averages (equation 3)."""
+
+    model: str
+    backend: str
+    postprocess: str
+    device: str = "cpu"
+    images: list[ImageResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # frames without ground truth
+    threshold: float = THRESHOLD
+
+    @property
+    def average_error_rate(self) -> float:
+        return average_rate(i.error_rate for i in self.images)
+
+    @property
+    def mean_seconds(self) -> float:
+        """Mean total time per depth map (features + matching + post-processing)."""
+        return float(np.mean([i.seconds["total"] for i in self.images])) if self.images else math.nan
+
+    def averages(self) -> dict[str, float]:
+        """Every measure of the images averaged over the images that have it."""
+        keys = dict.fromkeys(k for i in self.images for k in i.metrics)
+        return {k: average_rate(i.metrics.get(k) for i in self.images) for k in keys}
+
+    def mean_stage_seconds(self) -> dict[str, float]:
+        keys = dict.fromkeys(k for i in self.images for k in i.seconds)
+        return {k: float(np.mean([i.seconds[k] for i in self.images if k in i.seconds])) for k in keys}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "backend": self.backend, "postprocess": self.postprocess, "device": self.device,
+            "threshold": self.threshold, "images": [i.to_dict() for i in self.images],
+            "average_error_rate": self.average_error_rate, "mean_seconds": self.mean_seconds,
+            "averages": self.averages(), "mean_stage_seconds": self.mean_stage_seconds(),
+            "skipped_without_ground_truth": list(self.skipped),
+        }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def postprocess_name(matcher: StereoMatcher) -> str:
+    """``none``, ``full`` or ``custom`` for the matcher's post-processing stages."""
+    cfg = matcher.config
+    stages = (cfg.sgm, cfg.lr_check, cfg.subpixel, cfg.median, cfg.bilateral)
+    return "none" if not any(stages) else "full" if all(stages) else "custom"
+
+
+def frame_max_disp(option: int | None, sample: StereoSample, model_default: int) -> int:
+    """``option`` when given (checked later against the width), else the sample's hint (Middlebury ``ndisp``),
+    else the model's; a hint or default is capped at ``width - 1``."""
+    if option is not None:
+        return option
+    width = sample.left.shape[1]
+    return max(1, min(sample.max_disp or model_default, width - 1))
+
+
+def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: str | None = None,
+             max_disp: int | None = None, error_maps: Path | None = None, overwrite: bool = False,
+             threshold: float = THRESHOLD, warmup: bool = True, progress: bool = True,
+             on_frame: Callable[[StereoSample, MatchResult], None] | None = None) -> EvalResult:
+    """Run ``matcher`` on every sample with ground truth and score it; frames without are skipped with a warning.
+
+    ``max_disp`` overrides the per-frame choice of :func:`frame_max_disp`. ``error_maps`` is a folder that gets
+    ``<name>_error.png`` per frame (:func:`stereodeploy.io.error_map` against the same ground truth as the error
+    rate). ``warmup`` runs the first frame once untimed, so one-off costs (JIT compilation, graph tracing, memory
+    pools) do not land in the first frame's time. ``on_frame`` sees every frame's sample and match result.
+    """
+    from stereodeploy.io import ensure_writable, error_map, write_png
+
+    if max_disp is not None and max_disp < 1:
+        raise UsageError(f"--max-disp must be at least 1, got {max_disp}")
+    if postprocess_name(matcher) != "none" and importlib.util.find_spec("stereodeploy.engine.postprocess") is None:
+        raise UserError("post-processing needs stereodeploy.engine.postprocess, which this installation lacks: "
+                        "use --postprocess none or install a complete stereodeploy")
+    scored = [s for s in samples if s.disp is not None]
+    skipped = [s.name for s in samples if s.disp is None]
+    if not scored:
+        raise UserError(f"none of the {len(samples)} frames has ground truth disparity: evaluate on a dataset with "
+                        "disp_noc/disp_occ (KITTI) or disp0GT.pfm (Middlebury)")
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} of {len(samples)} frames without ground truth "
+                      f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})", stacklevel=2)
+    map_paths = {}
+    if error_maps is not None:
+        map_paths = {s.name: ensure_writable(Path(error_maps) / f"{s.name}_error.png", overwrite) for s in scored}
+
+    default = matcher.config.max_disp
+    backend = matcher.backend
+    result = EvalResult(model=model or str(getattr(backend, "path", "") or backend.meta.source_framework),
+                        backend=backend.name, postprocess=postprocess_name(matcher), device=backend.device,
+                        skipped=skipped, threshold=threshold)
+
+    def matcher_for(sample: StereoSample) -> tuple[StereoMatcher, int]:
+        d = frame_max_disp(max_disp, sample, default)
+        return (matcher if d == matcher.config.max_disp else matcher.with_max_disp(d)), d
+
+    if warmup:
+        m, _ = matcher_for(scored[0])
+        m.match(scored[0].left, scored[0].right)
+    with _progress(progress) as bar:
+        task = bar.add_task(f"{result.backend} {result.postprocess}", total=len(scored))
+        for sample in scored:
+            m, d = matcher_for(sample)
+            res = m.match(sample.left, sample.right)
+            metrics = image_metrics(res.disparity, sample, threshold)
+            result.images.append(ImageResult(
+                name=sample.name, error_rate=metrics["error_rate"], density=metrics["density"],
+                seconds={k: float(v) for k, v in res.timings.items()}, metrics=metrics,
+                ground_truth=ground_truth_kind(sample), max_disp=d, size=(sample.left.shape[1], sample.left.shape[0])))
+            if sample.name in map_paths:
+                write_png(map_paths[sample.name], error_map(res.disparity, sample.disp, threshold), overwrite=overwrite)
+            if on_frame is not None:
+                on_frame(sample, res)
+            bar.update(task, advance=1, description=f"{result.backend} {result.postprocess} {sample.name}: "
+                                                    f"{metrics['error_rate']:.1f}%")
+    return result
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    disable=not enabled, transient=False)

@@ -1,0 +1,353 @@
+"""Presenting results: JSON files, terminal tables, the comparison's markdown report and its figures.
+
+Everything here renders data it is given; nothing measures or trains. The markdown report is rendered from the
+same dictionary that is written as ``report.json``, so the two cannot disagree. Figures use matplotlib's
+object-oriented API on the Agg canvas (no pyplot, no global state) and are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stereodeploy.io import atomic_write, colorize, error_map
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from stereodeploy.evaluate import EvalResult
+
+FRAMEWORK_NAMES = {"torch": "PyTorch", "tf": "TensorFlow"}
+DIFFERENCE_FORMULA = "100 × (T_TensorFlow − T_PyTorch) / T_PyTorch; positive: TensorFlow took longer than PyTorch"
+UNAVAILABLE = "unavailable"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as ``None`` (strict JSON has no NaN), tuples as lists, paths as strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (np.floating, np.integer)):
+        return to_jsonable(obj.item())
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any, overwrite: bool = False) -> Path:
+    """Write ``obj`` as indented, strict JSON (see :func:`to_jsonable`), atomically."""
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    return write_text(path, text, overwrite)
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    with atomic_write(path, overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Number formatting shared by the terminal and markdown tables
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals; ``n/a`` for a missing or undefined number."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def fmt_signed(value: float | None, digits: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:+.{digits}f}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Terminal
+
+
+def eval_table(result: EvalResult) -> Table:
+    """A rich table of one evaluation: one row per frame, then the averages (equation 3) and mean times."""
+    from rich.table import Table
+
+    kinds = [k for k in ("noc", "occ") if any(f"kitti_{k}" in i.metrics for i in result.images)]
+    table = Table(title=f"{result.model} · {result.backend} · post-processing {result.postprocess}")
+    table.add_column("frame")
+    table.add_column("size", justify="right")
+    table.add_column("max disp", justify="right")
+    table.add_column(f"error ≥{result.threshold:g}px (%)", justify="right")
+    for kind in kinds:
+        table.add_column(f">{result.threshold:g}px {kind} (%)", justify="right")
+        table.add_column(f"D1 {kind} (%)", justify="right")
+    for name in ("density (%)", "features (s)", "matching (s)", "total (s)"):
+        table.add_column(name, justify="right")
+    for img in result.images:
+        cells = [img.name, f"{img.size[0]}x{img.size[1]}", str(img.max_disp), fmt(img.error_rate)]
+        for kind in kinds:
+            cells += [fmt(img.metrics.get(f"kitti_{kind}")), fmt(img.metrics.get(f"d1_{kind}"))]
+        cells += [fmt(img.density, 1)] + [fmt(img.seconds.get(k), 3) for k in ("features", "matching", "total")]
+        table.add_row(*cells)
+    avg, sec = result.averages(), result.mean_stage_seconds()
+    cells = [f"average of {len(result.images)}", "", "", fmt(result.average_error_rate)]
+    for kind in kinds:
+        cells += [fmt(avg.get(f"kitti_{kind}")), fmt(avg.get(f"d1_{kind}"))]
+    cells += [fmt(avg.get("density"), 1)] + [fmt(sec.get(k), 3) for k in ("features", "matching", "total")]
+    table.add_section()
+    table.add_row(*cells, style="bold")
+    return table
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Comparison tables (plain data, shared by report.json and report.md)
+
+
+def percent_difference(tf_value: float | None, torch_value: float | None) -> float | None:
+    """``100 * (tf - torch) / torch`` (see :data:`DIFFERENCE_FORMULA`); ``None`` when undefined."""
+    if tf_value is None or torch_value is None or not torch_value:
+        return None
+    return 100.0 * (tf_value - torch_value) / torch_value
+
+
+TABLE1_KEYS = ("total_seconds", "mean_epoch_seconds", "mean_step_seconds")
+
+
+def training_table(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Table I: total training time, mean epoch time and mean network + optimisation step time per framework,
+    and the percentage difference of TensorFlow against PyTorch for each."""
+    rows = [{"framework": FRAMEWORK_NAMES.get(key, key), "key": key,
+             **{k: s.get(k) for k in (*TABLE1_KEYS, "examples_per_second", "epochs", "device")}}
+            for key, s in summaries.items()]
+    diff = {}
+    if "torch" in summaries and "tf" in summaries:
+        diff = {k: percent_difference(summaries["tf"].get(k), summaries["torch"].get(k)) for k in TABLE1_KEYS}
+    return {"rows": rows, "difference_percent": diff, "difference_formula": DIFFERENCE_FORMULA}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = {"l": ":--", "r": "--:", "c": ":-:"}
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines + [""]
+
+
+def _kv_lines(data: Mapping[str, Any]) -> list[str]:
+    return [f"- {k}: {json.dumps(to_jsonable(v)) if isinstance(v, (dict, list)) else v}" for k, v in data.items()]
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """Render the comparison report (the dictionary written as report.json) as markdown."""
+    out = [f"# {report.get('title', 'Comparison')}", ""]
+    out += [f"Created {report.get('created', '')} with stereodeploy {report.get('stereodeploy', '')}.", ""]
+    data = report.get("data", {})
+    if data:
+        out += [f"Trained on {len(data.get('train_frames', []))} frames "
+                f"({data.get('train_examples', 'n/a')} examples); evaluated on {len(data.get('eval_frames', []))} frames: {', '.join(data.get('eval_frames', []))}."]
+        if data.get("overlap"):
+            out += [f"**Warning:** evaluation frames also used for training: {', '.join(data['overlap'])}."]
+        out += [""]
+    for note in report.get("unavailable", []):
+        out += [f"- Unavailable: {note}"]
+    if report.get("unavailable"):
+        out += [""]
+
+    t1 = report.get("table1")
+    if t1:
+        out += ["## Table I: training time", ""]
+        rows = [[r["framework"], fmt(r.get("total_seconds"), 2), fmt(r.get("mean_epoch_seconds"), 3),
+                 fmt(None if r.get("mean_step_seconds") is None else 1000 * r["mean_step_seconds"], 3),
+                 fmt(r.get("examples_per_second"), 0)] for r in t1["rows"]]
+        diff = t1.get("difference_percent", {})
+        if diff:
+            rows.append(["Difference (%)", *(fmt_signed(diff.get(k), 1) for k in TABLE1_KEYS), ""])
+        out += _md_table(["Framework", "Total (s)", "Mean epoch (s)", "Mean step (ms)", "Examples/s"], rows)
+        out += [f"Difference = {t1.get('difference_formula', DIFFERENCE_FORMULA)}. A step is one network forward, "
+                "backward and SGD update on a batch, timed after the device synchronised; the epoch and total times "
+                "include batch assembly but not validation.", ""]
+    figures = report.get("figures", {})
+    if figures.get("accuracy"):
+        out += [f"![Patch accuracy per epoch]({figures['accuracy']})", ""]
+
+    t2 = report.get("table2")
+    if t2:
+        single = t2.get("single_image", "")
+        n = t2.get("images", 0)
+        threshold = report.get("configuration", {}).get("threshold", 3)
+        out += [f"## Table II: error rate (%), |d − gt| ≥ {threshold:g} px", ""]
+        rows = []
+        for r in t2["rows"]:
+            if not r.get("available", True):
+                rows.append([r["runtime"], r["postprocess"], *[UNAVAILABLE] * 5])
+                continue
+            rows.append([r["runtime"], r["postprocess"], fmt(r.get("single_image_error")),
+                         fmt(r.get("average_error_rate")), fmt(r.get("kitti_average")), fmt(r.get("d1_average")),
+                         fmt(r.get("density"), 1)])
+        out += _md_table(["Runtime", "Post-processing", f"{single} (single image)", f"Whole set ({n} images)",
+                          "> 3 px (KITTI)", "D1 (KITTI 2015)", "Density (%)"], rows, "llrrrrr")
+        out += [f"Error: the study's rule (|d − gt| ≥ 3 px counts as wrong) over the pixels with ground truth "
+                f"({t2.get('ground_truth', 'non-occluded where known')}); missing predictions count as wrong. "
+                "The whole-set value is the mean of the per-image rates. KITTI columns use the "
+                f"{t2.get('kitti_kind', 'noc')} ground truth.", ""]
+
+    tt = report.get("execution_time")
+    if tt:
+        out += ["## Execution time per depth map (s)", ""]
+        rows = []
+        for r in tt["rows"]:
+            if not r.get("available", True):
+                rows.append([r["runtime"], r["postprocess"], *[UNAVAILABLE] * 3])
+                continue
+            rows.append([r["runtime"], r["postprocess"], fmt(r.get("mean_seconds"), 3),
+                         fmt(r.get("features_seconds"), 3), fmt(r.get("matching_seconds"), 3)])
+        out += _md_table(["Runtime", "Post-processing", "Total", "Features", "Matching"], rows, "llrrr")
+        out += [f"Mean over the {tt.get('images', 0)} evaluation images at their own size, after one untimed "
+                "warm-up frame; features = the network on both images, matching = cost volume, winner-take-all and "
+                "any post-processing.", ""]
+
+    if figures.get("disparity") or figures.get("error"):
+        out += ["## Figures", ""]
+        if figures.get("disparity"):
+            single = report.get("table2", {}).get("single_image", "")
+            out += [f"![Disparity of {single} per runtime]({figures['disparity']})", ""]
+        if figures.get("error"):
+            out += [f"![Error maps]({figures['error']})", ""]
+
+    exported = report.get("export")
+    if exported:
+        out += ["## Export", ""]
+        out += [f"- {FRAMEWORK_NAMES.get(k, k)} → `{v['path']}`: largest difference against native "
+                f"{FRAMEWORK_NAMES.get(k, k)} features {v['max_abs_diff']:.2e}" for k, v in exported.items()]
+        out += [""]
+    for section, title in (("machine", "Machine"), ("versions", "Versions"), ("configuration", "Configuration")):
+        if report.get(section):
+            out += [f"## {title}", "", *_kv_lines(report[section]), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _save(fig: Any, path: str | Path, overwrite: bool) -> Path:
+    with atomic_write(path, overwrite) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)
+
+
+def plot_accuracy(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path,
+                  overwrite: bool = False) -> Path:
+    """Patch accuracy per epoch of every framework on one plot (and validation error, where logged).
+
+    ``histories`` maps a framework key (``torch``/``tf``) to its metrics.jsonl rows.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(6.4, 3.8)
+    ax = fig.add_subplot()
+    ax2 = None
+    # distinct markers and dashes, so identical curves (same weights, same batches) stay visible
+    styles = [("o", "-", 7), ("x", "--", 9), ("s", ":", 6), ("+", "-.", 9)]
+    for i, (key, rows) in enumerate(histories.items()):
+        name = FRAMEWORK_NAMES.get(key, key)
+        marker, dash, size = styles[i % len(styles)]
+        epochs = [r["epoch"] + 1 for r in rows]
+        ax.plot(epochs, [100 * r["accuracy"] for r in rows], marker=marker, linestyle=dash, markersize=size,
+                color=f"C{i}", label=f"{name} patch accuracy")
+        val = [r.get("validation_error") for r in rows]
+        if any(v is not None for v in val):
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(epochs, [math.nan if v is None else v for v in val], marker=marker, linestyle=dash,
+                     markersize=size, color=f"C{i + 2}", alpha=0.8, label=f"{name} validation error")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("patch accuracy (%)")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if ax2 is not None:
+        ax2.set_ylabel("validation error ≥3 px (%)")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="best", fontsize="small")
+    ax.set_title("MC-CNN fast: accuracy per epoch")
+    fig.tight_layout()
+    return _save(fig, path, overwrite)
+
+
+def _grid(n_rows: int, n_cols: int, tile_w: float, tile_h: float):
+    fig = _figure(max(3.0, n_cols * tile_w), max(2.0, n_rows * tile_h + 0.4))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def plot_disparities(gt: np.ndarray, disparities: Mapping[tuple[str, str], np.ndarray], max_disp: float,
+                     path: str | Path, title: str = "", overwrite: bool = False) -> Path:
+    """One row per post-processing setting: the ground truth, then each runtime's disparity, same colour scale.
+
+    ``disparities`` maps ``(runtime, postprocess)`` to an ``(H, W)`` map; unknown pixels are black.
+    """
+    settings = list(dict.fromkeys(pp for _, pp in disparities))
+    runtimes = list(dict.fromkeys(rt for rt, _ in disparities))
+    h, w = gt.shape
+    fig, axes = _grid(len(settings), len(runtimes) + 1, 3.2, 3.2 * h / w + 0.35)
+    for r, pp in enumerate(settings):
+        axes[r, 0].imshow(colorize(gt, max_disp))
+        axes[r, 0].set_title("ground truth", fontsize="small")
+        for c, rt in enumerate(runtimes, start=1):
+            disp = disparities.get((rt, pp))
+            if disp is not None:
+                axes[r, c].imshow(colorize(disp, max_disp))
+            axes[r, c].set_title(f"{rt}, {pp}", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path, overwrite)
+
+
+def plot_errors(gt: np.ndarray, disparities: Mapping[tuple[str, str], np.ndarray], path: str | Path,
+                threshold: float = 3.0, rates: Mapping[tuple[str, str], float] | None = None, title: str = "",
+                overwrite: bool = False) -> Path:
+    """Error maps (:func:`stereodeploy.io.error_map`: blue..yellow below ``threshold``, orange, red) per runtime,
+    one row per post-processing setting; ``rates`` adds each map's error rate to its title."""
+    settings = list(dict.fromkeys(pp for _, pp in disparities))
+    runtimes = list(dict.fromkeys(rt for rt, _ in disparities))
+    h, w = gt.shape
+    fig, axes = _grid(len(settings), len(runtimes), 3.2, 3.2 * h / w + 0.35)
+    for r, pp in enumerate(settings):
+        for c, rt in enumerate(runtimes):
+            disp = disparities.get((rt, pp))
+            label = f"{rt}, {pp}"
+            if disp is not None:
+                axes[r, c].imshow(error_map(disp, gt, threshold))
+                if rates and (rt, pp) in rates:
+                    label += f": {fmt(rates[(rt, pp)], 1)}%"
+            axes[r, c].set_title(label, fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path, overwrite)

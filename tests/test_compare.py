@@ -1,0 +1,189 @@
+"""stereodeploy.compare and its report: requirements, Table I arithmetic, markdown, and the experiment end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stereodeploy import compare as compare_mod
+from stereodeploy.datasets import synthetic_pair
+from stereodeploy.errors import UsageError, UserError
+from stereodeploy.io import read_image, write_pfm, write_png
+from stereodeploy.report import fmt, markdown, percent_difference, training_table
+
+
+def _middlebury(root: Path, n: int = 3, height: int = 40, width: int = 64, max_disp: int = 12) -> Path:
+    """``n`` synthetic scenes in MiddEval3 layout (im0, im1, disp0GT.pfm, calib.txt with ndisp)."""
+    for i in range(n):
+        s = synthetic_pair(height=height, width=width, max_disp=max_disp, layers=2, seed=i)
+        scene = root / f"scene{i}"
+        write_png(scene / "im0.png", s.left)
+        write_png(scene / "im1.png", s.right)
+        write_pfm(scene / "disp0GT.pfm", s.disp_occ)
+        (scene / "calib.txt").write_text(f"width={width}\nheight={height}\nndisp={max_disp}\n")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------- requirements
+
+
+def test_missing_framework_names_the_extra_and_nothing_is_written(monkeypatch, tmp_path: Path) -> None:
+    real = compare_mod._has_module
+    monkeypatch.setattr(compare_mod, "_has_module", lambda name: name != "tensorflow" and real(name))
+    expected = r"TensorFlow is not installed \(tensorflow\): pip install 'stereodeploy\[tf\]'"
+    with pytest.raises(UserError, match=expected):
+        compare_mod.compare(_middlebury(tmp_path / "d", n=1), tmp_path / "d", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+    monkeypatch.setattr(compare_mod, "_has_module", lambda name: name != "stereodeploy.train.tf_trainer")
+    with pytest.raises(UserError, match=r"lacks its tf support \(stereodeploy.train.tf_trainer is missing\)"):
+        compare_mod.check_requirements()
+    monkeypatch.setattr(compare_mod, "_has_module", lambda name: name != "torch")
+    with pytest.raises(UserError, match=r"pip install 'stereodeploy\[torch\]'"):
+        compare_mod.check_requirements()
+
+
+def test_bad_settings_are_refused_before_training(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(compare_mod, "check_requirements", lambda *a: None)
+    data = _middlebury(tmp_path / "d", n=2)
+    with pytest.raises(UsageError, match="--epochs must be at least 1"):
+        compare_mod.compare(data, data, tmp_path / "out", epochs=0)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(UsageError, match="not empty"):
+        compare_mod.compare(data, data, tmp_path / "full")
+    with pytest.raises(UserError, match=r"held-out frame\(s\) sceneX are not in"):
+        compare_mod.compare(data, data, tmp_path / "out", hold_out=["sceneX"])
+    with pytest.raises(UserError, match="no training frame is left"):
+        compare_mod.compare(data, data, tmp_path / "out", hold_out=["scene0", "scene1"])
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+
+
+def test_table_one_difference_is_relative_to_pytorch() -> None:
+    summaries = {
+        "torch": {"total_seconds": 10.0, "mean_epoch_seconds": 5.0, "mean_step_seconds": 0.002},
+        "tf": {"total_seconds": 12.0, "mean_epoch_seconds": 4.0, "mean_step_seconds": 0.002},
+    }
+    t = training_table(summaries)
+    assert [r["framework"] for r in t["rows"]] == ["PyTorch", "TensorFlow"]
+    assert t["difference_percent"] == pytest.approx(
+        {"total_seconds": 20.0, "mean_epoch_seconds": -20.0, "mean_step_seconds": 0.0})
+    assert "T_PyTorch" in t["difference_formula"]
+    assert percent_difference(1.0, 0.0) is None and percent_difference(None, 1.0) is None
+
+
+def test_markdown_renders_numbers_and_unavailable_rows() -> None:
+    report = {
+        "title": "T", "table1": training_table({"torch": {"total_seconds": 10.0, "mean_epoch_seconds": 5.0,
+                                                           "mean_step_seconds": 0.0021},
+                                                 "tf": {"total_seconds": 12.5, "mean_epoch_seconds": 6.25,
+                                                        "mean_step_seconds": 0.0042}}),
+        "table2": {"single_image": "scene0", "images": 2, "rows": [
+            {"runtime": "PyTorch", "postprocess": "none", "available": True, "single_image_error": 12.345,
+             "average_error_rate": 20.0, "kitti_average": None, "d1_average": 1.0, "density": 100.0},
+            {"runtime": "PyTorch", "postprocess": "full", "available": False}]},
+        "execution_time": {"images": 2, "rows": [
+            {"runtime": "PyTorch", "postprocess": "none", "available": True, "mean_seconds": 0.1234,
+             "features_seconds": 0.1, "matching_seconds": 0.0234},
+            {"runtime": "PyTorch", "postprocess": "full", "available": False}]},
+        "unavailable": ["post-processing 'full'"], "machine": {"cpu_count": 2},
+    }
+    md = markdown(report)
+    assert "| PyTorch | 10.00 | 5.000 | 2.100 |" in md
+    assert "| TensorFlow | 12.50 | 6.250 | 4.200 |" in md
+    assert "| Difference (%) | +25.0 | +25.0 | +100.0 |" in md
+    assert "| PyTorch | none | 12.35 | 20.00 | n/a | 1.00 | 100.0 |" in md
+    assert "| PyTorch | full | unavailable | unavailable |" in md
+    assert "| PyTorch | none | 0.123 | 0.100 | 0.023 |" in md
+    assert "- Unavailable: post-processing 'full'" in md and "- cpu_count: 2" in md
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+
+
+def _cells(md: str, prefix: str) -> list[str]:
+    line = next(ln for ln in md.splitlines() if ln.startswith(prefix))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_on_tiny_synthetic_data(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("stereodeploy.train.tf_trainer")
+    pytest.importorskip("stereodeploy.engine.tf_backend")
+    from typer.testing import CliRunner
+
+    from stereodeploy.cli import app
+
+    data = _middlebury(tmp_path / "data", n=3)
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, [
+        "compare", "--train-data", str(data), "--eval-data", str(data), "--out", str(out), "--hold-out", "scene2",
+        "--hold-out", "scene1", "--epochs", "2", "--lr-drop", "1", "--max-examples", "256", "--batch-size", "64",
+        "--layers", "2", "--maps", "8", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+
+    # structure: runs, models, figures; training on scene0 only, evaluation on the held-out scenes
+    for rel in ("runs/torch/summary.json", "runs/tf/summary.json", "models/mccnn_fast_torch.onnx",
+                "models/mccnn_fast_tf.onnx"):
+        assert (out / rel).is_file(), rel
+    for name in report["figures"].values():
+        assert read_image(out / name).ndim == 3
+    assert report["data"]["train_frames"] == ["scene0"]
+    assert report["data"]["eval_frames"] == ["scene1", "scene2"] and report["data"]["overlap"] == []
+    assert report["configuration"]["network"] == {"layers": 2, "maps": 8, "kernel": 3}
+    assert {"platform", "cpu_count", "processor"} <= set(report["machine"])
+    assert {"python", "numpy", "torch", "tensorflow", "onnxruntime", "stereodeploy"} <= set(report["versions"])
+    assert [len(report["epochs"][fw]) for fw in ("torch", "tf")] == [2, 2]
+
+    # Table I in the markdown is the JSON's, and the difference follows the stated formula
+    t1 = {r["key"]: r for r in report["table1"]["rows"]}
+    for key, name in (("torch", "PyTorch"), ("tf", "TensorFlow")):
+        cells = _cells(md, f"| {name} |")
+        assert cells[1:4] == [fmt(t1[key]["total_seconds"], 2), fmt(t1[key]["mean_epoch_seconds"], 3),
+                              fmt(1000 * t1[key]["mean_step_seconds"], 3)]
+    diff = report["table1"]["difference_percent"]["total_seconds"]
+    assert diff == pytest.approx(100 * (t1["tf"]["total_seconds"] - t1["torch"]["total_seconds"])
+                                 / t1["torch"]["total_seconds"])
+    assert _cells(md, "| Difference (%) |")[1] == f"{diff:+.1f}"
+
+    # Table II: every runtime x post-processing; numbers match the per-image evaluations and the markdown
+    rows = report["table2"]["rows"]
+    assert [(r["runtime"], r["postprocess"]) for r in rows] == [
+        (rt, pp) for rt in ("PyTorch", "TensorFlow", "ONNX (PyTorch)", "ONNX (TensorFlow)") for pp in ("none", "full")]
+    assert report["table2"]["single_image"] == "scene1"
+    full = compare_mod.postprocess_available()
+    evals = {(e["runtime"], e["postprocess"]): e for e in report["evaluations"]}
+    times = {(r["runtime"], r["postprocess"]): r for r in report["execution_time"]["rows"]}
+    for r in rows:
+        key = (r["runtime"], r["postprocess"])
+        if r["postprocess"] == "full" and not full:
+            assert not r["available"] and key not in evals
+            assert "unavailable" in _cells(md, f"| {r['runtime']} | full |")
+            continue
+        e = evals[key]
+        assert r["single_image_error"] == pytest.approx(e["images"][0]["error_rate"])
+        assert r["average_error_rate"] == pytest.approx(np.mean([i["error_rate"] for i in e["images"]]))
+        assert times[key]["mean_seconds"] == pytest.approx(np.mean([i["seconds"]["total"] for i in e["images"]]))
+        table2_line = [ln for ln in md.split("## Table II")[1].split("## ")[0].splitlines()
+                       if ln.startswith(f"| {r['runtime']} | {r['postprocess']} |")]
+        assert _cells(table2_line[0], "|")[2:4] == [fmt(r["single_image_error"]), fmt(r["average_error_rate"])]
+        time_line = [ln for ln in md.split("## Execution time")[1].split("## ")[0].splitlines()
+                     if ln.startswith(f"| {r['runtime']} | {r['postprocess']} |")]
+        assert _cells(time_line[0], "|")[2] == fmt(times[key]["mean_seconds"], 3)
+        assert [i["max_disp"] for i in e["images"]] == [12, 12]  # calib ndisp
+    # ONNX runs the very weights of its framework: the same disparities, to a few tie pixels
+    for r in rows:
+        if r["runtime"].startswith("ONNX") and r["available"]:
+            assert r["single_image_differs_from_native_percent"] < 1.0
+    assert re.search(r"Difference = 100 × \(T_TensorFlow − T_PyTorch\) / T_PyTorch", md)
