@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ STEPPERS = {
     "tf": "stereodeploy.train.tf_trainer:TFStepper",
 }
 FRAMEWORK_MODULE = {"torch": "torch", "tf": "tensorflow"}
+log = logging.getLogger("stereodeploy")
 
 
 def make_stepper(framework: str, network: NetworkConfig, cfg: TrainConfig, weights: Weights):
@@ -46,6 +48,9 @@ def build_index(samples: Sequence[Any], patch_size: int, sampler: SamplerConfig)
             continue
         index.add(to_gray(s.left), to_gray(s.right), s.disp, s.name)
         used.append(s.name)
+    if skipped:
+        log.warning("skipped %d of %d frames without ground truth disparity: %s", len(skipped), len(samples),
+                    ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
     if not used:
         raise UserError("none of the training frames has ground truth disparity: give a dataset with disp_noc/disp_occ "
                         "(KITTI) or disp0GT.pfm (Middlebury)")
@@ -80,6 +85,12 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
         saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
         if saved is None:
             raise UserError(f"{out} is not a run directory to resume (no config.json): start a new run with --out")
+        from stereodeploy import __version__
+        from stereodeploy.train.loop import CHECKPOINT_FORMAT
+
+        if saved.get("format_version", 0) > CHECKPOINT_FORMAT:
+            raise UserError(f"{out} was written by stereodeploy {saved.get('stereodeploy')}, newer than this "
+                            f"{__version__}: upgrade stereodeploy to resume it")
         if saved.get("framework") != framework:
             raise UserError(f"{out} is a {saved.get('framework')} run, not {framework}: resume it with "
                             f"`stereodeploy train {saved.get('framework')} --resume {out}`")
