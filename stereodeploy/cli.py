@@ -169,37 +169,111 @@ def export(
 
 
 # ------------------------------------------------------------------------------------------------ infer
+def _read_pairs_file(path: Path) -> list[tuple[str, Path, Path]]:
+    """(name, left, right) from a text file of 'left right' lines; relative paths are taken from its folder."""
+    if not path.is_file():
+        raise UserError(f"pairs file {path} not found: give a text file with one 'left right' pair per line")
+    pairs = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise UsageError(f"{path}:{number}: expected 'left right' (two paths without spaces), got {line[:60]!r}")
+        left, right = (p if p.is_absolute() else path.parent / p for p in map(Path, fields))
+        pairs.append((left.stem, left, right))
+    if not pairs:
+        raise UsageError(f"{path} lists no pairs: write one 'left right' pair per line")
+    return pairs
+
+
+def _pairs_to_infer(inputs: list[Path], pairs_file: Optional[Path]) -> list[tuple[str, Path, Path]]:
+    """(output name, left, right) for `infer LEFT RIGHT`, `infer DATASET_DIR` or `infer --pairs FILE`."""
+    from stereodeploy.datasets import list_frames
+
+    if pairs_file is not None:
+        if inputs:
+            raise UsageError("give either images / a dataset folder or --pairs, not both")
+        pairs = _read_pairs_file(pairs_file)
+    elif len(inputs) == 1 and inputs[0].is_dir():
+        pairs = [(f.name, f.left, f.right) for f in list_frames(inputs[0])]
+    elif len(inputs) == 2:
+        pairs = [(inputs[0].stem, inputs[0], inputs[1])]
+    elif len(inputs) == 1:
+        raise UsageError(f"{inputs[0]} is not a folder: give LEFT RIGHT images, a dataset folder, or --pairs FILE")
+    else:
+        raise UsageError("give LEFT RIGHT images, one dataset folder (KITTI or Middlebury layout), or --pairs FILE")
+    for _, left, right in pairs:
+        for image in (left, right):
+            if not image.is_file():
+                raise UserError(f"image {image} not found: check the path")
+    names = [name for name, _, _ in pairs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"several pairs would write {twice[0]}_disp.png: give left images distinct names, "
+                         "or run them into different --out folders")
+    return pairs
+
+
 @app.command()
 @_user_errors
 def infer(
-    left: Annotated[Path, typer.Argument(help="Left image.")],
-    right: Annotated[Path, typer.Argument(help="Right image.")],
-    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped model).")] = None,
+    inputs: Annotated[Optional[list[Path]], typer.Argument(
+        help="LEFT RIGHT images, or one dataset folder (KITTI 2012/2015 or Middlebury layout).",
+        metavar="LEFT RIGHT | DATASET", show_default=False)] = None,
+    pairs: Annotated[Optional[Path], typer.Option(
+        "--pairs", help="Text file, one 'left right' pair per line (relative to the file's folder).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Model: ONNX file, or a run directory / checkpoint for "
+                                                       "--backend torch (default: the shipped model).")] = None,
     max_disp: Annotated[Optional[int], typer.Option(help="Max disparity (default: the model's).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("."),
     postprocess: Annotated[Postprocess, typer.Option(help="none: winner-take-all; full: MC-CNN post-processing.")] = Postprocess.none,
     backend: Annotated[BackendName, typer.Option(help="Feature backend.")] = BackendName.onnx,
-    provider: Annotated[Device, typer.Option(help="cpu or cuda.")] = Device.cpu,
+    provider: Annotated[Device, typer.Option(help="cpu or cuda (checked as active; no silent fallback).")] = Device.cpu,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
-    """Disparity map of a stereo pair: writes <out>/<left stem>_disp.png (KITTI uint16) and _disp_color.png."""
+    """Disparity maps of one pair, a dataset folder or a list of pairs, with one model load for all.
+
+    Writes <out>/<name>_disp.png (KITTI uint16) and <name>_disp_color.png per pair; <name> is the left image's stem.
+
+    For a dataset folder <name> is the frame name. Every output is checked before any work starts.
+    """
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.io import colorize, ensure_writable, read_image, write_kitti_disp, write_png
 
-    disp_path = out / f"{left.stem}_disp.png"
-    color_path = out / f"{left.stem}_disp_color.png"
-    for p in (disp_path, color_path):
-        ensure_writable(p, overwrite)
-    l_img, r_img = read_image(left), read_image(right)
+    todo = _pairs_to_infer(list(inputs or []), pairs)
+    paths = {name: (out / f"{name}_disp.png", out / f"{name}_disp_color.png") for name, _, _ in todo}
+    for disp_path, color_path in paths.values():
+        ensure_writable(disp_path, overwrite)
+        ensure_writable(color_path, overwrite)
     matcher = StereoMatcher.from_file(model or default_model(), max_disp=max_disp, postprocess=postprocess.value,
                                       backend=backend.value, provider=provider.value)
-    result = matcher.match(l_img, r_img)
-    out.mkdir(parents=True, exist_ok=True)
-    write_kitti_disp(disp_path, result.disparity, overwrite=overwrite)
-    write_png(color_path, colorize(result.disparity, matcher.config.max_disp), overwrite=overwrite)
-    t = result.timings
-    typer.echo(f"{left.name}: {t['total']:.3f} s (features {t['features']:.3f} s, matching {t['matching']:.3f} s) "
-               f"-> {disp_path}, {color_path}")
+    for name, left, right in todo:
+        result = matcher.match(read_image(left), read_image(right))
+        disp_path, color_path = paths[name]
+        write_kitti_disp(disp_path, result.disparity, overwrite=overwrite)
+        write_png(color_path, colorize(result.disparity, matcher.config.max_disp), overwrite=overwrite)
+        t = result.timings
+        typer.echo(f"{name}: {t['total']:.3f} s (features {t['features']:.3f} s, matching {t['matching']:.3f} s) "
+                   f"-> {disp_path}, {color_path}")
+
+
+@app.command("export-matcher")
+@_user_errors
+def export_matcher(
+    features: Annotated[Path, typer.Argument(help="Feature model written by `stereodeploy export`.")],
+    out: Annotated[Path, typer.Option("--out", help="Matcher ONNX file to write.")] = Path("matcher.onnx"),
+    max_disp: Annotated[Optional[int], typer.Option(help="Max disparity, fixed in the file (default: the model's).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Write a self-contained ONNX matcher (left, right -> winner-take-all disparity) for plain onnxruntime."""
+    from stereodeploy.export_matcher import export_matcher as do_export_matcher
+
+    r = do_export_matcher(features, out, max_disp=max_disp, overwrite=overwrite)
+    typer.echo(f"wrote {r.path}: inputs left, right float32 (H, W) grayscale 0..255 -> disparity (H, W), max "
+               f"disparity {r.max_disp}; same as the engine on {r.checked_pixels - r.differing_pixels} of "
+               f"{r.checked_pixels} check pixels (the rest are ties)")
 
 
 # ------------------------------------------------------------------------------------------------ demo
@@ -228,6 +302,10 @@ _register_eval(app)
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("stereodeploy").setLevel(logging.INFO)
     app()
 
 

@@ -2,22 +2,36 @@
 
 Every backend maps raw grayscale images (0..255) to L2-normalised feature maps with the same contract as the
 exported ONNX file, so the matching code after it is shared. ``features_pair`` runs left and right as one batch.
+
+A backend also offers the two matching entry points the matcher uses, :meth:`Backend.wta` and
+:meth:`Backend.cost_volume`. By default they bring the features to the host and call the shared numba code of
+:mod:`stereodeploy.engine.matching`; the torch backend on a CUDA device overrides them to keep the cost volume and
+winner-take-all on the device (:func:`torch_cost_volume`, :func:`torch_wta`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from stereodeploy.engine.matching import INVALID_COST, check_max_disp, cost_volume, wta_from_features
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ModelMeta, read_meta
 
+MATCHER_FORMAT = "matcher/1"  # metadata format of the self-contained matcher written by export_matcher
+
 
 class Backend(ABC):
-    """Turns a pair of (H, W) float32 grayscale images into (C, H, W) features each."""
+    """Turns a pair of (H, W) float32 grayscale images into (C, H, W) features each, and matches them.
+
+    Implementations hold only read-only state after construction, so one instance may serve several threads.
+    """
 
     name: str = ""
     meta: ModelMeta
@@ -28,8 +42,37 @@ class Backend(ABC):
         """(N, 1, H, W) float32 0..255 -> (N, C, H, W) float32."""
 
     def features_pair(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) float32 0..255 left and right -> their (C, H, W) float32 features, computed as one batch."""
         out = self.features_batch(np.stack([left, right])[:, None].astype(np.float32, copy=False))
         return out[0], out[1]
+
+    def wta(self, left: np.ndarray, right: np.ndarray, max_disp: int,
+            timings: dict[str, float]) -> np.ndarray:
+        """(H, W) grayscale pair -> (H, W) float32 winner-take-all disparity (left reference).
+
+        Adds the seconds spent to ``timings`` under ``features`` and ``matching``.
+        """
+        t0 = time.perf_counter()
+        fl, fr = self.features_pair(left, right)
+        t1 = time.perf_counter()
+        disp = wta_from_features(fl, fr, max_disp)
+        timings["features"] = t1 - t0
+        timings["matching"] = time.perf_counter() - t1
+        return disp
+
+    def cost_volume(self, left: np.ndarray, right: np.ndarray, max_disp: int,
+                    timings: dict[str, float]) -> np.ndarray:
+        """(H, W) grayscale pair -> host (max_disp, H, W) float32 cost volume (left reference).
+
+        Adds the seconds spent to ``timings`` under ``features`` and ``cost_volume``.
+        """
+        t0 = time.perf_counter()
+        fl, fr = self.features_pair(left, right)
+        t1 = time.perf_counter()
+        cost = cost_volume(fl, fr, max_disp)
+        timings["features"] = t1 - t0
+        timings["cost_volume"] = time.perf_counter() - t1
+        return cost
 
 
 class OnnxBackend(Backend):
@@ -48,6 +91,10 @@ class OnnxBackend(Backend):
             proto = onnx.load_model(str(path), load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's problem, in one line
             raise UserError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export the model again") from None
+        props = {p.key: p.value for p in proto.metadata_props}
+        if props.get("stereodeploy.format", "").split("/")[0] == MATCHER_FORMAT.split("/")[0]:
+            raise UserError(f"{path} is a self-contained matcher (inputs 'left', 'right'), not a feature model: run "
+                            "it with onnxruntime directly, or give the feature model it was built from")
         self.meta = read_meta(proto, str(path))
         inputs, outputs = proto.graph.input, proto.graph.output
         if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
@@ -83,30 +130,131 @@ class OnnxBackend(Backend):
 
 
 class TorchBackend(Backend):
-    """Native PyTorch from a run directory / checkpoint, or from an ONNX file's weights (torch-exported or not)."""
+    """Native PyTorch from a run directory / checkpoint, or from an ONNX file's weights (torch-exported or not).
+
+    On a CUDA device the cost volume and winner-take-all run on the device (:func:`torch_cost_volume`,
+    :func:`torch_wta`): winner-take-all sends only the (H, W) disparity to the host, post-processing gets the
+    volume as host float32. On the CPU the shared numba code is faster, so it is used there; ``device_matching``
+    forces either choice (tests use it to run the device path on the CPU).
+    """
 
     name = "torch"
 
-    def __init__(self, path: Path | str, device: str = "cpu"):
+    def __init__(self, path: Path | str, device: str = "cpu", device_matching: bool | None = None):
         import torch
 
         from stereodeploy.nets import torch_net
-        from stereodeploy.train.torch_trainer import resolve_device
 
-        self.dev = resolve_device(device)
+        self.dev = resolve_torch_device(device)
         self.meta, weights = load_weights(Path(path))
         net = torch_net.build(self.meta.network, weights).to(self.dev)
         self.module = torch_net.RawImageFeatures(net).eval()
         self.device = str(self.dev)
+        self.device_matching = self.dev.type == "cuda" if device_matching is None else device_matching
         self._torch = torch
 
     def features_batch(self, images: np.ndarray) -> np.ndarray:
         return self.features_tensor(images).cpu().numpy()
 
-    def features_tensor(self, images: np.ndarray):
+    def features_tensor(self, images: np.ndarray) -> Any:
+        """(N, 1, H, W) float32 0..255 -> (N, C, H, W) torch tensor on the backend's device."""
         with self._torch.inference_mode():
-            x = self._torch.from_numpy(np.ascontiguousarray(images)).to(self.dev)
+            x = self._torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.dev)
             return self.module(x)
+
+    def _pair_tensor(self, left: np.ndarray, right: np.ndarray) -> Any:
+        return self.features_tensor(np.stack([left, right])[:, None].astype(np.float32, copy=False))
+
+    def _sync(self) -> None:
+        if self.dev.type == "cuda":
+            self._torch.cuda.synchronize(self.dev)
+
+    def wta(self, left: np.ndarray, right: np.ndarray, max_disp: int,
+            timings: dict[str, float]) -> np.ndarray:
+        if not self.device_matching:
+            return super().wta(left, right, max_disp, timings)
+        check_max_disp(max_disp, left.shape[-1])
+        t0 = time.perf_counter()
+        feats = self._pair_tensor(left, right)
+        self._sync()
+        t1 = time.perf_counter()
+        with self._torch.inference_mode():
+            disp = torch_wta(feats[0], feats[1], max_disp).cpu().numpy()  # only (H, W) leaves the device
+        timings["features"] = t1 - t0
+        timings["matching"] = time.perf_counter() - t1
+        return disp
+
+    def cost_volume(self, left: np.ndarray, right: np.ndarray, max_disp: int,
+                    timings: dict[str, float]) -> np.ndarray:
+        if not self.device_matching:
+            return super().cost_volume(left, right, max_disp, timings)
+        check_max_disp(max_disp, left.shape[-1])
+        t0 = time.perf_counter()
+        feats = self._pair_tensor(left, right)
+        self._sync()
+        t1 = time.perf_counter()
+        with self._torch.inference_mode():
+            cost = torch_cost_volume(feats[0], feats[1], max_disp).float().cpu().numpy()
+        timings["features"] = t1 - t0
+        timings["cost_volume"] = time.perf_counter() - t1
+        return cost
+
+
+def resolve_torch_device(device: str) -> Any:
+    """``cpu`` or ``cuda`` -> torch.device, with a one-line UserError when CUDA is asked for but absent."""
+    import torch
+
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}: use cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("CUDA was asked for but torch sees no CUDA device: install a CUDA build of torch, "
+                        "or use --provider cpu")
+    return torch.device(device)
+
+
+def torch_cost_volume(fl: Any, fr: Any, max_disp: int) -> Any:
+    """Torch twin of :func:`stereodeploy.engine.matching.cost_volume` on the features' device.
+
+    (C, H, W) left and right feature tensors -> (max_disp, H, W) float32 tensor,
+    ``cost[d, y, x] = 1 - <fl[:, y, x], fr[:, y, x - d]>`` and :data:`INVALID_COST` where ``x - d < 0``.
+    """
+    import torch
+
+    _check_pair(fl, fr, max_disp)
+    _, h, w = fl.shape
+    fl, fr = fl.float(), fr.float()
+    cost = torch.full((max_disp, h, w), INVALID_COST, dtype=torch.float32, device=fl.device)
+    for d in range(max_disp):
+        cost[d, :, d:] = 1.0 - (fl[:, :, d:] * fr[:, :, : w - d]).sum(dim=0)
+    return cost
+
+
+def torch_wta(fl: Any, fr: Any, max_disp: int) -> Any:
+    """Torch twin of :func:`stereodeploy.engine.matching.wta_from_features`: fused, the volume is never stored.
+
+    (C, H, W) left and right feature tensors -> (H, W) float32 disparity tensor on their device; ties keep the
+    smallest disparity, and only disparities with ``x - d >= 0`` are considered (d = 0 always is).
+    """
+    import torch
+
+    _check_pair(fl, fr, max_disp)
+    _, h, w = fl.shape
+    fl, fr = fl.float(), fr.float()
+    best = (fl * fr).sum(dim=0)  # (H, W) similarity at d = 0
+    arg = torch.zeros((h, w), dtype=torch.int64, device=fl.device)
+    for d in range(1, max_disp):
+        sim = (fl[:, :, d:] * fr[:, :, : w - d]).sum(dim=0)  # (H, W - d)
+        better = sim > best[:, d:]  # strict: ties keep the smaller disparity
+        best[:, d:] = torch.maximum(best[:, d:], sim)
+        arg[:, d:].masked_fill_(better, d)
+    return arg.float()
+
+
+def _check_pair(fl: Any, fr: Any, max_disp: int) -> None:
+    if fl.dim() != 3 or tuple(fl.shape) != tuple(fr.shape):
+        raise ValueError(f"features must be two (C, H, W) tensors of one shape, got {tuple(fl.shape)} and "
+                         f"{tuple(fr.shape)}")
+    check_max_disp(max_disp, fl.shape[-1])
 
 
 def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarray]]]:
@@ -146,16 +294,25 @@ BACKENDS = {
 }
 
 
+# backend name -> the package it needs beyond the default install, and the extra that brings it
+_REQUIRES = {"torch": ("torch", "torch"), "tf": ("tensorflow", "tf")}
+
+
 def open_backend(path: Path | str, backend: str = "onnx", provider: str = "cpu") -> Backend:
     """The backend ``backend`` for the model at ``path``; ``provider`` is cpu or cuda."""
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if provider not in ("cpu", "cuda"):
+        raise UsageError(f"unknown provider {provider!r}: use cpu or cuda")
+    if backend in _REQUIRES:
+        package, extra = _REQUIRES[backend]
+        if importlib.util.find_spec(package) is None:
+            raise UserError(f"the {backend} backend needs {package}: pip install 'stereodeploy[{extra}]'")
     module, cls = BACKENDS[backend].split(":")
     try:
         factory = getattr(importlib.import_module(module), cls)
     except ImportError as exc:
-        extra = {"torch": "torch", "tf": "tf"}.get(backend, "")
-        raise UserError(f"the {backend} backend needs {exc.name}: pip install 'stereodeploy[{extra}]'") from None
+        raise UserError(f"the {backend} backend cannot be loaded ({exc}): reinstall stereodeploy") from None
     if backend == "onnx":
         return factory(path, provider=provider)
     return factory(path, device=provider)

@@ -4,32 +4,59 @@
     disparity = matcher(left, right)          # (H, W) float32, NaN where the pipeline has no answer
     result = matcher.match(left, right)       # disparity plus the time of every stage
 
-A matcher holds no per-call state, so one instance may serve several threads at once (onnxruntime sessions and
-torch modules in inference mode are safe to call concurrently).
+A matcher holds no per-call state, so one instance may serve several threads at once: onnxruntime sessions and
+torch modules in inference mode are safe to call concurrently, and every call keeps its arrays and timings in
+local variables. The numba kernels of the matching code are serialised only where numba runs on its
+``workqueue`` threading layer, which cannot take concurrent launches (the ``omp`` and ``tbb`` layers can).
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ContextManager
 
 import numpy as np
 
 from stereodeploy.config import MatchConfig
 from stereodeploy.engine.backends import Backend, open_backend
-from stereodeploy.engine.matching import check_max_disp, cost_volume, wta_from_features
-from stereodeploy.errors import UserError
+from stereodeploy.engine.matching import check_max_disp
+from stereodeploy.errors import UsageError, UserError
 from stereodeploy.io import to_gray
+
+# numba's threading layer is one per process, so the guard of the one layer that is not thread-safe is too.
+_WORKQUEUE_LOCK = threading.Lock()
+
+
+def _numba_guard() -> ContextManager[object]:
+    """A lock while numba's layer is unknown (the first launch picks it) or is ``workqueue``; else nothing."""
+    import numba
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return _WORKQUEUE_LOCK
+    return _WORKQUEUE_LOCK if layer == "workqueue" else contextlib.nullcontext()
 
 
 @dataclass
 class MatchResult:
-    disparity: np.ndarray  # (H, W) float32
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: features, matching, <stages>, total
+    """One pair's disparity and the seconds each stage took.
+
+    ``timings`` keys: ``features``; ``matching`` (everything after the features); with post-processing also
+    ``cost_volume`` and one key per post-processing stage; ``total`` (from the raw images to the disparity).
+    """
+
+    disparity: np.ndarray  # (H, W) float32, NaN = invalid
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class StereoMatcher:
+    """Features from ``backend``, then winner-take-all or MC-CNN's post-processing as ``config`` says."""
+
     def __init__(self, backend: Backend, config: MatchConfig | None = None, sgm_preset: str = "middlebury"):
         self.backend = backend
         self.config = config or MatchConfig(max_disp=backend.meta.max_disp)
@@ -39,13 +66,27 @@ class StereoMatcher:
     @classmethod
     def from_file(cls, path: Path | str, max_disp: int | None = None, postprocess: str = "none",
                   backend: str = "onnx", provider: str = "cpu", sgm_preset: str = "middlebury") -> "StereoMatcher":
+        """Open the model at ``path`` with ``backend`` (onnx, torch or tf) on ``provider`` (cpu or cuda).
+
+        ``max_disp`` defaults to the model's; ``postprocess`` is ``none`` (winner-take-all) or ``full``.
+        """
+        if postprocess not in ("none", "full"):
+            raise UsageError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
+        if max_disp is not None and max_disp < 1:
+            raise UsageError(f"max disparity must be at least 1, got {max_disp}")
         be = open_backend(path, backend=backend, provider=provider)
         return cls(be, MatchConfig.preset(postprocess, max_disp or be.meta.max_disp), sgm_preset=sgm_preset)
 
+    @property
+    def max_disp(self) -> int:
+        return self.config.max_disp
+
     def with_max_disp(self, max_disp: int) -> "StereoMatcher":
+        """The same backend (shared, not reloaded) with another disparity range."""
         return StereoMatcher(self.backend, replace(self.config, max_disp=max_disp), self.sgm_preset)
 
     def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """(H, W) or (H, W, 3) images -> (H, W) float32 disparity of the left image."""
         return self.match(left, right).disparity
 
     def _check(self, left: np.ndarray, right: np.ndarray) -> None:
@@ -58,24 +99,29 @@ class StereoMatcher:
                             "patch: give larger images", exit_code=2)
         check_max_disp(self.config.max_disp, w)
 
+    @property
+    def postprocessing(self) -> bool:
+        cfg = self.config
+        return any((cfg.sgm, cfg.lr_check, cfg.subpixel, cfg.median, cfg.bilateral))
+
     def match(self, left: np.ndarray, right: np.ndarray) -> MatchResult:
+        """Disparity of the left image and the time of each stage (see :class:`MatchResult`)."""
+        left, right = np.asarray(left), np.asarray(right)
         self._check(left, right)
         cfg = self.config
         t0 = time.perf_counter()
         gl, gr = to_gray(left), to_gray(right)
-        fl, fr = self.backend.features_pair(gl, gr)
-        t1 = time.perf_counter()
-        timings = {"features": t1 - t0}
-        if not any((cfg.sgm, cfg.lr_check, cfg.subpixel, cfg.median, cfg.bilateral)):
-            disp = wta_from_features(fl, fr, cfg.max_disp)
-            timings["matching"] = time.perf_counter() - t1
-        else:
-            from stereodeploy.engine.postprocess import postprocess
+        timings: dict[str, float] = {}
+        with _numba_guard():
+            if not self.postprocessing:
+                disp = self.backend.wta(gl, gr, cfg.max_disp, timings)
+            else:
+                from stereodeploy.engine.postprocess import postprocess
 
-            cost = cost_volume(fl, fr, cfg.max_disp)
-            timings["cost_volume"] = time.perf_counter() - t1
-            disp, stages = postprocess(cost, gl, gr, cfg, self.sgm_preset)
-            timings.update(stages)
-            timings["matching"] = time.perf_counter() - t1
-        timings["total"] = time.perf_counter() - t0
+                cost = self.backend.cost_volume(gl, gr, cfg.max_disp, timings)
+                disp, stages = postprocess(cost, gl, gr, cfg, self.sgm_preset)
+                timings.update(stages)
+        total = time.perf_counter() - t0
+        timings["matching"] = total - timings["features"]
+        timings["total"] = total
         return MatchResult(disparity=disp, timings=timings)

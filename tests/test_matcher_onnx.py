@@ -1,0 +1,131 @@
+"""The self-contained ONNX matcher: built from a feature model, run by bare onnxruntime, equal to the engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from stereodeploy.config import NetworkConfig
+from stereodeploy.datasets import synthetic_pair
+from stereodeploy.errors import UserError
+from stereodeploy.io import to_gray
+
+TINY_NET = NetworkConfig(layers=2, maps=8, kernel=3)
+
+# Runs in a fresh interpreter that imports only onnxruntime and numpy, and proves stereodeploy stayed out.
+BARE_RUN = """
+import sys
+import numpy as np
+import onnxruntime as ort
+data = np.load(sys.argv[1])
+out = {}
+for i, model in enumerate(sys.argv[2:]):
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    out[f"d{i}"] = session.run(["disparity"], {"left": data["left"], "right": data["right"]})[0]
+    out[f"max_disp{i}"] = int(session.get_modelmeta().custom_metadata_map["stereodeploy.max_disp"])
+assert not any(name.startswith("stereodeploy") for name in sys.modules), "stereodeploy was imported"
+np.savez(sys.argv[1].replace(".npz", "_out.npz"), **out)
+"""
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    import onnx
+
+    from stereodeploy.export import ModelMeta, set_meta
+    from stereodeploy.nets.torch_net import to_onnx_model
+    from stereodeploy.nets.weights import init_weights
+
+    model = to_onnx_model(TINY_NET, init_weights(TINY_NET, 0), 17)
+    set_meta(model, ModelMeta(network=TINY_NET, source_framework="torch", max_disp=16))
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    onnx.save_model(model, str(path))
+    return path
+
+
+def engine_wta(model_file: Path, left: np.ndarray, right: np.ndarray, max_disp: int):
+    from stereodeploy.engine.backends import OnnxBackend
+    from stereodeploy.engine.matching import wta_from_features
+
+    fl, fr = OnnxBackend(model_file).features_pair(left, right)
+    return wta_from_features(fl, fr, max_disp), fl, fr
+
+
+def test_bare_onnxruntime_matches_engine(model_file, tmp_path):
+    import onnx
+
+    from stereodeploy.export_matcher import build_matcher, export_matcher
+
+    # 101 columns: one padded block of the default size, and seven blocks of 16 with a partial last one
+    sample = synthetic_pair(height=45, width=101, max_disp=20, layers=3, seed=4)
+    left, right = to_gray(sample.left), to_gray(sample.right)
+    report = export_matcher(model_file, tmp_path / "matcher.onnx", max_disp=20)
+    assert report.path.is_file() and report.max_disp == 20 and report.checked_pixels > 0
+    small = build_matcher(onnx.load_model(str(model_file)), 20, block=16)
+    onnx.save_model(small, str(tmp_path / "matcher16.onnx"))
+    np.savez(tmp_path / "pair.npz", left=left, right=right)
+    subprocess.run([sys.executable, "-c", BARE_RUN, str(tmp_path / "pair.npz"), str(tmp_path / "matcher.onnx"),
+                    str(tmp_path / "matcher16.onnx")], check=True, cwd=tmp_path)
+    out = np.load(tmp_path / "pair_out.npz")
+    engine, fl, fr = engine_wta(model_file, left, right, 20)
+    for i in (0, 1):
+        disp = out[f"d{i}"]
+        assert disp.shape == (45, 101) and disp.dtype == np.float32 and int(out[f"max_disp{i}"]) == 20
+        ys, xs = np.nonzero(disp != engine)
+        assert len(ys) <= 5, f"{len(ys)} pixels differ"
+        for y, x in zip(ys, xs):  # the few that differ are ties: both disparities match equally well
+            sims = [fl[:, y, x] @ fr[:, y, x - int(d[y, x])] for d in (disp, engine)]
+            assert abs(sims[0] - sims[1]) < 1e-4
+    visible = np.isfinite(sample.disp_noc)
+    assert np.mean(out["d0"][visible] == sample.disp_noc[visible]) > 0.8  # it matches, not just agrees
+
+
+def test_matcher_never_looks_left_of_the_image(model_file):
+    """Right columns x - d < 0 do not exist: a pair whose best match would be there still gets d <= x."""
+    import onnxruntime as ort
+
+    import onnx
+    from stereodeploy.export_matcher import build_matcher
+
+    rng = np.random.default_rng(0)
+    left = rng.uniform(0, 255, (24, 40)).astype(np.float32)
+    model = build_matcher(onnx.load_model(str(model_file)), 12, block=8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    disp = session.run(["disparity"], {"left": left, "right": np.zeros_like(left)})[0]
+    assert np.all(disp <= np.arange(40)) and np.all(disp >= 0)
+    engine, _, _ = engine_wta(model_file, left, np.zeros_like(left), 12)
+    assert np.mean(disp == engine) > 0.99
+
+
+def test_matcher_metadata_and_engine_refuses_it(model_file, tmp_path):
+    import onnx
+
+    from stereodeploy.engine.backends import OnnxBackend
+    from stereodeploy.export_matcher import export_matcher
+
+    path = export_matcher(model_file, tmp_path / "m.onnx").path
+    props = {p.key: p.value for p in onnx.load_model(str(path)).metadata_props}
+    assert props["stereodeploy.format"] == "matcher/1" and props["stereodeploy.max_disp"] == "16"  # the model's
+    assert props["stereodeploy.network"]  # the feature model's contract travels along
+    with pytest.raises(UserError, match="self-contained matcher"):
+        OnnxBackend(path)
+
+
+def test_export_matcher_cli(model_file, tmp_path):
+    from stereodeploy.cli import app
+
+    out = tmp_path / "m.onnx"
+    args = ["export-matcher", str(model_file), "--out", str(out), "--max-disp", "24"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and "max disparity 24" in res.output
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "exists" in res.output
+    res = CliRunner().invoke(app, ["export-matcher", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "x.onnx")])
+    assert res.exit_code == 1 and "does not exist" in res.output
