@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -199,6 +202,23 @@ def test_matcher_is_thread_safe(model_file):
     for i, result in results:
         np.testing.assert_array_equal(result.disparity, serial[i])
         assert result.timings["total"] >= result.timings["features"] > 0
+
+
+def test_matcher_threads_survive_numba_workqueue_layer(model_file):
+    """numba's workqueue layer aborts the process on concurrent launches; the matcher must serialise them."""
+    code = (
+        "import sys; from concurrent.futures import ThreadPoolExecutor; import numba\n"
+        "from stereodeploy.datasets import synthetic_pair\n"
+        "from stereodeploy.engine.matcher import StereoMatcher\n"
+        "m = StereoMatcher.from_file(sys.argv[1], max_disp=16)\n"
+        "p = synthetic_pair(height=64, width=160, max_disp=16)\n"
+        "with ThreadPoolExecutor(4) as pool: list(pool.map(lambda i: m(p.left, p.right), range(12)))\n"
+        "print(numba.threading_layer())\n"
+    )
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    res = subprocess.run([sys.executable, "-c", code, str(model_file)], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-500:]
+    assert res.stdout.strip() == "workqueue"
 
 
 def test_matcher_refuses_bad_input(model_file):
