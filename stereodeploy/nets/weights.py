@@ -25,3 +25,15 @@ def init_weights(network: NetworkConfig, seed: int) -> Weights:
         weights.append((k, b))
         cin = network.maps
     return weights
+
+
+def torch_to_keras(weights: Weights) -> Weights:
+    """Neutral / PyTorch layout -> Keras: kernels (out, in, kh, kw) -> (kh, kw, in, out); biases unchanged."""
+    return [(np.ascontiguousarray(np.transpose(k, (2, 3, 1, 0)), dtype=np.float32), np.asarray(b, dtype=np.float32))
+            for k, b in weights]
+
+
+def keras_to_torch(weights: Weights) -> Weights:
+    """Keras layout -> neutral / PyTorch: kernels (kh, kw, in, out) -> (out, in, kh, kw); biases unchanged."""
+    return [(np.ascontiguousarray(np.transpose(k, (3, 2, 0, 1)), dtype=np.float32), np.asarray(b, dtype=np.float32))
+            for k, b in weights]

@@ -1,0 +1,33 @@
+"""Native TensorFlow feature backend (kept apart from backends.py so that only this module imports TensorFlow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stereodeploy.engine.backends import Backend, load_weights
+
+
+class TFBackend(Backend):
+    """Native TensorFlow from a run directory / checkpoint, or from an ONNX file's weights (any source framework)."""
+
+    name = "tf"
+
+    def __init__(self, path: Path | str, device: str = "cpu"):
+        import tensorflow as tf
+
+        from stereodeploy.nets import tf_net
+        from stereodeploy.train.tf_trainer import resolve_device
+
+        self.tf_device, _ = resolve_device(device)
+        self.device = "cuda" if "GPU" in self.tf_device else "cpu"
+        self.meta, weights = load_weights(Path(path))
+        with tf.device(self.tf_device):
+            self._function = tf_net.nchw_function(self.meta.network, weights)
+        self._tf = tf
+
+    def features_batch(self, images: np.ndarray) -> np.ndarray:
+        """(N, 1, H, W) float32 0..255 -> (N, C, H, W) float32."""
+        with self._tf.device(self.tf_device):
+            return self._function(np.ascontiguousarray(images, dtype=np.float32)).numpy()

@@ -1,0 +1,118 @@
+"""TensorFlow stepper for the shared training loop (:mod:`stereodeploy.train.loop`).
+
+Update rule, the same as :mod:`stereodeploy.train.torch_trainer` (see docs/training.md): PyTorch's SGD with momentum,
+written out explicitly because Keras' SGD differs (it keeps ``v <- momentum * v - lr * g``, so a learning-rate drop
+only reaches the velocity gradually)::
+
+    v <- momentum * v + g
+    w <- w - lr * v
+
+The learning rate lives in a ``tf.Variable`` assigned before each step, so a drop at an epoch boundary takes effect
+at once and never retraces the compiled step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from stereodeploy.config import NetworkConfig, TrainConfig
+from stereodeploy.errors import UserError
+from stereodeploy.nets import tf_net
+from stereodeploy.nets.weights import Weights, keras_to_torch, torch_to_keras
+from stereodeploy.patches import Batch
+
+
+def resolve_device(device: str) -> tuple[str, str]:
+    """``cpu`` or ``cuda`` -> (TensorFlow device string, description). CPU is pinned even when a GPU is visible,
+    so that ``--device cpu`` compares the frameworks on the same hardware."""
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {device!r}: use cpu or cuda", exit_code=2)
+    if device == "cpu":
+        return "/CPU:0", "cpu"
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise UserError("CUDA was asked for but TensorFlow sees no GPU: use --device cpu, or install a GPU build of "
+                        "TensorFlow (pip install 'tensorflow[and-cuda]')")
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return "/GPU:0", f"cuda ({name})"
+
+
+def hinge_loss(s_pos: tf.Tensor, s_neg: tf.Tensor, margin: float) -> tf.Tensor:
+    """Mean of ``max(0, margin + s_neg - s_pos)`` (as torch's clamp, the gradient passes at exactly 0)."""
+    return tf.reduce_mean(tf.maximum(margin + s_neg - s_pos, 0.0))
+
+
+class TFStepper:
+    """One compiled forward/backward/update step of MC-CNN fast in TensorFlow (see the module docstring)."""
+
+    framework = "tf"
+
+    def __init__(self, network: NetworkConfig, cfg: TrainConfig, weights: Weights):
+        self.framework_version = tf.__version__
+        self.tf_device, self.device = resolve_device(cfg.device)
+        self.network = network
+        p = network.patch_size
+        with tf.device(self.tf_device):
+            self.net = tf_net.build(network, weights)
+            self.params = [v.value for v in self.net.variables_in_order]  # tf.Variables: k0, b0, k1, b1, ...
+            self.velocity = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.params]
+            self.lr = tf.Variable(cfg.lr, dtype=tf.float32, trainable=False)
+            self.raw = tf_net.RawImageFeatures(self.net)
+        margin = float(cfg.margin)
+        momentum = float(cfg.momentum)
+        params, velocity, lr, net = self.params, self.velocity, self.lr, self.net
+
+        @tf.function(input_signature=[tf.TensorSpec((None, p, p, 1), tf.float32)])
+        def train_step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                f = tf.reshape(net(x), (tf.shape(x)[0], -1))  # (3B, C)
+                fl, fp, fn = tf.split(f, 3)
+                s_pos = tf.reduce_sum(fl * fp, axis=1)
+                s_neg = tf.reduce_sum(fl * fn, axis=1)
+                loss = hinge_loss(s_pos, s_neg, margin)
+            grads = tape.gradient(loss, params)
+            for w, v, g in zip(params, velocity, grads):
+                v.assign(momentum * v + g)
+                w.assign_sub(lr * v)
+            acc = tf.reduce_mean(tf.cast(s_pos > s_neg, tf.float32))
+            return loss, acc
+
+        @tf.function(input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32)])
+        def features_nhwc(image: tf.Tensor) -> tf.Tensor:
+            return self.raw(image)
+
+        self._train_step = train_step
+        self._features = features_nhwc
+
+    def step(self, batch: Batch, lr: float) -> tuple[float, float]:
+        self.lr.assign(lr)
+        x = np.concatenate([batch.left, batch.pos, batch.neg])  # (3B, 1, P, P)
+        with tf.device(self.tf_device):
+            loss, acc = self._train_step(x.reshape(x.shape[0], x.shape[2], x.shape[3], 1))  # (3B, P, P, 1)
+        return float(loss.numpy()), float(acc.numpy())  # .numpy() waits for the device
+
+    def get_weights(self) -> Weights:
+        return tf_net.get_weights(self.net)
+
+    def set_weights(self, weights: Weights) -> None:
+        tf_net.set_weights(self.net, weights)
+
+    def get_momentum(self) -> Weights:
+        """The velocity buffers in the neutral layout (as torch's ``momentum_buffer``; zeros before the first step)."""
+        v = [np.array(t.numpy()) for t in self.velocity]
+        return keras_to_torch(list(zip(v[0::2], v[1::2])))
+
+    def set_momentum(self, momentum: Weights) -> None:
+        if len(momentum) != len(self.velocity) // 2:
+            raise ValueError(f"expected {len(self.velocity) // 2} layers of momentum, got {len(momentum)}")
+        for i, (k, b) in enumerate(torch_to_keras(momentum)):
+            self.velocity[2 * i].assign(k)
+            self.velocity[2 * i + 1].assign(b)
+
+    def features(self, gray: np.ndarray) -> np.ndarray:
+        """(H, W) grayscale 0..255 -> (C, H, W) L2-normalised features."""
+        x = np.ascontiguousarray(gray, dtype=np.float32)[None, :, :, None]
+        with tf.device(self.tf_device):
+            out = self._features(x)  # (1, H, W, C)
+        return np.transpose(out.numpy()[0], (2, 0, 1))
