@@ -54,6 +54,9 @@ _OWN_MODULES = {
     "torch": ("stereodeploy.train.torch_trainer", "stereodeploy.nets.torch_net"),
     "tf": ("stereodeploy.train.tf_trainer", "stereodeploy.nets.tf_net", "stereodeploy.engine.tf_backend"),
 }
+# environment variables that set how many threads the frameworks and kernels use (reported with the machine)
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+               "NUMBA_NUM_THREADS")
 _DISTRIBUTIONS = {
     "numpy": ("numpy",), "torch": ("torch",), "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu"),
     "keras": ("keras",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
@@ -112,6 +115,9 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews timings
+    info["thread_settings"] = {k: os.environ[k] for k in _THREAD_ENV if k in os.environ}
     info["device"] = device
     if device == "cuda":
         import torch
@@ -218,6 +224,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             raise UserError("--device cuda evaluates ONNX on the GPU too, but this onnxruntime has no CUDA provider: "
                             "pip install onnxruntime-gpu, or use --device cpu")
     _check_out(out, overwrite)
+    machine = machine_info(device)  # the load average before the work starts
     train, evaluation, eval_fmt = _load(train_paths, eval_data, hold_out, train_format, eval_format)
     scored = [s for s in evaluation if s.disp is not None]
     unscored = [s.name for s in evaluation if s.disp is None]
@@ -269,7 +276,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             evaluations.append({"runtime": label, "framework": fw, **res.to_dict()})
 
     report = _build_report(
-        out=out, summaries=summaries, histories=histories, exported=exported, results=results,
+        out=out, machine=machine, summaries=summaries, histories=histories, exported=exported, results=results,
         evaluations=evaluations, captured=captured, first=first, pp_settings=pp_settings, unavailable=unavailable,
         config={
             "network": asdict(network), "sampler": asdict(sampler), "train": asdict(cfg), "device": device,
@@ -300,7 +307,7 @@ def _differs(a: np.ndarray, b: np.ndarray) -> float:
     return 100.0 * float(diff.mean())
 
 
-def _build_report(*, out: Path, summaries: dict[str, dict[str, Any]], histories: dict[str, list[dict[str, Any]]],
+def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, dict[str, Any]], histories: dict[str, list[dict[str, Any]]],
                   exported: dict[str, Any], results: dict[tuple[str, str], EvalResult],
                   evaluations: list[dict[str, Any]], captured: dict[tuple[str, str], np.ndarray], first: Any,
                   pp_settings: list[str], unavailable: list[str], config: dict[str, Any],
@@ -350,7 +357,8 @@ def _build_report(*, out: Path, summaries: dict[str, dict[str, Any]], histories:
         "title": "MC-CNN fast: PyTorch vs TensorFlow, native and ONNX",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "stereodeploy": __version__,
-        "machine": machine_info(config["device"]),
+        "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]
+                    if hasattr(os, "getloadavg") else None},
         "versions": versions(),
         "configuration": config,
         "unavailable": unavailable,

@@ -265,7 +265,7 @@ def plot_accuracy(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: st
     """
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(6.4, 3.8)
+    fig = _figure(6.4, 4.6)
     ax = fig.add_subplot()
     ax2 = None
     # distinct markers and dashes, so identical curves (same weights, same batches) stay visible
@@ -290,9 +290,9 @@ def plot_accuracy(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: st
         ax2.set_ylabel("validation error ≥3 px (%)")
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    ax.legend(handles, labels, loc="best", fontsize="small")
     ax.set_title("MC-CNN fast: accuracy per epoch")
-    fig.tight_layout()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))  # room for the legend below the axes
     return _save(fig, path, overwrite)
 
 
