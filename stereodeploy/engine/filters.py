@@ -1,5 +1,6 @@
-"""MC-CNN's disparity refinement after aggregation (Zbontar & LeCun, JMLR 2016, sections 3.4-3.5): left-right
-consistency check and interpolation, subpixel enhancement, 5 x 5 median, and the bilateral-like filter.
+"""MC-CNN's disparity refinement after aggregation (Zbontar & LeCun, JMLR 2016, section 3, "Computing the disparity
+image"): left-right consistency check and interpolation, subpixel enhancement, 5 x 5 median, and the bilateral-like
+filter.
 
 Every function takes and returns float32 (H, W) disparity maps with NaN = unknown; the heavy loops are numba
 kernels (``nogil``) run over row ranges in threads. Where the released code (github.com/jzbontar/mc-cnn,
@@ -56,7 +57,8 @@ def _lr_kernel(dl, dr, threshold, max_disp, labels, y0, y1):  # pragma: no cover
 
 def left_right_check(disp_left: np.ndarray, disp_right: np.ndarray, threshold: float = 1.1,
                      max_disp: int | None = None) -> np.ndarray:
-    """Label each left pixel MATCH, OCCLUSION or MISMATCH (uint8 (H, W)), MC-CNN's rule (section 3.4).
+    """Label each left pixel MATCH, OCCLUSION or MISMATCH (uint8 (H, W)) by MC-CNN's rule (the paper's
+    "Interpolation").
 
     With ``d = disp_left(y, x)``, the pixel matches when ``|d - disp_right(y, x - d)| < threshold``. Otherwise it is
     a mismatch if some disparity ``d'`` in ``[0, max_disp)`` with ``x - d' >= 0`` would be consistent,
@@ -122,14 +124,14 @@ def _fill_occlusions(disp, labels, out, y0, y1):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _walk_values(vals, mismatch, steps, result):  # pragma: no cover - compiled
-    """result[i, y, x]: value of the first non-mismatch pixel on the walk from (y, x) along direction i (NaN if
-    the walk leaves the image). Dynamic programming over two phases per direction: O(H W) each."""
+def _walk_values(vals, mismatch, steps, result, i0, i1):  # pragma: no cover - compiled
+    """result[i, y, x] for directions i0..i1-1: value of the first non-mismatch pixel on the walk from (y, x)
+    along direction i (NaN if the walk leaves the image). Dynamic programming over two phases: O(H W) each."""
     h, w = vals.shape
     nan = np.float32(np.nan)
-    v0 = np.empty((h, w), dtype=np.float32)
     v1 = np.empty((h, w), dtype=np.float32)
-    for i in range(steps.shape[0]):
+    for i in range(i0, i1):
+        v0 = result[i]
         sx0, sy0 = steps[i, 0, 0], steps[i, 0, 1]
         sx1, sy1 = steps[i, 1, 0], steps[i, 1, 1]
         # visit p + s before p: rows against the vertical step, then columns against a horizontal step
@@ -147,9 +149,6 @@ def _walk_values(vals, mismatch, steps, result):  # pragma: no cover - compiled
                 v0[y, x] = v1[ya, xa] if (0 <= xa < w and 0 <= ya < h) else nan
                 xb, yb = x + sx1, y + sy1
                 v1[y, x] = v0[yb, xb] if (0 <= xb < w and 0 <= yb < h) else nan
-        for y in range(h):
-            for x in range(w):
-                result[i, y, x] = v0[y, x]
 
 
 @njit(cache=True, nogil=True)
@@ -176,7 +175,8 @@ def _median_of_walks(vals, mismatch, result, out, y0, y1):  # pragma: no cover -
 
 
 def fill_invalid(disp: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Interpolate the pixels that failed :func:`left_right_check`, as MC-CNN does (section 3.4).
+    """Interpolate the pixels that failed :func:`left_right_check`, as MC-CNN does (the paper's
+    "Interpolation").
 
     OCCLUSION: the value of the nearest MATCH to the left in the same row, the background side (the original then
     looks right when a row has none on the left). MISMATCH, afterwards: walk from the pixel in 16 directions to the
@@ -196,7 +196,7 @@ def fill_invalid(disp: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return filled
     steps = _walk_steps()
     result = np.empty((steps.shape[0], h, w), dtype=np.float32)
-    _walk_values(filled, mismatch, steps, result)
+    run_split(lambda a, b: _walk_values(filled, mismatch, steps, result, a, b), steps.shape[0])
     out = np.empty_like(d)
     run_split(lambda a, b: _median_of_walks(filled, mismatch, result, out, a, b), h)
     return out
@@ -217,11 +217,11 @@ def parabola_refine(disp: np.ndarray, c_minus: np.ndarray, c_zero: np.ndarray, c
 
 
 def subpixel(disp_int: np.ndarray, cost: np.ndarray, reference: str = "left") -> np.ndarray:
-    """Subpixel enhancement (section 3.4.3): fit a parabola through the costs at ``d - 1, d, d + 1`` of the
-    (D, H, W) volume ``cost`` and move to its vertex. ``disp_int`` holds integer disparities (float or int array;
-    NaN stays NaN). Pixels at ``d = 0``, ``d = D - 1``, or whose neighbour cell lies outside the other image
-    (``x - (d + 1) < 0`` for the left reference, ``x + d + 1 >= W`` for the right) keep ``d``; so do cells whose
-    cost is :data:`INVALID_COST` or more."""
+    """Subpixel enhancement (the paper's section of that name): fit a parabola through the costs at ``d - 1, d,
+    d + 1`` of the (D, H, W) volume ``cost`` and move to its vertex (see :func:`parabola_refine`). ``disp_int``
+    holds integer disparities (float or int array; NaN stays NaN). Pixels at ``d = 0``, ``d = D - 1``, or whose
+    neighbour cell lies outside the other image (``x - (d + 1) < 0`` for the left reference, ``x + d + 1 >= W``
+    for the right) keep ``d``; so do those with a neighbour cost of :data:`INVALID_COST` or more."""
     nd, h, w = cost.shape
     d = np.asarray(disp_int, dtype=np.float32)
     finite = np.isfinite(d)
@@ -302,10 +302,10 @@ def _median_kernel(disp, radius, network, out, y0, y1):  # pragma: no cover - co
 
 
 def median5(disp: np.ndarray, radius: int = 2) -> np.ndarray:
-    """NaN-aware (2 radius + 1)^2 median (5 x 5 by default, section 3.5). The window is clipped at the image
-    border and NaN neighbours are left out; of an even count the upper middle value is taken, as the original
-    does. A NaN pixel stays NaN: this filter smooths, it does not fill. Implemented as a sorting network applied
-    to whole rows (branch-free, vectorised), then a per-pixel pick by count."""
+    """NaN-aware (2 radius + 1)^2 median (5 x 5 by default, the paper's "Refinement"). The window is clipped at
+    the image border and NaN neighbours are left out; of an even count the upper middle value is taken, as the
+    original does. A NaN pixel stays NaN: this filter smooths, it does not fill. Implemented as a sorting network
+    applied to whole rows (branch-free, vectorised), then a per-pixel pick by count."""
     d = np.asarray(disp, dtype=np.float32)
     h, w = d.shape
     size = 1
@@ -349,8 +349,8 @@ _EXCLUDE = 1.0e30  # guide value of missing pixels: differs from any real guide 
 
 def bilateral(disp: np.ndarray, guide: np.ndarray | None = None, sigma: float = 6.0, threshold: float = 2.0,
               radius: int | None = None) -> np.ndarray:
-    """MC-CNN's final filter (section 3.5): a Gaussian-weighted mean of the disparity over the neighbours whose
-    ``guide`` value differs from the centre's by less than ``threshold``,
+    """MC-CNN's final filter (the paper's "Refinement"): a Gaussian-weighted mean of the disparity over the
+    neighbours whose ``guide`` value differs from the centre's by less than ``threshold``,
 
         out(p) = sum_q g(|p - q|) D(q) [|G(p) - G(q)| < threshold] / sum_q g(|p - q|) [|G(p) - G(q)| < threshold]
 

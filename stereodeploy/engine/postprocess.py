@@ -4,10 +4,11 @@ each switched on by :class:`stereodeploy.config.MatchConfig`.
 
 Cost convention: ``cost[d, y, x] = 1 - <fL(y, x), fR(y, x - d)>`` in [0, 2], lower is better. That is the
 original's ``-<fL, fR>`` shifted by +1, so its published penalties apply unchanged (see
-:mod:`stereodeploy.engine.sgm`). Cells whose right pixel does not exist (``x - d < 0``) may hold any finite
-value: every stage here treats them by their position as :data:`INVALID_COST`, far worse than any real cost, so
-they never win where a valid disparity exists. The cost-volume producer should write :data:`INVALID_COST` there
-too, so that plain winner-take-all behaves the same.
+:mod:`stereodeploy.engine.sgm`). Cells whose right pixel does not exist (``x - d < 0``) may hold any finite value
+for SGM and the subpixel fit: they treat such cells by their position as costing :data:`INVALID_COST` (1000, far
+above any aggregated real cost), so these never win where a valid disparity exists. Plain winner-take-all takes
+the volume as it is (it equals ``np.argmin(cost, 0)``), so the producer should store a cost there that no real
+one beats: 2.0, the worst real cost, is enough, as ties go to the smaller, valid disparity.
 
 Like the original this pipeline skips cross-based cost aggregation, which the fast network's published settings
 turn off (``cbca_i1 = cbca_i2 = 0``). Memory: besides the input it holds two (H, W, D) float32 volumes.

@@ -1,4 +1,5 @@
-"""Semi-global matching with MC-CNN's intensity-adaptive penalties (Zbontar & LeCun, JMLR 2016, section 3.3).
+"""Semi-global matching with MC-CNN's intensity-adaptive penalties (Zbontar & LeCun, JMLR 2016, section 3,
+"Semiglobal matching").
 
 For each of four directions ``r`` (left->right, right->left, top->bottom, bottom->top) the path cost is
 
