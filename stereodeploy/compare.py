@@ -229,6 +229,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     scored = [s for s in evaluation if s.disp is not None]
     unscored = [s.name for s in evaluation if s.disp is None]
     val_disp = _eval_max_disp(max_disp, scored)
+    model_disp = max_disp if max_disp is not None else max(val_disp, 128)  # the exported default, for other data
     sampler = SamplerConfig(seed=seed)
     weights = init_weights(network, seed)
     pp_settings = [pp for pp in POSTPROCESS if pp == "none" or postprocess_available()]
@@ -250,7 +251,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     # ---- export both to ONNX (each checked against its native network)
     exported = {}
     for fw in FRAMEWORKS:
-        rep = export(out / "runs" / fw, out / "models" / MODEL_FILES[fw], max_disp=val_disp, overwrite=overwrite)
+        rep = export(out / "runs" / fw, out / "models" / MODEL_FILES[fw], max_disp=model_disp, overwrite=overwrite)
         exported[fw] = {"path": f"models/{MODEL_FILES[fw]}", "max_abs_diff": rep.max_abs_diff}
 
     # ---- evaluate every runtime, with and without post-processing
@@ -277,11 +278,12 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
 
     report = _build_report(
         out=out, machine=machine, summaries=summaries, histories=histories, exported=exported, results=results,
-        evaluations=evaluations, captured=captured, first=first, pp_settings=pp_settings, unavailable=unavailable,
+        evaluations=evaluations, captured=captured, first=first, unavailable=unavailable,
         config={
             "network": asdict(network), "sampler": asdict(sampler), "train": asdict(cfg), "device": device,
             "max_disp": max_disp if max_disp is not None else "per frame (calib ndisp, else the model's)",
-            "validation_max_disp": val_disp, "sgm_preset": eval_fmt, "postprocess": list(POSTPROCESS),
+            "validation_max_disp": val_disp, "model_max_disp": model_disp, "sgm_preset": eval_fmt,
+            "postprocess": list(POSTPROCESS),
             "threshold": THRESHOLD, "train_data": [str(p) for p in train_paths], "eval_data": str(eval_data),
             "eval_format": eval_fmt, "hold_out": list(hold_out), "validate": validate,
         },
@@ -310,7 +312,7 @@ def _differs(a: np.ndarray, b: np.ndarray) -> float:
 def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, dict[str, Any]], histories: dict[str, list[dict[str, Any]]],
                   exported: dict[str, Any], results: dict[tuple[str, str], EvalResult],
                   evaluations: list[dict[str, Any]], captured: dict[tuple[str, str], np.ndarray], first: Any,
-                  pp_settings: list[str], unavailable: list[str], config: dict[str, Any],
+                  unavailable: list[str], config: dict[str, Any],
                   data: dict[str, Any]) -> dict[str, Any]:
     """Tables, figures and files from the measurements; returns the report dictionary."""
     from stereodeploy.report import (

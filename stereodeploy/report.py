@@ -80,28 +80,35 @@ def fmt_signed(value: float | None, digits: int = 1) -> str:
 
 
 def eval_table(result: EvalResult) -> Table:
-    """A rich table of one evaluation: one row per frame, then the averages (equation 3) and mean times."""
+    """A rich table of one evaluation: one row per frame, then the averages (equation 3) and mean times.
+
+    Compact enough for an 80-column terminal; the caption explains the column names.
+    """
+    from rich import box
     from rich.table import Table
 
+    t = f"{result.threshold:g}"
     kinds = [k for k in ("noc", "occ") if any(f"kitti_{k}" in i.metrics for i in result.images)]
-    table = Table(title=f"{result.model} · {result.backend} · post-processing {result.postprocess}")
-    table.add_column("frame")
-    table.add_column("size", justify="right")
-    table.add_column("max disp", justify="right")
-    table.add_column(f"error ≥{result.threshold:g}px (%)", justify="right")
+    table = Table(title=f"{result.model} · {result.backend} · post-processing {result.postprocess}",
+                  box=box.SIMPLE_HEAD, caption=f"error rates in %: ≥{t} the study's rule on the best ground truth, "
+                  f">{t} KITTI, D1 KITTI 2015, on noc/occ ground truth; dens = % of pixels answered; "
+                  "times in seconds")
+    table.add_column("frame", no_wrap=True)
+    table.add_column("D", justify="right")
+    table.add_column(f"≥{t}", justify="right")
     for kind in kinds:
-        table.add_column(f">{result.threshold:g}px {kind} (%)", justify="right")
-        table.add_column(f"D1 {kind} (%)", justify="right")
-    for name in ("density (%)", "features (s)", "matching (s)", "total (s)"):
+        table.add_column(f">{t} {kind}", justify="right")
+        table.add_column(f"D1 {kind}", justify="right")
+    for name in ("dens", "feat", "match", "total"):
         table.add_column(name, justify="right")
     for img in result.images:
-        cells = [img.name, f"{img.size[0]}x{img.size[1]}", str(img.max_disp), fmt(img.error_rate)]
+        cells = [img.name, str(img.max_disp), fmt(img.error_rate)]
         for kind in kinds:
             cells += [fmt(img.metrics.get(f"kitti_{kind}")), fmt(img.metrics.get(f"d1_{kind}"))]
         cells += [fmt(img.density, 1)] + [fmt(img.seconds.get(k), 3) for k in ("features", "matching", "total")]
         table.add_row(*cells)
     avg, sec = result.averages(), result.mean_stage_seconds()
-    cells = [f"average of {len(result.images)}", "", "", fmt(result.average_error_rate)]
+    cells = [f"mean of {len(result.images)}", "", fmt(result.average_error_rate)]
     for kind in kinds:
         cells += [fmt(avg.get(f"kitti_{kind}")), fmt(avg.get(f"d1_{kind}"))]
     cells += [fmt(avg.get("density"), 1)] + [fmt(sec.get(k), 3) for k in ("features", "matching", "total")]

@@ -155,7 +155,7 @@ def test_json_and_table_carry_the_same_numbers(frames, tmp_path: Path) -> None:
     console = Console(record=True, width=200)
     console.print(eval_table(result))
     text = console.export_text()
-    assert "average of 2" in text
+    assert "mean of 2" in text
     assert f"{result.average_error_rate:.2f}" in text and "25.00" in text and "14.29" in text
 
 
