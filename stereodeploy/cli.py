@@ -151,6 +151,10 @@ train_app.command("tf")(_make_train_command(Framework.tf))
 
 
 # ------------------------------------------------------------------------------------------------ export
+class Quantization(str, Enum):
+    int8 = "int8"
+
+
 @app.command()
 @_user_errors
 def export(
@@ -158,14 +162,35 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")] = Path("model.onnx"),
     max_disp: Annotated[int, typer.Option(help="Default max disparity stored in the model.")] = 128,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    quantize: Annotated[Optional[Quantization], typer.Option(
+        help="Also write <out stem>_int8.onnx next to --out: onnxruntime static int8, calibrated on --calibration.")] = None,
+    calibration: Annotated[list[Path], typer.Option(
+        "--calibration", help="Image or dataset folder to calibrate --quantize on (repeatable; default: "
+                              "scikit-image's Motorcycle pair).")] = [],  # noqa: B006
 ) -> None:
     """Export a trained network to ONNX (features model) and check it against the native network."""
     from stereodeploy.export import export as do_export
+    from stereodeploy.io import ensure_writable
 
+    if calibration and quantize is None:
+        raise UsageError("--calibration is only used with --quantize int8")
+    int8_out = None
+    if quantize is not None:
+        from stereodeploy.quantize import check_calibration, int8_path
+
+        int8_out = ensure_writable(int8_path(out), overwrite)  # refuse before the export, not after
+        check_calibration(calibration)
     report = do_export(source, out, max_disp=max_disp, overwrite=overwrite)
     typer.echo(f"wrote {report.path} from {report.meta.source_framework}; largest difference against native "
                f"{report.meta.source_framework} on a {report.input_shape[-1]}x{report.input_shape[-2]} image: "
                f"{report.max_abs_diff:.2e}")
+    if int8_out is not None:
+        from stereodeploy.quantize import quantize_model
+
+        q = quantize_model(report.path, int8_out, calibration, overwrite=overwrite)
+        typer.echo(f"wrote {q.path}: int8 (float32: {', '.join(q.excluded)}), calibrated on {q.crops} crops of "
+                   f"{q.images} images; cosine of its features to float32: mean {q.cosine_mean:.4f}, "
+                   f"1st percentile {q.cosine_p01:.4f}")
 
 
 # ------------------------------------------------------------------------------------------------ infer
