@@ -112,6 +112,18 @@ def _clamped_cost(builder, acc, vec):
     return builder.select(builder.fcmp_ordered(">", cost, high), high, cost)
 
 
+def _keep_better(builder, acc, d, valid, best, arg, vec, ivec):
+    """Where the cost in ``acc`` beats ``best`` (and ``valid``, if given), store it and disparity ``d``."""
+    cost = _clamped_cost(builder, builder.load(acc), vec)
+    cur = builder.load(best)
+    better = builder.fcmp_ordered("<", cost, cur)
+    if valid is not None:
+        better = builder.and_(better, valid)
+    builder.store(builder.select(better, cost, cur), best)
+    dv = _splat(builder, builder.trunc(d, ir.IntType(32)), ivec)
+    builder.store(builder.select(better, dv, builder.load(arg)), arg)
+
+
 @intrinsic
 def _wta_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst):
     """Winner-take-all for the LANES pixels ``x0 ..``: ``dst[idst + l]`` (int32) = the disparity in
@@ -124,7 +136,7 @@ def _wta_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst):
     sig = types.void(a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst)
 
     def codegen(context, builder, signature, args):
-        (pa, pb, pdst), (ia_, sa_, ib_, sb_, nk_, _, nd_, idst_), vec, ivec, fma, accs, xs = _tile_setup(
+        (pa, pb, pdst), (ia_, sa_, ib_, sb_, nk_, x0_, nd_, idst_), vec, ivec, fma, accs, xs = _tile_setup(
             context, builder, signature, args)
         best = cgutils.alloca_once_value(builder, ir.Constant(vec, [np.inf] * LANES))
         arg = cgutils.alloca_once_value(builder, ir.Constant(ivec, [0] * LANES))
@@ -133,16 +145,22 @@ def _wta_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst):
         with cgutils.for_range(builder, groups) as group:
             d0 = builder.mul(group.index, ir.Constant(i64, GROUP))
             _accumulate(builder, pa, pb, ia_, sa_, builder.sub(ib_, d0), sb_, nk_, accs, vec, fma)
-            for j, acc in enumerate(accs):
-                d = builder.add(d0, ir.Constant(i64, j))
-                dv = _splat(builder, builder.trunc(d, ir.IntType(32)), ivec)
-                cost = _clamped_cost(builder, builder.load(acc), vec)
-                cur = builder.load(best)
-                better = builder.and_(builder.fcmp_ordered("<", cost, cur), builder.icmp_signed(">=", xs, dv))
-                better = builder.select(builder.icmp_signed("<", d, nd_), better,
-                                        ir.Constant(better.type, [0] * LANES))
-                builder.store(builder.select(better, cost, cur), best)
-                builder.store(builder.select(better, dv, builder.load(arg)), arg)
+            # Most groups lie inside the image and the disparity range: then no lane needs a mask.
+            last = builder.add(d0, ir.Constant(i64, GROUP - 1))
+            inside = builder.and_(builder.icmp_signed(">=", x0_, last), builder.icmp_signed("<", last, nd_))
+            with builder.if_else(inside) as (plain, masked):
+                with plain:
+                    for j, acc in enumerate(accs):
+                        d = builder.add(d0, ir.Constant(i64, j))
+                        _keep_better(builder, acc, d, None, best, arg, vec, ivec)
+                with masked:
+                    for j, acc in enumerate(accs):
+                        d = builder.add(d0, ir.Constant(i64, j))
+                        dv = _splat(builder, builder.trunc(d, ir.IntType(32)), ivec)
+                        valid = builder.icmp_signed(">=", xs, dv)  # x - d >= 0
+                        valid = builder.select(builder.icmp_signed("<", d, nd_), valid,
+                                               ir.Constant(valid.type, [0] * LANES))  # d < ndisp
+                        _keep_better(builder, acc, d, valid, best, arg, vec, ivec)
         builder.store(builder.load(arg), _vector_at(builder, pdst, idst_, ivec), align=4)
         return context.get_dummy_value()
 
