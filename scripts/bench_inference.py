@@ -85,6 +85,20 @@ def kitti_pair() -> tuple[np.ndarray, np.ndarray]:
     return s.left, s.right
 
 
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB.
+
+    From /proc/self/status where it exists: ``getrusage``'s ``ru_maxrss`` would also count the parent's memory
+    at the time it forked this process (Linux keeps it across exec).
+    """
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak, peak
+
+
 def memory_child(name: str, fp32: Path, int8: Path | None, max_disp: int) -> dict[str, float]:
     """Run one pair in this (fresh) process; peak RSS and array peak in MB."""
     import tracemalloc
@@ -98,13 +112,13 @@ def memory_child(name: str, fp32: Path, int8: Path | None, max_disp: int) -> dic
                             sgm_preset="kitti2015")
     small = matcher.with_max_disp(8)
     small.match(left[:32, :64], right[:32, :64])  # compile / load kernels outside the measurement
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = rss_mb()[0]
     tracemalloc.start()
     matcher.match(left, right)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"pipeline": "full" if full else "wta", "rss_before_mb": before,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "array_peak_mb": peak / 2**20}
+    return {"pipeline": "full" if full else "wta", "rss_before_mb": before, "peak_rss_mb": rss_mb()[1],
+            "array_peak_mb": peak / 2**20}
 
 
 def measure_memory(name: str, fp32: Path, int8: Path | None, max_disp: int) -> dict[str, float] | None:
