@@ -37,7 +37,7 @@ def unit_features(rng: np.random.Generator, c: int, h: int, w: int) -> np.ndarra
 
 
 # widths and disparity ranges chosen to cover partial SIMD tiles and partial disparity groups
-SHAPES = [(8, 3, 37, 13), (64, 2, 2 * LANES + 3, 2 * GROUP + 1), (3, 2, 17, 16), (64, 2, 300, 228)]
+SHAPES = [(8, 3, 37, 13), (64, 2, 2 * LANES + 3, 2 * GROUP + 1), (3, 2, 17, 16), (16, 2, 203, 20), (64, 2, 300, 228)]
 
 
 @pytest.mark.parametrize("c,h,w,max_disp", SHAPES)
