@@ -239,7 +239,7 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=65536, help="large batch, in pairs (default 65536)")
     ap.add_argument("--steps", type=int, default=30, help="timed training steps per variant")
     ap.add_argument("--pool", type=int, default=6, help="distinct batches cycled through")
-    ap.add_argument("--repeats", type=int, default=5, help="engine repetitions (median)")
+    ap.add_argument("--repeats", type=int, default=3, help="engine repetitions (median)")
     ap.add_argument("--max-disp", type=int, default=228)
     ap.add_argument("--no-graphs", action="store_true", help="skip the CUDA-graph variants")
     ap.add_argument("--skip-training", action="store_true")
