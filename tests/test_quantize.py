@@ -182,3 +182,13 @@ def test_real_pairs_error_stays_within_half_a_point(shared_data: Path):
                 errs.append(error_rate(wta_from_features(f[0], f[1], nd), s.disp))
             rates[name] = float(np.mean(errs))
     assert rates["int8"] - rates["fp32"] <= 0.5, rates
+
+
+def test_native_backend_refuses_an_int8_model_in_one_line(fp32_model: Path, calibration_dir: Path, tmp_path: Path):
+    from stereodeploy.engine.backends import load_weights
+    from stereodeploy.errors import UserError
+
+    out = tmp_path / "q_int8.onnx"
+    quantize_model(fp32_model, out, [calibration_dir], crop_size=64, crops_per_image=1)
+    with pytest.raises(UserError, match="no float32 weights"):
+        load_weights(out)

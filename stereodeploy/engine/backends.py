@@ -107,6 +107,8 @@ class OnnxBackend(Backend):
             raise UserError("CUDA was asked for but this onnxruntime has no CUDA provider: "
                             "pip install onnxruntime-gpu, or use --provider cpu")
         options = ort.SessionOptions()
+        # no busy-waiting after a run: the matching code that follows needs those cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         try:
@@ -271,6 +273,9 @@ def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarr
         weights = []
         for node in proto.graph.node:
             if node.op_type == "Conv":
+                if node.input[1] not in inits:  # e.g. int8 weights behind a DequantizeLinear
+                    raise UserError(f"{path} holds no float32 weights a native backend can load (a quantised "
+                                    "model?): use --backend onnx for it, or give the float32 model")
                 k = inits[node.input[1]]
                 b = inits[node.input[2]] if len(node.input) > 2 else np.zeros(k.shape[0], np.float32)
                 weights.append((k.astype(np.float32), b.astype(np.float32)))
