@@ -29,12 +29,6 @@ def motorcycle() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return left, right, np.where(np.isfinite(gt), gt, np.nan).astype(np.float32)
 
 
-def bad_pixel_rate(disp: np.ndarray, gt: np.ndarray, threshold: float = 3.0) -> float:
-    valid = np.isfinite(gt)
-    good = np.abs(disp[valid] - gt[valid]) < threshold  # NaN predictions compare False: errors
-    return 100.0 * (1.0 - float(np.mean(good)))
-
-
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
     h = max(im.shape[0] for im in images)
     parts = []
@@ -51,6 +45,7 @@ def run_demo(model: Path, out: Path, postprocess: str = "full", backend: str = "
              overwrite: bool = False) -> DemoResult:
     """Match the Motorcycle pair, score it, and write left | colour disparity | error map as one PNG."""
     from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.evaluate import error_rate
     from stereodeploy.io import colorize, ensure_writable, error_map, write_png
 
     target = Path(out) / f"motorcycle_{postprocess}.png"
@@ -62,5 +57,5 @@ def run_demo(model: Path, out: Path, postprocess: str = "full", backend: str = "
     result = matcher.match(left, right)
     picture = side_by_side(left, colorize(result.disparity, MOTORCYCLE_MAX_DISP), error_map(result.disparity, gt))
     write_png(target, picture, overwrite=overwrite)
-    return DemoResult(error_rate=bad_pixel_rate(result.disparity, gt), seconds=result.timings["total"],
+    return DemoResult(error_rate=error_rate(result.disparity, gt), seconds=result.timings["total"],
                       timings=result.timings, image=target)

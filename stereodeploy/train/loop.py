@@ -211,7 +211,7 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
             momentum=stepper.get_momentum(), epoch=epoch, batch=batch,
             progress={**partial, "run_seconds": run_seconds}, meta=meta))
 
-    bar = _progress(progress, total=(cfg.epochs - start_epoch) * n_batches - start_batch)
+    bar = _progress(progress)
     global_step = start_epoch * n_batches + start_batch
     with bar:
         task = bar.add_task(f"train {stepper.framework}", total=(cfg.epochs - start_epoch) * n_batches - start_batch)
@@ -279,20 +279,20 @@ def summarize(rows: Sequence[dict[str, Any]], run_seconds: float, per_batch: int
 
 def validation_error(stepper: Stepper, samples: Sequence[Any], max_disp: int) -> float:
     """Mean >=3 px error (%) of winner-take-all disparities over ``samples`` (StereoSamples with ground truth)."""
-    from stereodeploy.engine.matching import cost_volume, winner_take_all
+    from stereodeploy.engine.matching import wta_from_features
+    from stereodeploy.evaluate import average_rate, error_rate
     from stereodeploy.io import to_gray
 
     errors = []
     for s in samples:
         fl = stepper.features(to_gray(s.left))
         fr = stepper.features(to_gray(s.right))
-        disp = winner_take_all(cost_volume(fl, fr, min(max_disp, fl.shape[-1] - 1)))
-        valid = np.isfinite(s.disp)
-        errors.append(100.0 * float(np.mean(~(np.abs(disp[valid] - s.disp[valid]) < 3))))
-    return float(np.mean(errors))
+        disp = wta_from_features(fl, fr, min(s.max_disp or max_disp, fl.shape[-1] - 1))
+        errors.append(error_rate(disp, s.disp))
+    return average_rate(errors)
 
 
-def _progress(enabled: bool, total: int):
+def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
