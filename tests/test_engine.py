@@ -204,6 +204,31 @@ def test_matcher_is_thread_safe(model_file):
         assert result.timings["total"] >= result.timings["features"] > 0
 
 
+def test_full_pipeline_reuses_its_volumes_without_mixing_calls(model_file):
+    """Post-processing keeps its volumes per thread between calls: results equal a fresh matcher's, across sizes
+    and threads, and release_buffers() frees them."""
+    from stereodeploy.engine.matcher import StereoMatcher
+
+    small = [synthetic_pair(height=40, width=80, max_disp=12, seed=s) for s in range(2)]
+    large = synthetic_pair(height=56, width=112, max_disp=12, seed=7)
+    order = [small[0], large, small[1], small[0]]
+
+    def fresh(p):
+        return StereoMatcher.from_file(model_file, max_disp=16, postprocess="full")(p.left, p.right)
+
+    expected = [fresh(p) for p in order]
+    matcher = StereoMatcher.from_file(model_file, max_disp=16, postprocess="full")
+    for p, e in zip(order, expected):
+        np.testing.assert_array_equal(matcher(p.left, p.right), e)
+    assert set(matcher._local.buffers) == {"cost", "work", "aggregated"}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda i: matcher(order[i % 4].left, order[i % 4].right), range(8)))
+    for i, g in enumerate(got):
+        np.testing.assert_array_equal(g, expected[i % 4])
+    matcher.release_buffers()
+    assert not hasattr(matcher._local, "buffers")
+
+
 def test_matcher_threads_survive_numba_workqueue_layer(model_file):
     """numba's workqueue layer aborts the process on concurrent launches; the matcher must serialise them."""
     code = (

@@ -285,10 +285,17 @@ def _pair(fl: np.ndarray, fr: np.ndarray, max_disp: int) -> tuple[np.ndarray, np
     return (np.ascontiguousarray(fl, dtype=np.float32), np.ascontiguousarray(fr, dtype=np.float32))
 
 
-def cost_volume(fl: np.ndarray, fr: np.ndarray, max_disp: int) -> np.ndarray:
-    """(C, H, W) left and right features -> (max_disp, H, W) float32 matching cost, left image as reference."""
+def cost_volume(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(C, H, W) left and right features -> (max_disp, H, W) float32 matching cost, left image as reference.
+
+    ``out``, if given, is a C-contiguous float32 (max_disp, H, W) array to fill (and return) instead of a new one.
+    """
     a, b = _pair(fl, fr, max_disp)
-    out = np.empty((max_disp,) + a.shape[1:], dtype=np.float32)
+    shape = (max_disp,) + a.shape[1:]
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
     _volume_kernel(a, b, int(max_disp), out)
     return out
 

@@ -124,7 +124,9 @@ def _gather_hwd(volume: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.ndarray, cfg: MatchConfig,
                 sgm_params: SGMParams | str = "middlebury",
-                blur: tuple[float, float] | None = None) -> tuple[np.ndarray, dict[str, float]]:
+                blur: tuple[float, float] | None = None,
+                scratch: Callable[[tuple[int, int, int]], tuple[np.ndarray, np.ndarray]] | None = None,
+                ) -> tuple[np.ndarray, dict[str, float]]:
     """Disparity (H, W) float32 of the left image from its (D, H, W) cost volume, and the seconds spent per stage.
 
     Stages, in the original's order, each on when its ``cfg`` flag is:
@@ -138,6 +140,9 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     ``left_gray`` and ``right_gray`` are (H, W) grey images in any units (0..255 usually): they are normalised
     per image here, as SGM's intensity threshold expects. ``sgm_params`` is a preset name of
     :data:`stereodeploy.engine.sgm.SGM_PRESETS` or an :class:`SGMParams`; ``cfg.sgm_params`` overrides its fields.
+    ``scratch(shape)``, if given, returns two float32 (H, W, D) arrays to use as SGM's working volumes (their
+    contents are overwritten); a caller matching many pairs passes buffers it keeps, so the 2 x 425 MB of a
+    KITTI-sized pair are not faulted in afresh on every call (about 1 s). Nothing of them escapes the call.
     ``blur`` is (blur_sigma, blur_t); by default the preset's, or the Middlebury values (6, 2). With every stage
     off the result is exactly winner-take-all of ``cost_left``. Timings use the keys ``wta``, ``sgm``,
     ``lr_check``, ``subpixel``, ``median``, ``bilateral``; ``lr_check`` includes the right volume's SGM.
@@ -166,8 +171,11 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     left_n = right_n = None
     if cfg.sgm:
         left_n, right_n = _normalise(left_gray), _normalise(right_gray)
-        work = np.empty((h, w, nd), dtype=np.float32)  # the transposed cost volume
-        aggregated = np.empty((h, w, nd), dtype=np.float32)
+        if scratch is not None:
+            work, aggregated = scratch((h, w, nd))  # work: the transposed cost volume
+        else:
+            work = np.empty((h, w, nd), dtype=np.float32)
+            aggregated = np.empty((h, w, nd), dtype=np.float32)
         disp_right = None
         if cfg.lr_check:  # right first, so that its buffers can be reused for the left volume
             disp_right = timed("lr_check", lambda: aggregate(cost_left, right_n, left_n, params, "right",

@@ -27,7 +27,7 @@ class TFBackend(Backend):
             self._function = tf_net.nchw_function(self.meta.network, weights)
         self._tf = tf
 
-    def features_batch(self, images: np.ndarray) -> np.ndarray:
+    def features_batch(self, images: np.ndarray, release: bool = False) -> np.ndarray:
         """(N, 1, H, W) float32 0..255 -> (N, C, H, W) float32."""
         with self._tf.device(self.tf_device):
             return self._function(np.ascontiguousarray(images, dtype=np.float32)).numpy()
