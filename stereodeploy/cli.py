@@ -81,18 +81,22 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[Data
     from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
     from stereodeploy.train.api import load_samples, train_run
 
+    saved_data: dict = {}
     if resume:
-        samples_from = data
-        if not data:
-            import json
+        import json
 
-            saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
-            samples_from = [Path(p) for p in saved.get("data", {}).get("sources", [])]
-        if not samples_from:
+        config_path = out / "config.json"
+        saved_data = json.loads(config_path.read_text()).get("data", {}) if config_path.is_file() else {}
+        data = data or [Path(p) for p in saved_data.get("sources", [])]
+        exclude = exclude or list(saved_data.get("exclude", []))
+        if fmt is None and saved_data.get("format"):
+            fmt = DataFormat(saved_data["format"])
+        if not data:
             raise UsageError(f"cannot resume {out}: no config.json with the data sources there; give --data again")
-        data = samples_from
     elif not data:
         raise UsageError("give at least one --data folder (KITTI 2012/2015 or Middlebury layout)")
+    if max_examples is not None and max_examples < 1 or checkpoint_every < 0:
+        raise UsageError("--max-examples must be at least 1 and --checkpoint-every at least 0")
     try:
         network = NetworkConfig(layers=layers, maps=maps, kernel=kernel)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drop),
@@ -102,10 +106,19 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[Data
     if epochs < 1:
         raise UsageError("--epochs must be at least 1")
     samples = load_samples(data, fmt.value if fmt else None, exclude)
+    from stereodeploy.datasets import list_frames
+
+    unknown = sorted(set(exclude) - {f.name for p in data for f in list_frames(p, fmt.value if fmt else None)})
+    if unknown:
+        raise UsageError(f"--exclude names no frame of the data: {', '.join(unknown)} (names are scene folders or "
+                         "KITTI frame names such as 000005_10)")
     validation = [s for p in val for s in load_samples([p], None) if s.disp is not None]
     summary = train_run(framework.value, samples, out, network=network, sampler=SamplerConfig(seed=seed, augment=augment),
                         cfg=cfg, validation=validation, max_disp=max_disp, data_sources=[str(p) for p in data],
-                        progress=progress, resume=resume, overwrite=overwrite)
+                        progress=progress, resume=resume, overwrite=overwrite, device=device.value,
+                        data_options={"exclude": list(exclude), "format": fmt.value if fmt else None})
+    if not summary["epochs"]:
+        raise UserError(f"{out}: nothing was trained (no epoch completed)")
     typer.echo(
         f"{framework.value}: {summary['epochs']} epochs in {summary['total_seconds']:.1f} s "
         f"(epoch {summary['mean_epoch_seconds']:.2f} s, step {1000 * summary['mean_step_seconds']:.2f} ms, "
@@ -262,7 +275,7 @@ def infer(
 
     Writes <out>/<name>_disp.png (KITTI uint16) and <name>_disp_color.png per pair; <name> is the left image's stem.
 
-    For a dataset folder <name> is the frame name. Every output is checked before any work starts.
+    For a dataset folder <name> is the frame name. Every output path is checked before any work starts; an image that cannot be matched stops the run there.
     """
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.io import colorize, ensure_writable, read_image, write_kitti_disp, write_png

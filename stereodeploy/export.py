@@ -22,7 +22,7 @@ import numpy as np
 
 from stereodeploy import __version__
 from stereodeploy.config import NetworkConfig, from_dict
-from stereodeploy.errors import UserError
+from stereodeploy.errors import UsageError, UserError
 from stereodeploy.io import atomic_write, ensure_writable
 
 FORMAT = "features/1"
@@ -149,6 +149,8 @@ def export(checkpoint: Path, out: Path, max_disp: int = 128, overwrite: bool = F
     from stereodeploy.train.loop import load_checkpoint
 
     out = Path(out)
+    if max_disp < 1:
+        raise UsageError(f"the default max disparity stored in the model must be at least 1, got {max_disp}")
     ensure_writable(out, overwrite)
     ckpt = load_checkpoint(Path(checkpoint))
     framework = ckpt.framework

@@ -231,3 +231,36 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path,
         np.testing.assert_array_equal(ba, bb)
     rows = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
+
+
+def test_overwrite_removes_the_old_runs_checkpoint_and_resume_checks_the_data(tmp_path, synthetic_dataset):
+    pytest.importorskip("torch")
+    import shutil
+
+    common = ["--epochs", "1", "--max-examples", "64", "--layers", "2", "--maps", "4", "--no-progress"]
+    run = tmp_path / "run"
+    assert invoke("train", "torch", "--data", synthetic_dataset, "--out", run, *common).exit_code == 0
+    (run / "checkpoint.npz").write_bytes(b"old")  # stands for the previous run's checkpoint
+    (run / "notes.txt").write_text("mine")
+    res = invoke("train", "torch", "--data", synthetic_dataset, "--out", run, "--overwrite", *common)
+    assert res.exit_code == 0, res.output
+    assert (run / "checkpoint.npz").read_bytes() != b"old" and (run / "notes.txt").read_text() == "mine"
+    # resuming with other data than the run was trained on is refused
+    other = tmp_path / "other"
+    shutil.copytree(synthetic_dataset, other)
+    shutil.rmtree(other / "scene1")
+    res = invoke("train", "torch", "--resume", "--data", other, "--out", run, "--no-progress")
+    assert_clean_failure(res, 1, "not the data it was trained on")
+    res = invoke("train", "torch", "--data", synthetic_dataset, "--exclude", "nosuchscene", "--out", tmp_path / "x",
+                 *common)
+    assert_clean_failure(res, 2, "nosuchscene")
+    (tmp_path / "afile").write_text("")
+    res = invoke("train", "torch", "--data", synthetic_dataset, "--out", tmp_path / "afile", *common)
+    assert_clean_failure(res, 2, "is a file")
+    res = invoke("export", run, "--out", tmp_path / "m.onnx", "--max-disp", "0")
+    assert_clean_failure(res, 2, "at least 1")
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage")
+    scene = synthetic_dataset / "scene0"
+    res = invoke("infer", scene / "im0.png", scene / "im1.png", "--model", tmp_path / "bad.onnx",
+                 "--backend", "torch", "--out", tmp_path / "o")
+    assert_clean_failure(res, 1, "not a readable ONNX file")

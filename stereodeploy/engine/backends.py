@@ -127,6 +127,7 @@ class OnnxBackend(Backend):
             raise UserError(f"the CUDA provider did not start (active: {', '.join(active)}): check the CUDA and "
                             "cuDNN libraries onnxruntime-gpu needs, or use --provider cpu")
         self.providers = active
+        self.device = "cuda" if active[0] == "CUDAExecutionProvider" else "cpu"
         # With ``release``, the arena's intermediate buffers go back after the run: post-processing (a 425 MB cost
         # volume and two SGM volumes on a KITTI-sized pair) then reuses that memory instead of adding to it.
         # Measured: peak RSS of a full pipeline 2.18 -> 1.73 GB, for about 0.2 s more per features run, which is
@@ -134,7 +135,6 @@ class OnnxBackend(Backend):
         self._release = ort.RunOptions()
         arena = "gpu:0" if self.device == "cuda" else "cpu:0"
         self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", arena)
-        self.device = "cuda" if active[0] == "CUDAExecutionProvider" else "cpu"
         self.path = path
 
     def features_batch(self, images: np.ndarray, release: bool = False) -> np.ndarray:
@@ -277,7 +277,10 @@ def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarr
 
         if not path.is_file():
             raise UserError(f"model file {path} does not exist")
-        proto = onnx.load_model(str(path))
+        try:
+            proto = onnx.load_model(str(path))
+        except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's problem, in one line
+            raise UserError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export the model again") from None
         meta = read_meta(proto, str(path))
         inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
         weights = []

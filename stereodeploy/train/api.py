@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dataclasses import replace
+
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig, from_dict
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.nets.weights import Weights, init_weights
@@ -21,6 +23,7 @@ STEPPERS = {
 }
 FRAMEWORK_MODULE = {"torch": "torch", "tf": "tensorflow"}
 log = logging.getLogger("stereodeploy")
+RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "summary.json", "accuracy.png", "config.json")
 
 
 def make_stepper(framework: str, network: NetworkConfig, cfg: TrainConfig, weights: Weights):
@@ -72,11 +75,14 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
               sampler: SamplerConfig = SamplerConfig(), cfg: TrainConfig = TrainConfig(),
               validation: Sequence[Any] = (), max_disp: int = 64, weights: Weights | None = None,
               data_sources: Sequence[str] = (), progress: bool = True, resume: bool = False,
-              overwrite: bool = False) -> dict[str, Any]:
+              overwrite: bool = False, data_options: dict[str, Any] | None = None,
+              device: str | None = None) -> dict[str, Any]:
     """Train ``framework`` on ``samples`` into run directory ``out``; returns the summary.
 
     ``weights`` default to the seeded framework-neutral initialisation, so both frameworks start equal.
-    On ``resume`` the configuration is read back from ``out/config.json``; the arguments are ignored.
+    On ``resume`` the configuration is read back from ``out/config.json`` (only ``device``, when given, replaces
+    the saved one), and the data must rebuild the very same examples. ``data_options`` (e.g. the excluded frames
+    and the layout) are recorded with the data summary so that a resume can rebuild the same set.
     """
     from stereodeploy.train.loop import train
 
@@ -97,10 +103,25 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
         network = from_dict(NetworkConfig, saved["network"])
         sampler = from_dict(SamplerConfig, saved["sampler"])
         cfg = from_dict(TrainConfig, saved["train"])
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"{out} exists and is not empty: choose another --out, pass --overwrite, or --resume it")
+        if device is not None:
+            cfg = replace(cfg, device=device)
+    elif out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file: give a folder for the run with --out")
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UsageError(f"{out} exists and is not empty: choose another --out, pass --overwrite, or --resume it")
+        for name in RUN_FILES:  # a new run must not leave the old one's checkpoint to be resumed or exported
+            (out / name).unlink(missing_ok=True)
     index, summary = build_index(samples, network.patch_size, sampler)
     summary["sources"] = list(data_sources)
+    summary.update(data_options or {})
+    if resume:
+        old = saved.get("data", {})
+        if old.get("frames") != summary["frames"] or saved.get("examples") != len(index):
+            raise UserError(f"the data given to resume {out} is not the data it was trained on "
+                            f"({len(summary['frames'])} frames / {len(index)} examples now, "
+                            f"{len(old.get('frames', []))} / {saved.get('examples')} then): give the same --data, "
+                            "--exclude and --format")
     stepper = make_stepper(framework, network, cfg, weights if weights is not None else init_weights(network, cfg.seed))
     return train(stepper, index, network, cfg, out, data_summary=summary, validation=validation,
                  max_disp=max_disp, resume=resume, progress=progress)
