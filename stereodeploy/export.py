@@ -108,6 +108,19 @@ def _require(framework: str) -> None:
         raise UserError(f"this {framework} checkpoint needs {module}: pip install 'stereodeploy[{extra}]'") from None
 
 
+def load_onnx(path: Path | str, what: str = "model file") -> Any:
+    """An ONNX file as an onnx.ModelProto; a missing or unreadable file is a UserError in one line."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist: give an ONNX file written by `stereodeploy export`")
+    try:
+        return onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's problem, in one line
+        raise UserError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export the model again") from None
+
+
 def set_meta(model: Any, meta: ModelMeta) -> None:
     del model.metadata_props[:]
     for key, value in meta.to_props().items():

@@ -240,16 +240,11 @@ def export_matcher(features: Path | str, out: Path | str, max_disp: int | None =
     """
     import onnx
 
-    from stereodeploy.export import read_meta
+    from stereodeploy.export import load_onnx, read_meta
 
     features, out = Path(features), Path(out)
     ensure_writable(out, overwrite)
-    if not features.is_file():
-        raise UserError(f"feature model {features} does not exist: give an ONNX file written by `stereodeploy export`")
-    try:
-        proto = onnx.load_model(str(features))
-    except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's problem, in one line
-        raise UserError(f"{features} is not a readable ONNX file ({type(exc).__name__}): export the model again") from None
+    proto = load_onnx(features, "feature model")
     max_disp = max_disp or read_meta(proto, str(features)).max_disp
     model = build_matcher(proto, max_disp, block)
     pixels = differ = 0

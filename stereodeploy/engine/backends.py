@@ -16,13 +16,14 @@ import importlib.util
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from stereodeploy.engine.matching import INVALID_COST, check_max_disp, cost_volume, wta_from_features
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ModelMeta, read_meta
+from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ModelMeta, load_onnx, read_meta
 
 MATCHER_FORMAT = "matcher/1"  # metadata format of the self-contained matcher written by export_matcher
 
@@ -84,16 +85,10 @@ class OnnxBackend(Backend):
     name = "onnx"
 
     def __init__(self, path: Path | str, provider: str = "cpu", threads: int = 0):
-        import onnx
         import onnxruntime as ort
 
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"model file {path} does not exist: give an ONNX file written by `stereodeploy export`")
-        try:
-            proto = onnx.load_model(str(path), load_external_data=False)
-        except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's problem, in one line
-            raise UserError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export the model again") from None
+        proto = load_onnx(path)
         props = {p.key: p.value for p in proto.metadata_props}
         if props.get("stereodeploy.format", "").split("/")[0] == MATCHER_FORMAT.split("/")[0]:
             raise UserError(f"{path} is a self-contained matcher (inputs 'left', 'right'), not a feature model: run "
@@ -185,31 +180,30 @@ class TorchBackend(Backend):
             timings: dict[str, float]) -> np.ndarray:
         if not self.device_matching:
             return super().wta(left, right, max_disp, timings)
-        check_max_disp(max_disp, left.shape[-1])
-        t0 = time.perf_counter()
-        feats = self._pair_tensor(left, right)
-        self._sync()
-        t1 = time.perf_counter()
-        with self._torch.inference_mode():
-            disp = torch_wta(feats[0], feats[1], max_disp).cpu().numpy()  # only (H, W) leaves the device
-        timings["features"] = t1 - t0
-        timings["matching"] = time.perf_counter() - t1
-        return disp
+        # only the (H, W) disparity leaves the device
+        return self._on_device(left, right, max_disp, timings, "matching", lambda fl, fr: torch_wta(fl, fr, max_disp))
 
     def cost_volume(self, left: np.ndarray, right: np.ndarray, max_disp: int,
                     timings: dict[str, float], out: np.ndarray | None = None) -> np.ndarray:
         if not self.device_matching:
             return super().cost_volume(left, right, max_disp, timings, out)
+        return self._on_device(left, right, max_disp, timings, "cost_volume",
+                               lambda fl, fr: torch_cost_volume(fl, fr, max_disp).float())
+
+    def _on_device(self, left: np.ndarray, right: np.ndarray, max_disp: int, timings: dict[str, float], key: str,
+                   match: Callable[[Any, Any], Any]) -> np.ndarray:
+        """Features on the device, then ``match(fl, fr)`` there; its result comes to the host. Times go to
+        ``timings['features']`` and ``timings[key]``."""
         check_max_disp(max_disp, left.shape[-1])
         t0 = time.perf_counter()
         feats = self._pair_tensor(left, right)
         self._sync()
         t1 = time.perf_counter()
         with self._torch.inference_mode():
-            cost = torch_cost_volume(feats[0], feats[1], max_disp).float().cpu().numpy()
+            result = match(feats[0], feats[1]).cpu().numpy()
         timings["features"] = t1 - t0
-        timings["cost_volume"] = time.perf_counter() - t1
-        return cost
+        timings[key] = time.perf_counter() - t1
+        return result
 
 
 def resolve_torch_device(device: str) -> Any:
@@ -272,15 +266,9 @@ def _check_pair(fl: Any, fr: Any, max_disp: int) -> None:
 def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarray]]]:
     """Network config and weights from a checkpoint / run directory, or from an exported ONNX file's initializers."""
     if path.suffix == ".onnx":
-        import onnx
         from onnx import numpy_helper
 
-        if not path.is_file():
-            raise UserError(f"model file {path} does not exist")
-        try:
-            proto = onnx.load_model(str(path))
-        except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's problem, in one line
-            raise UserError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export the model again") from None
+        proto = load_onnx(path)
         meta = read_meta(proto, str(path))
         inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
         weights = []
