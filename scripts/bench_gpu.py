@@ -186,7 +186,7 @@ def wta_bmm(torch, fl, fr, max_disp: int, rows: int = 64, bf16: bool = False):
 def bench_engine(torch, args, device, model: Path) -> tuple[dict[str, float], dict[str, float], str]:
     from stereodeploy.config import MatchConfig
     from stereodeploy.datasets import synthetic_pair
-    from stereodeploy.engine.backends import TorchBackend
+    from stereodeploy.engine.torch_backend import TorchBackend
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.io import to_gray
 

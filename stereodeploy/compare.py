@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import warnings
@@ -34,26 +33,13 @@ from stereodeploy import __version__
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.evaluate import THRESHOLD, EvalResult, evaluate, ground_truth_kind
+from stereodeploy.frameworks import DEVICES, FRAMEWORKS
 
-FRAMEWORKS = ("torch", "tf")
-# (label, framework that trained the weights, backend, model source: the run directory or the exported file)
-RUNTIMES = (
-    ("PyTorch", "torch", "torch", "run"),
-    ("TensorFlow", "tf", "tf", "run"),
-    ("ONNX (PyTorch)", "torch", "onnx", "onnx"),
-    ("ONNX (TensorFlow)", "tf", "onnx", "onnx"),
-)
+# (label, framework that trained the weights, backend, model source: the run directory or the exported file):
+# each framework natively, then each framework's export on onnxruntime
+RUNTIMES = tuple((fw.label, fw.key, fw.key, "run") for fw in FRAMEWORKS.values()) + tuple(
+    (f"ONNX ({fw.label})", fw.key, "onnx", "onnx") for fw in FRAMEWORKS.values())
 POSTPROCESS = ("none", "full")
-MODEL_FILES = {"torch": "mccnn_fast_torch.onnx", "tf": "mccnn_fast_tf.onnx"}
-# framework -> (what it needs, importable module, pip extra)
-_REQUIREMENTS = {
-    "torch": (("PyTorch", "torch"),),
-    "tf": (("TensorFlow", "tensorflow"), ("tf2onnx (TensorFlow to ONNX export)", "tf2onnx")),
-}
-_OWN_MODULES = {
-    "torch": ("stereodeploy.train.torch_trainer", "stereodeploy.nets.torch_net"),
-    "tf": ("stereodeploy.train.tf_trainer", "stereodeploy.nets.tf_net", "stereodeploy.engine.tf_backend"),
-}
 # environment variables that set how many threads the frameworks and kernels use (reported with the machine)
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                "NUMBA_NUM_THREADS")
@@ -64,29 +50,11 @@ _DISTRIBUTIONS = {
 }
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def check_requirements(frameworks: Sequence[str] = FRAMEWORKS) -> None:
+def check_requirements() -> None:
     """Raise a one-line :class:`UserError` naming the extra to install when a framework cannot train or export."""
-    for fw in frameworks:
-        for what, module in _REQUIREMENTS[fw]:
-            if not _has_module(module):
-                raise UserError(f"compare trains PyTorch and TensorFlow, but {what} is not installed ({module}): "
-                                f"pip install 'stereodeploy[{fw}]'")
-        for module in _OWN_MODULES[fw]:
-            if not _has_module(module):
-                raise UserError(f"this stereodeploy lacks its {fw} support ({module} is missing): "
-                                "install a complete stereodeploy release")
-
-
-def postprocess_available() -> bool:
-    """Whether the engine's post-processing stages (``--postprocess full``) are installed."""
-    return _has_module("stereodeploy.engine.postprocess")
+    for fw in FRAMEWORKS.values():
+        for use in ("train", "export"):
+            fw.require(use, purpose=f"compare (it trains and exports {fw.label})")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -209,8 +177,8 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
         raise UsageError(f"--epochs must be at least 1, got {epochs}")
     if max_examples is not None and max_examples < 1:
         raise UsageError(f"--max-examples must be at least 1, got {max_examples}")
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {device!r}: use cpu or cuda")
+    if device not in DEVICES:
+        raise UsageError(f"unknown device {device!r}: use {' or '.join(DEVICES)}")
     try:
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drops),
                           max_examples=max_examples, seed=seed, device=device)
@@ -232,9 +200,6 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     model_disp = max_disp if max_disp is not None else max(val_disp, 128)  # the exported default, for other data
     sampler = SamplerConfig(seed=seed)
     weights = init_weights(network, seed)
-    pp_settings = [pp for pp in POSTPROCESS if pp == "none" or postprocess_available()]
-    unavailable = [] if "full" in pp_settings else [
-        "post-processing 'full' (stereodeploy.engine.postprocess is not installed): only winner-take-all was run"]
 
     # ---- training: same samples, sampler seed, initial weights and schedule for both frameworks
     summaries: dict[str, dict[str, Any]] = {}
@@ -251,8 +216,8 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     # ---- export both to ONNX (each checked against its native network)
     exported = {}
     for fw in FRAMEWORKS:
-        rep = export(out / "runs" / fw, out / "models" / MODEL_FILES[fw], max_disp=model_disp, overwrite=overwrite)
-        exported[fw] = {"path": f"models/{MODEL_FILES[fw]}", "max_abs_diff": rep.max_abs_diff}
+        rep = export(out / "runs" / fw, out / "models" / FRAMEWORKS[fw].model_file, max_disp=model_disp, overwrite=overwrite)
+        exported[fw] = {"path": f"models/{FRAMEWORKS[fw].model_file}", "max_abs_diff": rep.max_abs_diff}
 
     # ---- evaluate every runtime, with and without post-processing
     first = scored[0]
@@ -260,8 +225,8 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     evaluations: list[dict[str, Any]] = []
     results: dict[tuple[str, str], EvalResult] = {}
     for label, fw, backend, source in RUNTIMES:
-        path = out / "runs" / fw if source == "run" else out / "models" / MODEL_FILES[fw]
-        for pp in pp_settings:
+        path = out / "runs" / fw if source == "run" else out / "models" / FRAMEWORKS[fw].model_file
+        for pp in POSTPROCESS:
             matcher = StereoMatcher.from_file(path, max_disp=val_disp, postprocess=pp, backend=backend,
                                               provider=device, sgm_preset=eval_fmt)
 
@@ -278,7 +243,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
 
     report = _build_report(
         out=out, machine=machine, summaries=summaries, histories=histories, exported=exported, results=results,
-        evaluations=evaluations, captured=captured, first=first, unavailable=unavailable,
+        evaluations=evaluations, captured=captured, first=first,
         config={
             "network": asdict(network), "sampler": asdict(sampler), "train": asdict(cfg), "device": device,
             "max_disp": max_disp if max_disp is not None else "per frame (calib ndisp, else the model's)",
@@ -312,36 +277,32 @@ def _differs(a: np.ndarray, b: np.ndarray) -> float:
 def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, dict[str, Any]], histories: dict[str, list[dict[str, Any]]],
                   exported: dict[str, Any], results: dict[tuple[str, str], EvalResult],
                   evaluations: list[dict[str, Any]], captured: dict[tuple[str, str], np.ndarray], first: Any,
-                  unavailable: list[str], config: dict[str, Any],
+                  config: dict[str, Any],
                   data: dict[str, Any]) -> dict[str, Any]:
     """Tables, figures and files from the measurements; returns the report dictionary."""
     from stereodeploy.report import (
-        markdown, plot_accuracy, plot_disparities, plot_errors, training_table, write_json, write_text)
+        markdown, plot_accuracy, plot_disparities, plot_errors, training_table)
+    from stereodeploy.io import write_json, write_text
 
     kind = "noc" if first.disp_noc is not None else "occ"
     table2_rows, time_rows = [], []
     native_of = {fw: label for label, fw, backend, _ in RUNTIMES if backend == fw}
     for label, fw, backend, _ in RUNTIMES:
         for pp in POSTPROCESS:
-            res = results.get((label, pp))
-            if res is None:
-                table2_rows.append({"runtime": label, "framework": fw, "backend": backend, "postprocess": pp,
-                                    "available": False})
-                time_rows.append({"runtime": label, "postprocess": pp, "available": False})
-                continue
+            res = results[(label, pp)]
             avg, sec = res.averages(), res.mean_stage_seconds()
             single = next(i for i in res.images if i.name == first.name)
             native = captured.get((native_of[fw], pp))
             mine = captured.get((label, pp))
             table2_rows.append({
-                "runtime": label, "framework": fw, "backend": backend, "postprocess": pp, "available": True,
+                "runtime": label, "framework": fw, "backend": backend, "postprocess": pp,
                 "single_image_error": single.error_rate, "average_error_rate": res.average_error_rate,
                 "kitti_average": avg.get(f"kitti_{kind}"), "d1_average": avg.get(f"d1_{kind}"),
                 "density": avg.get("density"),
                 "single_image_differs_from_native_percent": (
                     _differs(mine, native) if backend == "onnx" and mine is not None and native is not None else None),
             })
-            time_rows.append({"runtime": label, "postprocess": pp, "available": True,
+            time_rows.append({"runtime": label, "postprocess": pp,
                               "mean_seconds": res.mean_seconds, "features_seconds": sec.get("features"),
                               "matching_seconds": sec.get("matching"), "stage_seconds": sec})
 
@@ -363,7 +324,6 @@ def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, di
                     if hasattr(os, "getloadavg") else None},
         "versions": versions(),
         "configuration": config,
-        "unavailable": unavailable,
         "data": data,
         "training": summaries,
         "epochs": histories,

@@ -7,12 +7,12 @@ Contract of a stereodeploy feature model (``stereodeploy.format = features/1``):
 - output ``features``: L2-normalised feature map (N, C, H, W), same H and W (zero padding);
 - ``metadata_props``: the keys of :class:`ModelMeta`, read back by :func:`read_meta` at load time.
 
-The exporters of each framework live in one table, :data:`EXPORTERS`; the checkpoint says which to use.
+Each framework's exporter and native feature function come from its record in :mod:`stereodeploy.frameworks`;
+the checkpoint says which framework wrote it.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 from stereodeploy import __version__
 from stereodeploy.config import NetworkConfig, from_dict
 from stereodeploy.errors import UsageError, UserError
+from stereodeploy.frameworks import FRAMEWORKS
 from stereodeploy.io import atomic_write, ensure_writable
 
 FORMAT = "features/1"
@@ -30,18 +31,6 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "features"
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
-
-# framework -> "module:function" building an onnx.ModelProto from (network config, weights, opset)
-EXPORTERS = {
-    "torch": "stereodeploy.nets.torch_net:to_onnx_model",
-    "tf": "stereodeploy.nets.tf_net:to_onnx_model",
-}
-# framework -> "module:function" giving native features (N, 1, H, W) -> (N, C, H, W) for the parity check
-NATIVE = {
-    "torch": "stereodeploy.nets.torch_net:native_features",
-    "tf": "stereodeploy.nets.tf_net:native_features",
-}
-
 
 @dataclass(frozen=True)
 class ModelMeta:
@@ -92,20 +81,6 @@ class ModelMeta:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise UserError(f"{where} has damaged stereodeploy metadata ({exc}): export it again") from None
-
-
-def _resolve(spec: str):
-    module, func = spec.split(":")
-    return getattr(importlib.import_module(module), func)
-
-
-def _require(framework: str) -> None:
-    module = {"torch": "torch", "tf": "tensorflow"}[framework]
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        extra = {"torch": "torch", "tf": "tf"}[framework]
-        raise UserError(f"this {framework} checkpoint needs {module}: pip install 'stereodeploy[{extra}]'") from None
 
 
 def load_onnx(path: Path | str, what: str = "model file") -> Any:
@@ -166,28 +141,28 @@ def export(checkpoint: Path, out: Path, max_disp: int = 128, overwrite: bool = F
         raise UsageError(f"the default max disparity stored in the model must be at least 1, got {max_disp}")
     ensure_writable(out, overwrite)
     ckpt = load_checkpoint(Path(checkpoint))
-    framework = ckpt.framework
-    if framework not in EXPORTERS:
-        raise UserError(f"{checkpoint} was written by an unknown framework {framework!r}")
-    _require(framework)
-    model = _resolve(EXPORTERS[framework])(ckpt.network, ckpt.weights, OPSET)
-    meta = ModelMeta(network=ckpt.network, source_framework=framework,
+    if ckpt.framework not in FRAMEWORKS:
+        raise UserError(f"{checkpoint} was written by an unknown framework {ckpt.framework!r}")
+    fw = FRAMEWORKS[ckpt.framework]
+    fw.require("export")
+    model = fw.load("exporter")(ckpt.network, ckpt.weights, OPSET)
+    meta = ModelMeta(network=ckpt.network, source_framework=fw.key,
                      source_framework_version=ckpt.meta.get("framework_version", ""), max_disp=max_disp,
                      training_data=ckpt.meta.get("data", {}))
     set_meta(model, meta)
     onnx.checker.check_model(model, full_check=True)
-    diff = 0.0
-    image = parity_input(*parity_size)
+    diff, shape = 0.0, (1, 1, *parity_size)
     if check:
-        native = _resolve(NATIVE[framework])(ckpt.network, ckpt.weights, image)
+        image = parity_input(*parity_size)
+        native = fw.load("native_features")(ckpt.network, ckpt.weights, image)
         ours = run_onnx(model, image)
         diff = float(np.max(np.abs(native - ours)))
         if not diff < PARITY_TOLERANCE:
-            raise UserError(f"export check failed: ONNX and native {framework} features differ by {diff:.2e} "
+            raise UserError(f"export check failed: ONNX and native {fw.label} features differ by {diff:.2e} "
                             f"(> {PARITY_TOLERANCE:.0e}); nothing was written")
     with atomic_write(out, overwrite=overwrite) as tmp:
         onnx.save_model(model, str(tmp))
-    return ExportReport(path=out, meta=meta, max_abs_diff=diff, input_shape=image.shape)
+    return ExportReport(path=out, meta=meta, max_abs_diff=diff, input_shape=shape)
 
 
 def run_onnx(model: Any, image: np.ndarray) -> np.ndarray:
@@ -196,3 +171,4 @@ def run_onnx(model: Any, image: np.ndarray) -> np.ndarray:
 
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run([OUTPUT_NAME], {INPUT_NAME: image})[0]
+

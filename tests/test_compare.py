@@ -32,18 +32,16 @@ def _middlebury(root: Path, n: int = 3, height: int = 40, width: int = 64, max_d
 
 
 def test_missing_framework_names_the_extra_and_nothing_is_written(monkeypatch, tmp_path: Path) -> None:
-    real = compare_mod._has_module
-    monkeypatch.setattr(compare_mod, "_has_module", lambda name: name != "tensorflow" and real(name))
-    expected = r"TensorFlow is not installed \(tensorflow\): pip install 'stereodeploy\[tf\]'"
+    from stereodeploy import frameworks
+
+    real = frameworks._installed
+    monkeypatch.setattr(frameworks, "_installed", lambda name: name != "tf2onnx" and real(name))
+    expected = r"compare \(it trains and exports TensorFlow\) needs tf2onnx.*: pip install 'stereodeploy\[tf\]'"
     with pytest.raises(UserError, match=expected):
         compare_mod.compare(_middlebury(tmp_path / "d", n=1), tmp_path / "d", tmp_path / "out")
     assert not (tmp_path / "out").exists()
-
-    monkeypatch.setattr(compare_mod, "_has_module", lambda name: name != "stereodeploy.train.tf_trainer")
-    with pytest.raises(UserError, match=r"lacks its tf support \(stereodeploy.train.tf_trainer is missing\)"):
-        compare_mod.check_requirements()
-    monkeypatch.setattr(compare_mod, "_has_module", lambda name: name != "torch")
-    with pytest.raises(UserError, match=r"pip install 'stereodeploy\[torch\]'"):
+    monkeypatch.setattr(frameworks, "_installed", lambda name: name != "torch")
+    with pytest.raises(UserError, match=r"needs PyTorch \(torch\).*pip install 'stereodeploy\[torch\]'"):
         compare_mod.check_requirements()
 
 
@@ -78,30 +76,27 @@ def test_table_one_difference_is_relative_to_pytorch() -> None:
     assert percent_difference(1.0, 0.0) is None and percent_difference(None, 1.0) is None
 
 
-def test_markdown_renders_numbers_and_unavailable_rows() -> None:
+def test_markdown_renders_the_numbers() -> None:
     report = {
         "title": "T", "table1": training_table({"torch": {"total_seconds": 10.0, "mean_epoch_seconds": 5.0,
                                                            "mean_step_seconds": 0.0021},
                                                  "tf": {"total_seconds": 12.5, "mean_epoch_seconds": 6.25,
                                                         "mean_step_seconds": 0.0042}}),
         "table2": {"single_image": "scene0", "images": 2, "rows": [
-            {"runtime": "PyTorch", "postprocess": "none", "available": True, "single_image_error": 12.345,
-             "average_error_rate": 20.0, "kitti_average": None, "d1_average": 1.0, "density": 100.0},
-            {"runtime": "PyTorch", "postprocess": "full", "available": False}]},
+            {"runtime": "PyTorch", "postprocess": "none", "single_image_error": 12.345,
+             "average_error_rate": 20.0, "kitti_average": None, "d1_average": 1.0, "density": 100.0}]},
         "execution_time": {"images": 2, "rows": [
-            {"runtime": "PyTorch", "postprocess": "none", "available": True, "mean_seconds": 0.1234,
-             "features_seconds": 0.1, "matching_seconds": 0.0234},
-            {"runtime": "PyTorch", "postprocess": "full", "available": False}]},
-        "unavailable": ["post-processing 'full'"], "machine": {"cpu_count": 2},
+            {"runtime": "PyTorch", "postprocess": "none", "mean_seconds": 0.1234,
+             "features_seconds": 0.1, "matching_seconds": 0.0234}]},
+        "machine": {"cpu_count": 2},
     }
     md = markdown(report)
     assert "| PyTorch | 10.00 | 5.000 | 2.100 |" in md
     assert "| TensorFlow | 12.50 | 6.250 | 4.200 |" in md
     assert "| Difference (%) | +25.0 | +25.0 | +100.0 |" in md
     assert "| PyTorch | none | 12.35 | 20.00 | n/a | 1.00 | 100.0 |" in md
-    assert "| PyTorch | full | unavailable | unavailable |" in md
     assert "| PyTorch | none | 0.123 | 0.100 | 0.023 |" in md
-    assert "- Unavailable: post-processing 'full'" in md and "- cpu_count: 2" in md
+    assert "- cpu_count: 2" in md
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
@@ -117,8 +112,6 @@ def test_compare_end_to_end_on_tiny_synthetic_data(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
     pytest.importorskip("tf2onnx")
-    pytest.importorskip("stereodeploy.train.tf_trainer")
-    pytest.importorskip("stereodeploy.engine.tf_backend")
     from typer.testing import CliRunner
 
     from stereodeploy.cli import app
@@ -162,15 +155,10 @@ def test_compare_end_to_end_on_tiny_synthetic_data(tmp_path: Path) -> None:
     assert [(r["runtime"], r["postprocess"]) for r in rows] == [
         (rt, pp) for rt in ("PyTorch", "TensorFlow", "ONNX (PyTorch)", "ONNX (TensorFlow)") for pp in ("none", "full")]
     assert report["table2"]["single_image"] == "scene1"
-    full = compare_mod.postprocess_available()
     evals = {(e["runtime"], e["postprocess"]): e for e in report["evaluations"]}
     times = {(r["runtime"], r["postprocess"]): r for r in report["execution_time"]["rows"]}
     for r in rows:
         key = (r["runtime"], r["postprocess"])
-        if r["postprocess"] == "full" and not full:
-            assert not r["available"] and key not in evals
-            assert "unavailable" in _cells(md, f"| {r['runtime']} | full |")
-            continue
         e = evals[key]
         assert r["single_image_error"] == pytest.approx(e["images"][0]["error_rate"])
         assert r["average_error_rate"] == pytest.approx(np.mean([i["error_rate"] for i in e["images"]]))
@@ -184,6 +172,6 @@ def test_compare_end_to_end_on_tiny_synthetic_data(tmp_path: Path) -> None:
         assert [i["max_disp"] for i in e["images"]] == [12, 12]  # calib ndisp
     # ONNX runs the very weights of its framework: the same disparities, to a few tie pixels
     for r in rows:
-        if r["runtime"].startswith("ONNX") and r["available"]:
+        if r["runtime"].startswith("ONNX"):
             assert r["single_image_differs_from_native_percent"] < 1.0
     assert re.search(r"Difference = 100 × \(T_TensorFlow − T_PyTorch\) / T_PyTorch", md)

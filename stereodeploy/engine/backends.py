@@ -6,18 +6,14 @@ exported ONNX file, so the matching code after it is shared. ``features_pair`` r
 A backend also offers the two matching entry points the matcher uses, :meth:`Backend.wta` and
 :meth:`Backend.cost_volume`. By default they bring the features to the host and call the shared numba code of
 :mod:`stereodeploy.engine.matching`; the torch backend on a CUDA device overrides them to keep the cost volume and
-winner-take-all on the device (:func:`torch_cost_volume`, :func:`torch_wta`).
+winner-take-all on the device (:mod:`stereodeploy.engine.torch_backend`).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -136,133 +132,6 @@ class OnnxBackend(Backend):
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: images}, self._release if release else None)[0]
 
 
-class TorchBackend(Backend):
-    """Native PyTorch from a run directory / checkpoint, or from an ONNX file's weights (torch-exported or not).
-
-    On a CUDA device the cost volume and winner-take-all run on the device (:func:`torch_cost_volume`,
-    :func:`torch_wta`): winner-take-all sends only the (H, W) disparity to the host, post-processing gets the
-    volume as host float32. On the CPU the shared numba code is faster, so it is used there; ``device_matching``
-    forces either choice (tests use it to run the device path on the CPU).
-    """
-
-    name = "torch"
-
-    def __init__(self, path: Path | str, device: str = "cpu", device_matching: bool | None = None):
-        import torch
-
-        from stereodeploy.nets import torch_net
-
-        self.dev = resolve_torch_device(device)
-        self.meta, weights = load_weights(Path(path))
-        net = torch_net.build(self.meta.network, weights).to(self.dev)
-        self.module = torch_net.RawImageFeatures(net).eval()
-        self.device = str(self.dev)
-        self.device_matching = self.dev.type == "cuda" if device_matching is None else device_matching
-        self._torch = torch
-
-    def features_batch(self, images: np.ndarray, release: bool = False) -> np.ndarray:
-        return self.features_tensor(images).cpu().numpy()
-
-    def features_tensor(self, images: np.ndarray) -> Any:
-        """(N, 1, H, W) float32 0..255 -> (N, C, H, W) torch tensor on the backend's device."""
-        with self._torch.inference_mode():
-            x = self._torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.dev)
-            return self.module(x)
-
-    def _pair_tensor(self, left: np.ndarray, right: np.ndarray) -> Any:
-        return self.features_tensor(np.stack([left, right])[:, None].astype(np.float32, copy=False))
-
-    def _sync(self) -> None:
-        if self.dev.type == "cuda":
-            self._torch.cuda.synchronize(self.dev)
-
-    def wta(self, left: np.ndarray, right: np.ndarray, max_disp: int,
-            timings: dict[str, float]) -> np.ndarray:
-        if not self.device_matching:
-            return super().wta(left, right, max_disp, timings)
-        # only the (H, W) disparity leaves the device
-        return self._on_device(left, right, max_disp, timings, "matching", lambda fl, fr: torch_wta(fl, fr, max_disp))
-
-    def cost_volume(self, left: np.ndarray, right: np.ndarray, max_disp: int,
-                    timings: dict[str, float], out: np.ndarray | None = None) -> np.ndarray:
-        if not self.device_matching:
-            return super().cost_volume(left, right, max_disp, timings, out)
-        return self._on_device(left, right, max_disp, timings, "cost_volume",
-                               lambda fl, fr: torch_cost_volume(fl, fr, max_disp).float())
-
-    def _on_device(self, left: np.ndarray, right: np.ndarray, max_disp: int, timings: dict[str, float], key: str,
-                   match: Callable[[Any, Any], Any]) -> np.ndarray:
-        """Features on the device, then ``match(fl, fr)`` there; its result comes to the host. Times go to
-        ``timings['features']`` and ``timings[key]``."""
-        check_max_disp(max_disp, left.shape[-1])
-        t0 = time.perf_counter()
-        feats = self._pair_tensor(left, right)
-        self._sync()
-        t1 = time.perf_counter()
-        with self._torch.inference_mode():
-            result = match(feats[0], feats[1]).cpu().numpy()
-        timings["features"] = t1 - t0
-        timings[key] = time.perf_counter() - t1
-        return result
-
-
-def resolve_torch_device(device: str) -> Any:
-    """``cpu`` or ``cuda`` -> torch.device, with a one-line UserError when CUDA is asked for but absent."""
-    import torch
-
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {device!r}: use cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA was asked for but torch sees no CUDA device: install a CUDA build of torch, "
-                        "or use --provider cpu")
-    return torch.device(device)
-
-
-def torch_cost_volume(fl: Any, fr: Any, max_disp: int) -> Any:
-    """Torch twin of :func:`stereodeploy.engine.matching.cost_volume` on the features' device.
-
-    (C, H, W) left and right feature tensors -> (max_disp, H, W) float32 tensor,
-    ``cost[d, y, x] = 1 - <fl[:, y, x], fr[:, y, x - d]>`` and :data:`INVALID_COST` where ``x - d < 0``.
-    """
-    import torch
-
-    _check_pair(fl, fr, max_disp)
-    _, h, w = fl.shape
-    fl, fr = fl.float(), fr.float()
-    cost = torch.full((max_disp, h, w), INVALID_COST, dtype=torch.float32, device=fl.device)
-    for d in range(max_disp):
-        cost[d, :, d:] = 1.0 - (fl[:, :, d:] * fr[:, :, : w - d]).sum(dim=0)
-    return cost
-
-
-def torch_wta(fl: Any, fr: Any, max_disp: int) -> Any:
-    """Torch twin of :func:`stereodeploy.engine.matching.wta_from_features`: fused, the volume is never stored.
-
-    (C, H, W) left and right feature tensors -> (H, W) float32 disparity tensor on their device; ties keep the
-    smallest disparity, and only disparities with ``x - d >= 0`` are considered (d = 0 always is).
-    """
-    import torch
-
-    _check_pair(fl, fr, max_disp)
-    _, h, w = fl.shape
-    fl, fr = fl.float(), fr.float()
-    best = (fl * fr).sum(dim=0)  # (H, W) similarity at d = 0
-    arg = torch.zeros((h, w), dtype=torch.int64, device=fl.device)
-    for d in range(1, max_disp):
-        sim = (fl[:, :, d:] * fr[:, :, : w - d]).sum(dim=0)  # (H, W - d)
-        better = sim > best[:, d:]  # strict: ties keep the smaller disparity
-        best[:, d:] = torch.maximum(best[:, d:], sim)
-        arg[:, d:].masked_fill_(better, d)
-    return arg.float()
-
-
-def _check_pair(fl: Any, fr: Any, max_disp: int) -> None:
-    if fl.dim() != 3 or tuple(fl.shape) != tuple(fr.shape):
-        raise ValueError(f"features must be two (C, H, W) tensors of one shape, got {tuple(fl.shape)} and "
-                         f"{tuple(fr.shape)}")
-    check_max_disp(max_disp, fl.shape[-1])
-
-
 def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarray]]]:
     """Network config and weights from a checkpoint / run directory, or from an exported ONNX file's initializers."""
     if path.suffix == ".onnx":
@@ -292,33 +161,24 @@ def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarr
     return meta, ckpt.weights
 
 
-# backend name -> "module:class"; a backend is imported only when asked for
-BACKENDS = {
-    "onnx": "stereodeploy.engine.backends:OnnxBackend",
-    "torch": "stereodeploy.engine.backends:TorchBackend",
-    "tf": "stereodeploy.engine.tf_backend:TFBackend",
-}
-
-
-# backend name -> the package it needs beyond the default install, and the extra that brings it
-_REQUIRES = {"torch": ("torch", "torch"), "tf": ("tensorflow", "tf")}
-
-
 def open_backend(path: Path | str, backend: str = "onnx", provider: str = "cpu") -> Backend:
-    """The backend ``backend`` for the model at ``path``; ``provider`` is cpu or cuda."""
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if provider not in ("cpu", "cuda"):
-        raise UsageError(f"unknown provider {provider!r}: use cpu or cuda")
-    if backend in _REQUIRES:
-        package, extra = _REQUIRES[backend]
-        if importlib.util.find_spec(package) is None:
-            raise UserError(f"the {backend} backend needs {package}: pip install 'stereodeploy[{extra}]'")
-    module, cls = BACKENDS[backend].split(":")
-    try:
-        factory = getattr(importlib.import_module(module), cls)
-    except ImportError as exc:
-        raise UserError(f"the {backend} backend cannot be loaded ({exc}): reinstall stereodeploy") from None
+    """The backend ``backend`` (onnx, or a framework of :data:`stereodeploy.frameworks.FRAMEWORKS`) for the model at
+    ``path``; ``provider`` is cpu or cuda."""
+    from stereodeploy import frameworks
+
+    if provider not in frameworks.DEVICES:
+        raise UsageError(f"unknown provider {provider!r}: use {' or '.join(frameworks.DEVICES)}")
     if backend == "onnx":
-        return factory(path, provider=provider)
-    return factory(path, device=provider)
+        return OnnxBackend(path, provider=provider)
+    if backend not in frameworks.FRAMEWORKS:
+        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(backend_names())}")
+    fw = frameworks.FRAMEWORKS[backend]
+    fw.require("backend")
+    return fw.load("backend")(path, device=provider)
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every backend name: onnx, then one per framework."""
+    from stereodeploy.frameworks import FRAMEWORKS
+
+    return ("onnx", *FRAMEWORKS)

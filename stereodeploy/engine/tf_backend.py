@@ -18,9 +18,9 @@ class TFBackend(Backend):
         import tensorflow as tf
 
         from stereodeploy.nets import tf_net
-        from stereodeploy.train.tf_trainer import resolve_device
+        from stereodeploy.frameworks import FRAMEWORKS
 
-        self.tf_device, _ = resolve_device(device)
+        self.tf_device, _ = FRAMEWORKS["tf"].resolve_device(device, "--provider")
         self.device = "cuda" if "GPU" in self.tf_device else "cpu"
         self.meta, weights = load_weights(Path(path))
         with tf.device(self.tf_device):

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from stereodeploy.config import NetworkConfig
+from stereodeploy.errors import UserError
 from stereodeploy.nets.weights import Weights, keras_to_torch, torch_to_keras
 from stereodeploy.patches import NORM_EPS
 
@@ -154,3 +155,16 @@ def _rename_output(model, name: str) -> None:
             if inp == old:
                 node.input[i] = name
     graph.output[0].name = name
+
+
+def resolve_device(device: str, option: str = "--device") -> tuple[str, str]:
+    """``cpu`` or ``cuda`` -> (TensorFlow device string, description). CPU is pinned even when a GPU is visible,
+    so that the cpu device compares the frameworks on the same hardware."""
+    if device == "cpu":
+        return "/CPU:0", "cpu"
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise UserError("CUDA was asked for but TensorFlow sees no GPU: install a GPU build of TensorFlow "
+                        f"(pip install 'tensorflow[and-cuda]'), or use {option} cpu")
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return "/GPU:0", f"cuda ({name})"

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from stereodeploy.config import NetworkConfig
+from stereodeploy.errors import UserError
 from stereodeploy.patches import NORM_EPS
 
 
@@ -97,3 +98,12 @@ def to_onnx_model(network: NetworkConfig, weights: list[tuple], opset: int):
             dynamo=False,
         )
     return onnx.load_from_string(buffer.getvalue())
+
+
+def resolve_device(device: str, option: str = "--device") -> tuple[torch.device, str]:
+    """``cpu`` or ``cuda`` -> (torch.device, description), with one line of advice when CUDA is absent."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("CUDA was asked for but torch sees no CUDA device: install a CUDA build of torch, "
+                        f"or use {option} cpu")
+    dev = torch.device(device)
+    return dev, "cpu" if dev.type == "cpu" else f"cuda ({torch.cuda.get_device_name(dev)})"
