@@ -1,18 +1,24 @@
-"""The `stereodeploy` command line. Each command parses options, builds a config and calls one library function.
+"""The `stereodeploy` command line. Each command parses its options and calls one library function.
 
 User mistakes (:class:`~stereodeploy.errors.UserError`) end with one line on stderr and a non-zero exit code.
+Options and choices shared by several commands live in :mod:`stereodeploy.cli_options`; `evaluate` and
+`compare` are defined in :mod:`stereodeploy.cli_eval` and registered here.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 
+from stereodeploy.cli_eval import register as register_eval
+from stereodeploy.cli_options import (
+    BackendName, BackendOption, BatchSize, DataFormat, Device, Epochs, FormatOption, Framework, Kernel, Layers, LearningRate,
+    LrDrops, MaxExamples, ModelOption, Momentum, Overwrite, Postprocess, PostprocessOption, ProviderOption,
+    Quantization, Seed, Maps, value)
+from stereodeploy.cli_options import user_errors as _user_errors
 from stereodeploy.errors import UsageError, UserError
 
 app = typer.Typer(
@@ -21,50 +27,6 @@ app = typer.Typer(
 )
 train_app = typer.Typer(no_args_is_help=True, help="Train MC-CNN fast with PyTorch or TensorFlow.")
 app.add_typer(train_app, name="train")
-
-
-def _user_errors(func: Callable) -> Callable:
-    """Turn a UserError into one line on stderr and its exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-class Framework(str, Enum):
-    torch = "torch"
-    tf = "tf"
-
-
-class Postprocess(str, Enum):
-    none = "none"
-    full = "full"
-
-
-class BackendName(str, Enum):
-    onnx = "onnx"
-    torch = "torch"
-    tf = "tf"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class DataFormat(str, Enum):
-    kitti2012 = "kitti2012"
-    kitti2015 = "kitti2015"
-    middlebury = "middlebury"
 
 
 def default_model() -> Path:
@@ -164,96 +126,35 @@ train_app.command("tf")(_make_train_command(Framework.tf))
 
 
 # ------------------------------------------------------------------------------------------------ export
-class Quantization(str, Enum):
-    int8 = "int8"
-
-
 @app.command()
 @_user_errors
 def export(
-    source: Annotated[Path, typer.Argument(help="Run directory or checkpoint.npz (PyTorch or TensorFlow).")],
+    source: Annotated[Path, typer.Argument(help="Run directory or checkpoint.npz (PyTorch or TensorFlow).",
+                                           metavar="RUN", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")] = Path("model.onnx"),
     max_disp: Annotated[int, typer.Option(help="Default max disparity stored in the model.")] = 128,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    overwrite: Overwrite = False,
     quantize: Annotated[Optional[Quantization], typer.Option(
         help="Also write <out stem>_int8.onnx next to --out: onnxruntime static int8, calibrated on --calibration.")] = None,
-    calibration: Annotated[list[Path], typer.Option(
+    calibration: Annotated[Optional[list[Path]], typer.Option(
         "--calibration", help="Image or dataset folder to calibrate --quantize on (repeatable; default: "
-                              "scikit-image's Motorcycle pair).")] = [],  # noqa: B006
+                              "scikit-image's Motorcycle pair).")] = None,
 ) -> None:
     """Export a trained network to ONNX (features model) and check it against the native network."""
-    from stereodeploy.export import export as do_export
-    from stereodeploy.io import ensure_writable
+    from stereodeploy.quantize import export_with_quantized
 
-    if calibration and quantize is None:
-        raise UsageError("--calibration is only used with --quantize int8")
-    int8_out = None
-    if quantize is not None:
-        from stereodeploy.quantize import check_calibration, int8_path
-
-        int8_out = ensure_writable(int8_path(out), overwrite)  # refuse before the export, not after
-        check_calibration(calibration)
-    report = do_export(source, out, max_disp=max_disp, overwrite=overwrite)
-    typer.echo(f"wrote {report.path} from {report.meta.source_framework}; largest difference against native "
-               f"{report.meta.source_framework} on a {report.input_shape[-1]}x{report.input_shape[-2]} image: "
-               f"{report.max_abs_diff:.2e}")
-    if int8_out is not None:
-        from stereodeploy.quantize import quantize_model
-
-        q = quantize_model(report.path, int8_out, calibration, overwrite=overwrite)
+    report, q = export_with_quantized(source, out, max_disp=max_disp, overwrite=overwrite, quantize=value(quantize),
+                                      calibration=calibration or [])
+    fw = report.meta.source_framework
+    typer.echo(f"wrote {report.path} from {fw}; largest difference against native {fw} on a "
+               f"{report.input_shape[-1]}x{report.input_shape[-2]} image: {report.max_abs_diff:.2e}")
+    if q is not None:
         typer.echo(f"wrote {q.path}: int8 (float32: {', '.join(q.excluded)}), calibrated on {q.crops} crops of "
                    f"{q.images} images; cosine of its features to float32: mean {q.cosine_mean:.4f}, "
                    f"1st percentile {q.cosine_p01:.4f}")
 
 
 # ------------------------------------------------------------------------------------------------ infer
-def _read_pairs_file(path: Path) -> list[tuple[str, Path, Path]]:
-    """(name, left, right) from a text file of 'left right' lines; relative paths are taken from its folder."""
-    if not path.is_file():
-        raise UserError(f"pairs file {path} not found: give a text file with one 'left right' pair per line")
-    pairs = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) != 2:
-            raise UsageError(f"{path}:{number}: expected 'left right' (two paths without spaces), got {line[:60]!r}")
-        left, right = (p if p.is_absolute() else path.parent / p for p in map(Path, fields))
-        pairs.append((left.stem, left, right))
-    if not pairs:
-        raise UsageError(f"{path} lists no pairs: write one 'left right' pair per line")
-    return pairs
-
-
-def _pairs_to_infer(inputs: list[Path], pairs_file: Optional[Path]) -> list[tuple[str, Path, Path]]:
-    """(output name, left, right) for `infer LEFT RIGHT`, `infer DATASET_DIR` or `infer --pairs FILE`."""
-    from stereodeploy.datasets import list_frames
-
-    if pairs_file is not None:
-        if inputs:
-            raise UsageError("give either images / a dataset folder or --pairs, not both")
-        pairs = _read_pairs_file(pairs_file)
-    elif len(inputs) == 1 and inputs[0].is_dir():
-        pairs = [(f.name, f.left, f.right) for f in list_frames(inputs[0])]
-    elif len(inputs) == 2:
-        pairs = [(inputs[0].stem, inputs[0], inputs[1])]
-    elif len(inputs) == 1:
-        raise UsageError(f"{inputs[0]} is not a folder: give LEFT RIGHT images, a dataset folder, or --pairs FILE")
-    else:
-        raise UsageError("give LEFT RIGHT images, one dataset folder (KITTI or Middlebury layout), or --pairs FILE")
-    for _, left, right in pairs:
-        for image in (left, right):
-            if not image.is_file():
-                raise UserError(f"image {image} not found: check the path")
-    names = [name for name, _, _ in pairs]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise UsageError(f"several pairs would write {twice[0]}_disp.png: give left images distinct names, "
-                         "or run them into different --out folders")
-    return pairs
-
-
 @app.command()
 @_user_errors
 def infer(
@@ -262,14 +163,13 @@ def infer(
         metavar="LEFT RIGHT | DATASET", show_default=False)] = None,
     pairs: Annotated[Optional[Path], typer.Option(
         "--pairs", help="Text file, one 'left right' pair per line (relative to the file's folder).")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="Model: ONNX file, or a run directory / checkpoint for "
-                                                       "--backend torch (default: the shipped model).")] = None,
+    model: ModelOption = None,
     max_disp: Annotated[Optional[int], typer.Option(help="Max disparity (default: the model's).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("."),
-    postprocess: Annotated[Postprocess, typer.Option(help="none: winner-take-all; full: MC-CNN post-processing.")] = Postprocess.none,
-    backend: Annotated[BackendName, typer.Option(help="Feature backend.")] = BackendName.onnx,
-    provider: Annotated[Device, typer.Option(help="cpu or cuda (checked as active; no silent fallback).")] = Device.cpu,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    postprocess: PostprocessOption = Postprocess.none,
+    backend: BackendOption = BackendName.onnx,
+    provider: ProviderOption = Device.cpu,
+    overwrite: Overwrite = False,
 ) -> None:
     """Disparity maps of one pair, a dataset folder or a list of pairs, with one model load for all.
 
@@ -278,23 +178,18 @@ def infer(
     For a dataset folder <name> is the frame name. Every output path is checked before any work starts; an image that cannot be matched stops the run there.
     """
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.io import colorize, ensure_writable, read_image, write_kitti_disp, write_png
+    from stereodeploy.inference import infer_pairs, resolve_pairs
 
-    todo = _pairs_to_infer(list(inputs or []), pairs)
-    paths = {name: (out / f"{name}_disp.png", out / f"{name}_disp_color.png") for name, _, _ in todo}
-    for disp_path, color_path in paths.values():
-        ensure_writable(disp_path, overwrite)
-        ensure_writable(color_path, overwrite)
+    todo = resolve_pairs(list(inputs or []), pairs)
     matcher = StereoMatcher.from_file(model or default_model(), max_disp=max_disp, postprocess=postprocess.value,
-                                      backend=backend.value, provider=provider.value)
-    for name, left, right in todo:
-        result = matcher.match(read_image(left), read_image(right))
-        disp_path, color_path = paths[name]
-        write_kitti_disp(disp_path, result.disparity, overwrite=overwrite)
-        write_png(color_path, colorize(result.disparity, matcher.config.max_disp), overwrite=overwrite)
-        t = result.timings
-        typer.echo(f"{name}: {t['total']:.3f} s (features {t['features']:.3f} s, matching {t['matching']:.3f} s) "
-                   f"-> {disp_path}, {color_path}")
+                                      backend=value(backend), provider=provider.value)
+
+    def report(done) -> None:
+        t = done.result.timings
+        typer.echo(f"{done.pair.name}: {t['total']:.3f} s (features {t['features']:.3f} s, matching "
+                   f"{t['matching']:.3f} s) -> {', '.join(map(str, done.files))}")
+
+    infer_pairs(todo, matcher, out, overwrite=overwrite, on_pair=report)
 
 
 @app.command("export-matcher")
@@ -320,7 +215,7 @@ def export_matcher(
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the picture.")] = Path("demo"),
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped model).")] = None,
-    postprocess: Annotated[Postprocess, typer.Option(help="none: winner-take-all; full: MC-CNN post-processing.")] = Postprocess.full,
+    postprocess: PostprocessOption = Postprocess.full,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing picture.")] = True,
 ) -> None:
     """Run the shipped model on the Middlebury Motorcycle pair bundled with scikit-image and score it."""
@@ -333,10 +228,7 @@ def demo(
     typer.echo(f"left | disparity | error map (blue good ... red >= 3 px off): {r.image}")
 
 
-# evaluate and compare live in their own module
-from stereodeploy.cli_eval import register as _register_eval  # noqa: E402
-
-_register_eval(app)
+register_eval(app)
 
 
 def main() -> None:

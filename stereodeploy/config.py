@@ -7,7 +7,7 @@ so that inference rebuilds exactly what was trained.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -98,7 +98,13 @@ class MatchConfig:
     subpixel: bool = False
     median: bool = False
     bilateral: bool = False
-    sgm_params: dict[str, float] = field(default_factory=dict)
+    # overrides of the SGM preset's parameters, as sorted (name, value) pairs so that the config stays hashable;
+    # a dict given here is converted
+    sgm_params: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        pairs = self.sgm_params.items() if isinstance(self.sgm_params, dict) else self.sgm_params
+        object.__setattr__(self, "sgm_params", tuple(sorted((str(k), float(v)) for k, v in pairs)))
 
     @classmethod
     def preset(cls, postprocess: str, max_disp: int, sgm_params: dict[str, float] | None = None) -> "MatchConfig":
@@ -107,5 +113,5 @@ class MatchConfig:
             return cls(max_disp=max_disp)
         if postprocess == "full":
             return cls(max_disp=max_disp, sgm=True, lr_check=True, subpixel=True, median=True, bilateral=True,
-                       sgm_params=dict(sgm_params or {}))
+                       sgm_params=tuple((sgm_params or {}).items()))
         raise ValueError(f"postprocess must be 'none' or 'full', not {postprocess!r}")

@@ -15,7 +15,6 @@ is the mean of the per-image rates (the study's equation 3), not the rate over a
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -250,9 +249,6 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
 
     if max_disp is not None and max_disp < 1:
         raise UsageError(f"--max-disp must be at least 1, got {max_disp}")
-    if postprocess_name(matcher) != "none" and importlib.util.find_spec("stereodeploy.engine.postprocess") is None:
-        raise UserError("post-processing needs stereodeploy.engine.postprocess, which this installation lacks: "
-                        "use --postprocess none or install a complete stereodeploy")
     scored = [s for s in samples if s.disp is not None]
     skipped = [s.name for s in samples if s.disp is None]
     if not scored:
@@ -295,6 +291,70 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
             bar.update(task, advance=1, description=f"{result.backend} {result.postprocess} {sample.name}: "
                                                     f"{metrics['error_rate']:.1f}%")
     return result
+
+
+def select_frames(samples: Sequence[StereoSample], frames: Sequence[str], where: Path | str) -> list[StereoSample]:
+    """The samples named in ``frames`` (all when empty); an unknown name is a one-line error listing some known."""
+    if not frames:
+        return list(samples)
+    names = {s.name for s in samples}
+    missing = [f for f in frames if f not in names]
+    if missing:
+        raise UserError(f"frame(s) {', '.join(missing)} not found in {where}: check the names "
+                        f"(found {', '.join(sorted(names)[:8])}{', ...' if len(names) > 8 else ''})")
+    return [s for s in samples if s.name in set(frames)]
+
+
+def error_map_dirs(root: Path | None, models: Sequence[Path]) -> list[Path | None]:
+    """One error-map folder per model: ``root`` itself for one model, ``root/<model stem>`` (made unique) for
+    several; None everywhere without ``root``."""
+    if root is None:
+        return [None] * len(models)
+    if len(models) == 1:
+        return [Path(root)]
+    dirs, seen = [], set()
+    for i, m in enumerate(models):
+        name = Path(m).stem or Path(m).name or f"model{i}"
+        if name in seen:
+            name = f"{name}-{i}"
+        seen.add(name)
+        dirs.append(Path(root) / name)
+    return dirs
+
+
+def evaluate_models(data: Path, models: Sequence[Path], *, fmt: str | None = None, backend: str = "onnx",
+                    postprocess: str = "none", max_disp: int | None = None, json_out: Path | None = None,
+                    error_maps: Path | None = None, frames: Sequence[str] = (), provider: str = "cpu",
+                    overwrite: bool = False, progress: bool = True,
+                    on_result: Callable[[EvalResult], None] | None = None) -> list[EvalResult]:
+    """What `stereodeploy evaluate` does: every model in ``models`` on the dataset ``data`` (layout ``fmt``, or
+    detected; its SGM preset follows the layout), optionally writing error maps and one JSON file of all results.
+
+    ``on_result`` sees each model's result as soon as it is done. Output paths are checked before any work starts.
+    """
+    from stereodeploy.datasets import detect_format, load_dataset
+    from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.io import ensure_writable, write_json
+    from stereodeploy.models_dir import default_model_path
+
+    if json_out is not None:
+        ensure_writable(json_out, overwrite)
+    models = list(models) or [default_model_path()]
+    fmt = fmt or detect_format(data)
+    samples = select_frames(load_dataset(data, fmt), frames, data)
+    results = []
+    for model, maps in zip(models, error_map_dirs(error_maps, models)):
+        matcher = StereoMatcher.from_file(model, max_disp=max_disp, postprocess=postprocess, backend=backend,
+                                          provider=provider, sgm_preset=fmt)
+        results.append(evaluate(samples, matcher, model=str(model), max_disp=max_disp, error_maps=maps,
+                                overwrite=overwrite, progress=progress))
+        if on_result is not None:
+            on_result(results[-1])
+    if json_out is not None:
+        dicts = [{"dataset": str(data), "format": fmt, **r.to_dict()} for r in results]
+        write_json(json_out, dicts[0] if len(dicts) == 1 else {"dataset": str(data), "format": fmt, "results": dicts},
+                   overwrite=overwrite)
+    return results
 
 
 def _progress(enabled: bool):

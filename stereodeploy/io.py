@@ -11,13 +11,16 @@ Conventions (see ``docs/architecture.md``):
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import secrets
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -393,3 +396,34 @@ def error_map(disp: np.ndarray, gt: np.ndarray, threshold: float = 3.0) -> np.nd
     out[known & (err >= threshold) & (err < 2 * threshold)] = ERROR_ORANGE
     out[known & (err >= 2 * threshold)] = ERROR_RED
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# JSON and text
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as ``None`` (strict JSON has no NaN), tuples as lists, paths as strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (np.floating, np.integer)):
+        return to_jsonable(obj.item())
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any, overwrite: bool = False) -> Path:
+    """Write ``obj`` as indented, strict JSON (see :func:`to_jsonable`), atomically."""
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    return write_text(path, text, overwrite)
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    with atomic_write(path, overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ModelMeta, read_meta
+from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ExportReport, ModelMeta, export, read_meta
 from stereodeploy.io import atomic_write, ensure_writable, read_image, to_gray
 
 QUANT_KEY = "stereodeploy.quantization"
@@ -280,3 +280,23 @@ def int8_path(fp32_path: Path | str) -> Path:
     """Where ``stereodeploy export --quantize int8`` puts the int8 model: ``<stem>_int8.onnx`` next to it."""
     p = Path(fp32_path)
     return p.with_name(f"{p.stem}_int8{p.suffix or '.onnx'}")
+
+
+def export_with_quantized(source: Path, out: Path, max_disp: int = 128, overwrite: bool = False,
+                          quantize: str | None = None,
+                          calibration: Sequence[Path] = ()) -> tuple[ExportReport, QuantizeReport | None]:
+    """What `stereodeploy export` does: :func:`stereodeploy.export.export`, then with ``quantize="int8"`` an int8
+    twin at :func:`int8_path` calibrated on ``calibration``. Every output path and the calibration data are checked
+    before any work starts. Returns the export report and the quantisation report (None without ``quantize``)."""
+    if calibration and quantize is None:
+        raise UsageError("--calibration is only used with --quantize int8")
+    if quantize not in (None, "int8"):
+        raise UsageError(f"unknown quantisation {quantize!r}: use int8")
+    int8_out = None
+    if quantize is not None:
+        int8_out = ensure_writable(int8_path(out), overwrite)  # refuse before the export, not after
+        check_calibration(list(calibration))
+    report = export(source, out, max_disp=max_disp, overwrite=overwrite)
+    if int8_out is None:
+        return report, None
+    return report, quantize_model(report.path, int8_out, list(calibration), overwrite=overwrite)

@@ -15,47 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stereodeploy.io import atomic_write, colorize, error_map
+from stereodeploy.frameworks import label
+from stereodeploy.io import atomic_write, colorize, error_map, to_jsonable
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from stereodeploy.evaluate import EvalResult
 
-FRAMEWORK_NAMES = {"torch": "PyTorch", "tf": "TensorFlow"}
 DIFFERENCE_FORMULA = "100 × (T_TensorFlow − T_PyTorch) / T_PyTorch; positive: TensorFlow took longer than PyTorch"
-UNAVAILABLE = "unavailable"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Files
-
-
-def to_jsonable(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats as ``None`` (strict JSON has no NaN), tuples as lists, paths as strings."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (np.floating, np.integer)):
-        return to_jsonable(obj.item())
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: str | Path, obj: Any, overwrite: bool = False) -> Path:
-    """Write ``obj`` as indented, strict JSON (see :func:`to_jsonable`), atomically."""
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
-    return write_text(path, text, overwrite)
-
-
-def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
-    with atomic_write(path, overwrite) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -121,6 +89,29 @@ def eval_table(result: EvalResult) -> Table:
 # Comparison tables (plain data, shared by report.json and report.md)
 
 
+def comparison_tables(report: Mapping[str, Any]) -> list[Table]:
+    """Table I (training time) and Table II (error rate and time per depth map) of a comparison report, for the
+    terminal; :func:`markdown` writes the full report."""
+    from rich.table import Table
+
+    t1 = Table(title="Table I: training time")
+    for name in ("framework", "total (s)", "mean epoch (s)", "mean step (ms)"):
+        t1.add_column(name, justify="left" if name == "framework" else "right")
+    for r in report["table1"]["rows"]:
+        t1.add_row(r["framework"], fmt(r["total_seconds"]), fmt(r["mean_epoch_seconds"], 3),
+                   fmt(1000 * r["mean_step_seconds"], 3))
+    diff = report["table1"]["difference_percent"]
+    t1.add_row("difference (%)", *(fmt_signed(diff.get(k)) for k in TABLE1_KEYS))
+    t2 = Table(title="Table II: error rate (%) and time per depth map")
+    for name in ("runtime", "post-processing", report["table2"]["single_image"], "whole set", "time (s)"):
+        t2.add_column(name, justify="left" if name in ("runtime", "post-processing") else "right")
+    times = {(r["runtime"], r["postprocess"]): r["mean_seconds"] for r in report["execution_time"]["rows"]}
+    for r in report["table2"]["rows"]:
+        t2.add_row(r["runtime"], r["postprocess"], fmt(r["single_image_error"]), fmt(r["average_error_rate"]),
+                   fmt(times[(r["runtime"], r["postprocess"])], 3))
+    return [t1, t2]
+
+
 def percent_difference(tf_value: float | None, torch_value: float | None) -> float | None:
     """``100 * (tf - torch) / torch`` (see :data:`DIFFERENCE_FORMULA`); ``None`` when undefined."""
     if tf_value is None or torch_value is None or not torch_value:
@@ -134,7 +125,7 @@ TABLE1_KEYS = ("total_seconds", "mean_epoch_seconds", "mean_step_seconds")
 def training_table(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Table I: total training time, mean epoch time and mean network + optimisation step time per framework,
     and the percentage difference of TensorFlow against PyTorch for each."""
-    rows = [{"framework": FRAMEWORK_NAMES.get(key, key), "key": key,
+    rows = [{"framework": label(key), "key": key,
              **{k: s.get(k) for k in (*TABLE1_KEYS, "examples_per_second", "epochs", "device")}}
             for key, s in summaries.items()]
     diff = {}
@@ -170,10 +161,6 @@ def markdown(report: Mapping[str, Any]) -> str:
         if data.get("overlap"):
             out += [f"**Warning:** evaluation frames also used for training: {', '.join(data['overlap'])}."]
         out += [""]
-    for note in report.get("unavailable", []):
-        out += [f"- Unavailable: {note}"]
-    if report.get("unavailable"):
-        out += [""]
 
     t1 = report.get("table1")
     if t1:
@@ -198,14 +185,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         n = t2.get("images", 0)
         threshold = report.get("configuration", {}).get("threshold", 3)
         out += [f"## Table II: error rate (%), |d − gt| ≥ {threshold:g} px", ""]
-        rows = []
-        for r in t2["rows"]:
-            if not r.get("available", True):
-                rows.append([r["runtime"], r["postprocess"], *[UNAVAILABLE] * 5])
-                continue
-            rows.append([r["runtime"], r["postprocess"], fmt(r.get("single_image_error")),
-                         fmt(r.get("average_error_rate")), fmt(r.get("kitti_average")), fmt(r.get("d1_average")),
-                         fmt(r.get("density"), 1)])
+        rows = [[r["runtime"], r["postprocess"], fmt(r.get("single_image_error")), fmt(r.get("average_error_rate")),
+                 fmt(r.get("kitti_average")), fmt(r.get("d1_average")), fmt(r.get("density"), 1)]
+                for r in t2["rows"]]
         out += _md_table(["Runtime", "Post-processing", f"{single} (single image)", f"Whole set ({n} images)",
                           "> 3 px (KITTI)", "D1 (KITTI 2015)", "Density (%)"], rows, "llrrrrr")
         out += [f"Error: the study's rule (|d − gt| ≥ 3 px counts as wrong) over the pixels with ground truth "
@@ -216,13 +198,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     tt = report.get("execution_time")
     if tt:
         out += ["## Execution time per depth map (s)", ""]
-        rows = []
-        for r in tt["rows"]:
-            if not r.get("available", True):
-                rows.append([r["runtime"], r["postprocess"], *[UNAVAILABLE] * 3])
-                continue
-            rows.append([r["runtime"], r["postprocess"], fmt(r.get("mean_seconds"), 3),
-                         fmt(r.get("features_seconds"), 3), fmt(r.get("matching_seconds"), 3)])
+        rows = [[r["runtime"], r["postprocess"], fmt(r.get("mean_seconds"), 3), fmt(r.get("features_seconds"), 3),
+                 fmt(r.get("matching_seconds"), 3)] for r in tt["rows"]]
         out += _md_table(["Runtime", "Post-processing", "Total", "Features", "Matching"], rows, "llrrr")
         out += [f"Mean over the {tt.get('images', 0)} evaluation images at their own size, after one untimed "
                 "warm-up frame; features = the network on both images, matching = cost volume, winner-take-all and "
@@ -239,8 +216,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     exported = report.get("export")
     if exported:
         out += ["## Export", ""]
-        out += [f"- {FRAMEWORK_NAMES.get(k, k)} → `{v['path']}`: largest difference against native "
-                f"{FRAMEWORK_NAMES.get(k, k)} features {v['max_abs_diff']:.2e}" for k, v in exported.items()]
+        out += [f"- {label(k)} → `{v['path']}`: largest difference against native "
+                f"{label(k)} features {v['max_abs_diff']:.2e}" for k, v in exported.items()]
         out += [""]
     for section, title in (("machine", "Machine"), ("versions", "Versions"), ("configuration", "Configuration")):
         if report.get(section):
@@ -278,7 +255,7 @@ def plot_accuracy(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: st
     # distinct markers and dashes, so identical curves (same weights, same batches) stay visible
     styles = [("o", "-", 7), ("x", "--", 9), ("s", ":", 6), ("+", "-.", 9)]
     for i, (key, rows) in enumerate(histories.items()):
-        name = FRAMEWORK_NAMES.get(key, key)
+        name = label(key)
         marker, dash, size = styles[i % len(styles)]
         epochs = [r["epoch"] + 1 for r in rows]
         ax.plot(epochs, [100 * r["accuracy"] for r in rows], marker=marker, linestyle=dash, markersize=size,

@@ -29,6 +29,34 @@ def write_middlebury(root: Path, scenes: int = 2, height: int = 48, width: int =
     return root
 
 
+def write_feature_model(path: Path, network: NetworkConfig = TINY_NET, max_disp: int = 16, seed: int = 0,
+                        source_framework: str = "torch") -> Path:
+    """An untrained, seeded feature model in the export contract, built without any framework
+    (:mod:`stereodeploy.nets.onnx_net`), so that the engine is tested in the default install."""
+    import onnx
+
+    from stereodeploy.export import ModelMeta, set_meta
+    from stereodeploy.nets.onnx_net import to_onnx_model
+    from stereodeploy.nets.weights import init_weights
+
+    model = to_onnx_model(network, init_weights(network, seed), 17)
+    set_meta(model, ModelMeta(network=network, source_framework=source_framework, max_disp=max_disp))
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny feature model (2 layers, 8 maps, max disparity 16) as an ONNX file."""
+    return write_feature_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+def onnxruntime_has_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_middlebury(tmp_path_factory.mktemp("synthetic") / "middlebury")

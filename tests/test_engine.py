@@ -13,34 +13,12 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from typer.testing import CliRunner
 
-from stereodeploy.config import NetworkConfig
 from stereodeploy.datasets import synthetic_pair
 from stereodeploy.engine.matching import INVALID_COST, cost_volume, winner_take_all, wta_from_features
 from stereodeploy.errors import UserError
 from stereodeploy.io import read_kitti_disp, to_gray, write_png
 
-TINY_NET = NetworkConfig(layers=2, maps=8, kernel=3)
-
-
-def write_feature_model(path: Path, network: NetworkConfig = TINY_NET, max_disp: int = 16, seed: int = 0) -> Path:
-    """An untrained, seeded feature model in the export contract (torch-exported ONNX with metadata)."""
-    import onnx
-
-    from stereodeploy.export import ModelMeta, set_meta
-    from stereodeploy.nets.torch_net import to_onnx_model
-    from stereodeploy.nets.weights import init_weights
-
-    model = to_onnx_model(network, init_weights(network, seed), 17)
-    set_meta(model, ModelMeta(network=network, source_framework="torch", max_disp=max_disp))
-    onnx.save_model(model, str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")
-    return write_feature_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
+from conftest import TINY_NET, onnxruntime_has_cuda, write_feature_model
 
 def unit_features(rng: np.random.Generator, c: int, h: int, w: int) -> np.ndarray:
     f = rng.standard_normal((c, h, w)).astype(np.float32)
@@ -126,7 +104,7 @@ def test_wta_equals_argmin_of_cost_volume():
 
 def test_torch_cost_volume_and_wta_equal_numba_on_cpu():
     torch = pytest.importorskip("torch")
-    from stereodeploy.engine.backends import torch_cost_volume, torch_wta
+    from stereodeploy.engine.torch_backend import torch_cost_volume, torch_wta
 
     rng = np.random.default_rng(2)
     fl, fr = unit_features(rng, 16, 10, 50), unit_features(rng, 16, 10, 50)
@@ -140,7 +118,7 @@ def test_torch_cost_volume_and_wta_equal_numba_on_cpu():
 def test_torch_device_path_matches_host_path(model_file):
     pytest.importorskip("torch")
     from stereodeploy.config import MatchConfig
-    from stereodeploy.engine.backends import TorchBackend
+    from stereodeploy.engine.torch_backend import TorchBackend
     from stereodeploy.engine.matcher import StereoMatcher
 
     sample = synthetic_pair(height=40, width=80, max_disp=12, layers=2, seed=5)
@@ -174,9 +152,7 @@ def test_cuda_without_cuda_is_a_clear_user_error(model_file, backend):
     from stereodeploy.engine.matcher import StereoMatcher
 
     if backend == "onnx":
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" in ort.get_available_providers():
+        if onnxruntime_has_cuda():
             pytest.skip("this onnxruntime has CUDA")
     else:
         torch = pytest.importorskip("torch")
@@ -260,7 +236,6 @@ def test_matcher_refuses_bad_input(model_file):
 
 
 def test_matcher_with_postprocessing_reports_stage_timings(model_file):
-    pytest.importorskip("stereodeploy.engine.postprocess")
     from stereodeploy.engine.matcher import StereoMatcher
 
     sample = synthetic_pair(height=48, width=96, max_disp=16, layers=2, seed=0)

@@ -17,7 +17,8 @@ from stereodeploy.datasets import StereoSample, synthetic_pair
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.evaluate import evaluate, postprocess_name
 from stereodeploy.io import ERROR_ORANGE, ERROR_RED, read_image, write_pfm, write_png
-from stereodeploy.report import eval_table, write_json
+from stereodeploy.io import write_json
+from stereodeploy.report import eval_table
 
 TIMINGS = {"features": 0.25, "matching": 0.5, "total": 0.75}
 

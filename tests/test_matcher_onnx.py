@@ -33,22 +33,6 @@ np.savez(sys.argv[1].replace(".npz", "_out.npz"), **out)
 """
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")
-    import onnx
-
-    from stereodeploy.export import ModelMeta, set_meta
-    from stereodeploy.nets.torch_net import to_onnx_model
-    from stereodeploy.nets.weights import init_weights
-
-    model = to_onnx_model(TINY_NET, init_weights(TINY_NET, 0), 17)
-    set_meta(model, ModelMeta(network=TINY_NET, source_framework="torch", max_disp=16))
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    onnx.save_model(model, str(path))
-    return path
-
-
 def engine_wta(model_file: Path, left: np.ndarray, right: np.ndarray, max_disp: int):
     from stereodeploy.engine.backends import OnnxBackend
     from stereodeploy.engine.matching import wta_from_features

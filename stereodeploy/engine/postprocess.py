@@ -153,10 +153,10 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     if np.shape(left_gray) != (h, w) or np.shape(right_gray) != (h, w):
         raise ValueError(f"images {np.shape(left_gray)}, {np.shape(right_gray)} do not match the volume's {(h, w)}")
     if isinstance(sgm_params, str):
-        params = sgm_preset(sgm_params, cfg.sgm_params)
+        params = sgm_preset(sgm_params, dict(cfg.sgm_params))
         blur = blur or BLUR_PRESETS[sgm_params]
     else:
-        params = with_overrides(sgm_params, cfg.sgm_params)
+        params = with_overrides(sgm_params, dict(cfg.sgm_params))
     blur_sigma, blur_t = blur or _DEFAULT_BLUR
 
     timings: dict[str, float] = {}

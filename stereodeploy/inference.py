@@ -1,0 +1,112 @@
+"""Batch inference that writes its outputs: what `stereodeploy infer` does, for applications that want the same.
+
+:func:`resolve_pairs` turns what a user gives (two images, a dataset folder, a pairs file) into named pairs;
+:func:`infer_pairs` runs one matcher over them and writes, per pair, ``<name>_disp.png`` (KITTI uint16, 0 =
+unknown) and ``<name>_disp_color.png``. Every output path is checked before any work starts, and every file is
+written atomically, so an interrupted run leaves whole files only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from stereodeploy.engine.matcher import MatchResult, StereoMatcher
+from stereodeploy.errors import UsageError, UserError
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A stereo pair to match, and the name its outputs take."""
+
+    name: str
+    left: Path
+    right: Path
+
+
+@dataclass
+class PairOutput:
+    pair: Pair
+    result: MatchResult
+    files: tuple[Path, ...]
+
+
+def read_pairs_file(path: Path) -> list[Pair]:
+    """Pairs from a text file of 'left right' lines; relative paths are taken from its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"pairs file {path} not found: give a text file with one 'left right' pair per line")
+    pairs = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise UsageError(f"{path}:{number}: expected 'left right' (two paths without spaces), got {line[:60]!r}")
+        left, right = (p if p.is_absolute() else path.parent / p for p in map(Path, fields))
+        pairs.append(Pair(left.stem, left, right))
+    if not pairs:
+        raise UsageError(f"{path} lists no pairs: write one 'left right' pair per line")
+    return pairs
+
+
+def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None) -> list[Pair]:
+    """The pairs of ``LEFT RIGHT``, of one dataset folder, or of a pairs file; checks that every image exists and
+    that no two pairs would write the same outputs."""
+    from stereodeploy.datasets import list_frames
+
+    inputs = [Path(p) for p in inputs]
+    if pairs_file is not None:
+        if inputs:
+            raise UsageError("give either images / a dataset folder or --pairs, not both")
+        pairs = read_pairs_file(pairs_file)
+    elif len(inputs) == 1 and inputs[0].is_dir():
+        pairs = [Pair(f.name, f.left, f.right) for f in list_frames(inputs[0])]
+    elif len(inputs) == 2:
+        pairs = [Pair(inputs[0].stem, inputs[0], inputs[1])]
+    elif len(inputs) == 1:
+        raise UsageError(f"{inputs[0]} is not a folder: give LEFT RIGHT images, a dataset folder, or --pairs FILE")
+    else:
+        raise UsageError("give LEFT RIGHT images, one dataset folder (KITTI or Middlebury layout), or --pairs FILE")
+    for pair in pairs:
+        for image in (pair.left, pair.right):
+            if not image.is_file():
+                raise UserError(f"image {image} not found: check the path")
+    names = [p.name for p in pairs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"several pairs would write {twice[0]}_disp.png: give left images distinct names, "
+                         "or run them into different --out folders")
+    return pairs
+
+
+def output_files(pair: Pair, out: Path) -> tuple[Path, Path]:
+    """The files :func:`infer_pairs` writes for ``pair``: KITTI uint16 disparity and colour disparity."""
+    return out / f"{pair.name}_disp.png", out / f"{pair.name}_disp_color.png"
+
+
+def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwrite: bool = False,
+                on_pair: Callable[[PairOutput], None] | None = None) -> list[PairOutput]:
+    """Match every pair with ``matcher`` and write its outputs into ``out``; ``on_pair`` sees each as it is done.
+
+    Refuses before any work if an output exists (unless ``overwrite``); stops at the first pair that cannot be
+    matched, with the pairs before it written.
+    """
+    from stereodeploy.io import colorize, ensure_writable, read_image, write_kitti_disp, write_png
+
+    out = Path(out)
+    for pair in pairs:
+        for path in output_files(pair, out):
+            ensure_writable(path, overwrite)
+    done = []
+    for pair in pairs:
+        result = matcher.match(read_image(pair.left), read_image(pair.right))
+        disp_path, color_path = output_files(pair, out)
+        write_kitti_disp(disp_path, result.disparity, overwrite=overwrite)
+        write_png(color_path, colorize(result.disparity, matcher.config.max_disp), overwrite=overwrite)
+        done.append(PairOutput(pair, result, (disp_path, color_path)))
+        if on_pair is not None:
+            on_pair(done[-1])
+    return done
