@@ -163,26 +163,36 @@ def infer(
         metavar="LEFT RIGHT | DATASET", show_default=False)] = None,
     pairs: Annotated[Optional[Path], typer.Option(
         "--pairs", help="Text file, one 'left right' pair per line (relative to the file's folder).")] = None,
+    fmt: FormatOption = None,
     model: ModelOption = None,
     max_disp: Annotated[Optional[int], typer.Option(help="Max disparity (default: the model's).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("."),
     postprocess: PostprocessOption = Postprocess.none,
+    preset: Annotated[Optional[DataFormat], typer.Option(
+        help="SGM parameters of --postprocess full, by the data they were tuned on (default: a dataset folder's "
+             "layout, else middlebury).")] = None,
     backend: BackendOption = BackendName.onnx,
     provider: ProviderOption = Device.cpu,
     overwrite: Overwrite = False,
 ) -> None:
     """Disparity maps of one pair, a dataset folder or a list of pairs, with one model load for all.
 
-    Writes <out>/<name>_disp.png (KITTI uint16) and <name>_disp_color.png per pair; <name> is the left image's stem.
+    Writes per pair, into --out: <name>_disp.pfm (float32, inf = no answer), <name>_disp.png (KITTI uint16, 0 = no
+    answer), <name>_disp_color.png and <name>_disp.json (model, settings, timings). <name> is the left image's
+    stem, or the frame name for a dataset folder.
 
-    For a dataset folder <name> is the frame name. Every output path is checked before any work starts; an image that cannot be matched stops the run there.
+    Every output path is checked before any work starts; an image that cannot be matched stops the run there.
     """
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.inference import infer_pairs, resolve_pairs
+    from stereodeploy.inference import dataset_layout, infer_pairs, resolve_pairs
 
-    todo = resolve_pairs(list(inputs or []), pairs)
+    inputs = list(inputs or [])
+    todo = resolve_pairs(inputs, pairs, value(fmt))
+    sgm_preset = value(preset) or dataset_layout(inputs, value(fmt)) or "middlebury"
     matcher = StereoMatcher.from_file(model or default_model(), max_disp=max_disp, postprocess=postprocess.value,
-                                      backend=value(backend), provider=provider.value)
+                                      backend=value(backend), provider=provider.value, sgm_preset=sgm_preset)
+    if postprocess is Postprocess.full:
+        typer.echo(f"SGM preset {sgm_preset}" + ("" if preset else " (from the data; --preset chooses another)"))
 
     def report(done) -> None:
         t = done.result.timings
@@ -216,7 +226,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the picture.")] = Path("demo"),
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped model).")] = None,
     postprocess: PostprocessOption = Postprocess.full,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing picture.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing picture.")] = False,
 ) -> None:
     """Run the shipped model on the Middlebury Motorcycle pair bundled with scikit-image and score it."""
     from stereodeploy.demo import run_demo

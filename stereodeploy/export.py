@@ -88,6 +88,10 @@ def load_onnx(path: Path | str, what: str = "model file") -> Any:
     import onnx
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not an ONNX file: for a training run, export it with `stereodeploy "
+                        f"export {path} --out model.onnx`, or run it natively with --backend "
+                        f"{'|'.join(FRAMEWORKS)}")
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist: give an ONNX file written by `stereodeploy export`")
     try:

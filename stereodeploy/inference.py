@@ -1,9 +1,15 @@
 """Batch inference that writes its outputs: what `stereodeploy infer` does, for applications that want the same.
 
 :func:`resolve_pairs` turns what a user gives (two images, a dataset folder, a pairs file) into named pairs;
-:func:`infer_pairs` runs one matcher over them and writes, per pair, ``<name>_disp.png`` (KITTI uint16, 0 =
-unknown) and ``<name>_disp_color.png``. Every output path is checked before any work starts, and every file is
-written atomically, so an interrupted run leaves whole files only.
+:func:`infer_pairs` runs one matcher over them and writes, per pair:
+
+- ``<name>_disp.pfm``: float32 disparity in pixels, ``inf`` where there is no answer (Middlebury convention);
+- ``<name>_disp.png``: KITTI uint16 PNG, disparity * 256, 0 = no answer;
+- ``<name>_disp_color.png``: the disparity in colour, for people;
+- ``<name>_disp.json``: what produced it (images, model, max disparity, post-processing, SGM preset, timings).
+
+Every output path is checked before any work starts, and every file is written atomically, so an interrupted run
+leaves whole files only.
 """
 
 from __future__ import annotations
@@ -52,18 +58,20 @@ def read_pairs_file(path: Path) -> list[Pair]:
     return pairs
 
 
-def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None) -> list[Pair]:
-    """The pairs of ``LEFT RIGHT``, of one dataset folder, or of a pairs file; checks that every image exists and
-    that no two pairs would write the same outputs."""
+def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None, fmt: str | None = None) -> list[Pair]:
+    """The pairs of ``LEFT RIGHT``, of one dataset folder (layout ``fmt``, or detected), or of a pairs file; checks
+    that every image exists and that no two pairs would write the same outputs."""
     from stereodeploy.datasets import list_frames
 
     inputs = [Path(p) for p in inputs]
+    if fmt is not None and not (len(inputs) == 1 and inputs[0].is_dir()):
+        raise UsageError("--format names the layout of a dataset folder: give one folder, or leave --format out")
     if pairs_file is not None:
         if inputs:
             raise UsageError("give either images / a dataset folder or --pairs, not both")
         pairs = read_pairs_file(pairs_file)
     elif len(inputs) == 1 and inputs[0].is_dir():
-        pairs = [Pair(f.name, f.left, f.right) for f in list_frames(inputs[0])]
+        pairs = [Pair(f.name, f.left, f.right) for f in list_frames(inputs[0], fmt)]
     elif len(inputs) == 2:
         pairs = [Pair(inputs[0].stem, inputs[0], inputs[1])]
     elif len(inputs) == 1:
@@ -82,9 +90,19 @@ def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None) -> lis
     return pairs
 
 
-def output_files(pair: Pair, out: Path) -> tuple[Path, Path]:
-    """The files :func:`infer_pairs` writes for ``pair``: KITTI uint16 disparity and colour disparity."""
-    return out / f"{pair.name}_disp.png", out / f"{pair.name}_disp_color.png"
+def dataset_layout(inputs: Sequence[Path], fmt: str | None = None) -> str | None:
+    """The layout (kitti2012, kitti2015, middlebury) of a single dataset folder in ``inputs``, else None."""
+    from stereodeploy.datasets import detect_format
+
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        return fmt or detect_format(inputs[0])
+    return None
+
+
+def output_files(pair: Pair, out: Path) -> dict[str, Path]:
+    """The files :func:`infer_pairs` writes for ``pair``, by kind (see the module docstring)."""
+    return {kind: Path(out) / f"{pair.name}{suffix}" for kind, suffix in
+            (("pfm", "_disp.pfm"), ("png", "_disp.png"), ("color", "_disp_color.png"), ("json", "_disp.json"))}
 
 
 def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwrite: bool = False,
@@ -94,19 +112,26 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
     Refuses before any work if an output exists (unless ``overwrite``); stops at the first pair that cannot be
     matched, with the pairs before it written.
     """
-    from stereodeploy.io import colorize, ensure_writable, read_image, write_kitti_disp, write_png
+    from stereodeploy.evaluate import postprocess_name
+    from stereodeploy.io import colorize, ensure_writable, read_image, write_json, write_kitti_disp, write_pfm, write_png
 
     out = Path(out)
     for pair in pairs:
-        for path in output_files(pair, out):
+        for path in output_files(pair, out).values():
             ensure_writable(path, overwrite)
     done = []
     for pair in pairs:
         result = matcher.match(read_image(pair.left), read_image(pair.right))
-        disp_path, color_path = output_files(pair, out)
-        write_kitti_disp(disp_path, result.disparity, overwrite=overwrite)
-        write_png(color_path, colorize(result.disparity, matcher.config.max_disp), overwrite=overwrite)
-        done.append(PairOutput(pair, result, (disp_path, color_path)))
+        files = output_files(pair, out)
+        write_pfm(files["pfm"], result.disparity, overwrite=overwrite)
+        write_kitti_disp(files["png"], result.disparity, overwrite=overwrite)
+        write_png(files["color"], colorize(result.disparity, matcher.config.max_disp), overwrite=overwrite)
+        write_json(files["json"], {
+            "left": str(pair.left), "right": str(pair.right), "model": str(getattr(matcher.backend, "path", "")),
+            "backend": matcher.backend.name, "device": matcher.backend.device, "max_disp": matcher.config.max_disp,
+            "postprocess": postprocess_name(matcher), "sgm_preset": matcher.sgm_preset,
+            "seconds": result.timings}, overwrite=overwrite)
+        done.append(PairOutput(pair, result, tuple(files.values())))
         if on_pair is not None:
             on_pair(done[-1])
     return done

@@ -68,3 +68,20 @@ def test_train_needs_data_and_refuses_a_used_run_directory(synthetic_dataset, tm
     res = invoke("train", "torch", "--data", synthetic_dataset, "--out", tmp_path / "used", "--no-progress")
     assert res.exit_code == 2 and "not empty" in res.output
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
+
+
+def test_demo_scores_the_shipped_model_and_keeps_an_existing_picture(motorcycle, tmp_path):
+    import re
+
+    out = tmp_path / "demo"
+    res = runner.invoke(app, ["demo", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    error = float(re.search(r">=3 px error ([0-9.]+)%", res.output).group(1))
+    assert 0 < error < 15  # the shipped model with post-processing; the model card says 9.3 %
+    picture = out / "motorcycle_full.png"
+    before = picture.read_bytes()
+    assert before.startswith(b"\x89PNG")
+    res = runner.invoke(app, ["demo", "--out", str(out)])
+    assert res.exit_code == 2 and "--overwrite" in res.output and picture.read_bytes() == before
+    assert runner.invoke(app, ["demo", "--out", str(out), "--postprocess", "none", "--overwrite"]).exit_code == 0
+    assert (out / "motorcycle_none.png").is_file()

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from stereodeploy.datasets import synthetic_pair
 from stereodeploy.engine.matching import INVALID_COST, cost_volume, winner_take_all, wta_from_features
 from stereodeploy.errors import UserError
-from stereodeploy.io import read_kitti_disp, to_gray, write_png
+from stereodeploy.io import read_kitti_disp, read_pfm, to_gray, write_png
 
 from conftest import TINY_NET, onnxruntime_has_cuda, write_feature_model
 
@@ -261,10 +261,18 @@ def write_pair(folder: Path, name: str, seed: int) -> tuple[Path, Path]:
     return left, right
 
 
-def assert_disparity_file(path: Path, shape: tuple[int, int]) -> None:
+def assert_disparity_file(path: Path, shape: tuple[int, int]) -> dict:
+    """The four outputs of a pair agree: PFM (float, inf = none), KITTI PNG (1/256 px), colour PNG, JSON record."""
+    import json
+
     assert path.with_name(path.name.replace("_disp.png", "_disp_color.png")).is_file()
     disp = read_kitti_disp(path)
-    assert disp.shape == shape and np.isfinite(disp).mean() > 0.8
+    exact = read_pfm(path.with_suffix(".pfm"))
+    assert disp.shape == exact.shape == shape and np.isfinite(disp).mean() > 0.8
+    # KITTI's PNG has no code for a disparity of 0 (0 means unknown); the PFM keeps it
+    assert np.array_equal(np.isnan(disp), np.isnan(exact) | (exact < 0.5 / 256))
+    assert np.nanmax(np.abs(disp - exact)) <= 0.5 / 256 + 1e-6
+    return json.loads(path.with_suffix(".json").read_text())
 
 
 def test_infer_one_pair(model_file, tmp_path):
@@ -272,6 +280,7 @@ def test_infer_one_pair(model_file, tmp_path):
     res = invoke("infer", left, right, "--model", model_file, "--max-disp", 12, "--out", tmp_path / "out")
     assert res.exit_code == 0, res.output
     assert_disparity_file(tmp_path / "out" / "a_left_disp.png", (40, 72))
+    assert (read_pfm(tmp_path / "out" / "a_left_disp.pfm") == 0).any()  # winner-take-all answers 0 at the left edge
     assert len(res.output.strip().splitlines()) == 1 and res.output.startswith("a_left: ")
 
 
@@ -289,7 +298,27 @@ def test_infer_dataset_folder(model_file, tmp_path):
     assert res.exit_code == 0, res.output
     assert len(res.output.strip().splitlines()) == 2
     for name in ("scene0", "scene1"):
-        assert_disparity_file(tmp_path / "out" / f"{name}_disp.png", (40, 72))
+        record = assert_disparity_file(tmp_path / "out" / f"{name}_disp.png", (40, 72))
+        assert record["sgm_preset"] == "middlebury" and record["max_disp"] == 12
+        assert record["left"].endswith(f"{name}/im0.png")
+
+
+def test_infer_takes_the_sgm_preset_from_the_data(model_file, tmp_path):
+    root = tmp_path / "kitti"
+    for side in ("image_2", "image_3", "disp_noc_0"):
+        (root / "training" / side).mkdir(parents=True)
+    left, right = write_pair(tmp_path, "f", 0)
+    left.rename(root / "training" / "image_2" / "000001_10.png")
+    right.rename(root / "training" / "image_3" / "000001_10.png")
+    common = ["--model", model_file, "--max-disp", 12, "--postprocess", "full"]
+    res = invoke("infer", root, *common, "--out", tmp_path / "a")
+    assert res.exit_code == 0, res.output
+    assert "SGM preset kitti2015 (from the data" in res.output
+    assert assert_disparity_file(tmp_path / "a" / "000001_10_disp.png", (40, 72))["sgm_preset"] == "kitti2015"
+    res = invoke("infer", root, *common, "--preset", "kitti2012", "--out", tmp_path / "b")
+    assert assert_disparity_file(tmp_path / "b" / "000001_10_disp.png", (40, 72))["sgm_preset"] == "kitti2012"
+    res = invoke("infer", root, *common, "--format", "middlebury", "--out", tmp_path / "c")
+    assert res.exit_code == 1 and "no stereo pairs found for format middlebury" in res.output
 
 
 def test_infer_pairs_file_checks_every_output_first(model_file, tmp_path):

@@ -257,3 +257,20 @@ def test_overwrite_removes_the_old_runs_checkpoint_and_resume_checks_the_data(tm
     res = invoke("infer", scene / "im0.png", scene / "im1.png", "--model", tmp_path / "bad.onnx",
                  "--backend", "torch", "--out", tmp_path / "o")
     assert_clean_failure(res, 1, "not a readable ONNX file")
+
+
+def test_a_run_directory_given_as_model_gets_advice_that_works(tmp_path, synthetic_dataset, pair, monkeypatch):
+    pytest.importorskip("torch")
+    run, left, right = tmp_path / "run", *pair
+    assert invoke("train", "torch", "--data", synthetic_dataset, "--out", run, "--epochs", "1", "--max-examples", "64",
+                  "--layers", "2", "--maps", "8", "--no-progress").exit_code == 0
+    res = invoke("infer", left, right, "--model", run, "--max-disp", 12, "--out", tmp_path / "o")
+    assert_clean_failure(res, 1, f"{run} is a folder", f"stereodeploy export {run} --out model.onnx",
+                         "--backend torch|tf")
+    # both pieces of advice work as written
+    monkeypatch.chdir(tmp_path)
+    assert invoke("export", run, "--out", "model.onnx").exit_code == 0
+    assert invoke("infer", left, right, "--model", tmp_path / "model.onnx", "--max-disp", 12,
+                  "--out", tmp_path / "a").exit_code == 0
+    assert invoke("infer", left, right, "--model", run, "--backend", "torch", "--max-disp", 12,
+                  "--out", tmp_path / "b").exit_code == 0
