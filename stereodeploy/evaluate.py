@@ -243,10 +243,10 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
 
     ``max_disp`` overrides the per-frame choice of :func:`frame_max_disp`. ``error_maps`` is a folder that gets
     ``<name>_error.png`` per frame (:func:`stereodeploy.io.error_map` against the same ground truth as the error
-    rate). ``warmup`` runs the first frame once untimed, so one-off costs (JIT compilation, graph tracing, memory
+    rate, with its legend strip under the map: :func:`stereodeploy.io.error_map_with_legend`). ``warmup`` runs the first frame once untimed, so one-off costs (JIT compilation, graph tracing, memory
     pools) do not land in the first frame's time. ``on_frame`` sees every frame's sample and match result.
     """
-    from stereodeploy.io import ensure_writable, error_map, write_png
+    from stereodeploy.io import ensure_writable, error_map_with_legend, write_png
 
     if max_disp is not None and max_disp < 1:
         raise UsageError(f"--max-disp must be at least 1, got {max_disp}")
@@ -289,7 +289,8 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
                 seconds={k: float(v) for k, v in res.timings.items()}, metrics=metrics,
                 ground_truth=ground_truth_kind(sample), max_disp=d, size=(sample.left.shape[1], sample.left.shape[0])))
             if sample.name in map_paths:
-                write_png(map_paths[sample.name], error_map(res.disparity, sample.disp, threshold), overwrite=overwrite)
+                write_png(map_paths[sample.name], error_map_with_legend(res.disparity, sample.disp, threshold),
+                          overwrite=overwrite)
             if on_frame is not None:
                 on_frame(sample, res)
             bar.update(task, advance=1, description=f"{result.backend} {result.postprocess} {sample.name}: "

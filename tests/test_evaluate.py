@@ -16,7 +16,7 @@ from stereodeploy.config import MatchConfig
 from stereodeploy.datasets import StereoSample, synthetic_pair
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.evaluate import evaluate, postprocess_name
-from stereodeploy.io import ERROR_ORANGE, ERROR_RED, read_image, write_pfm, write_png
+from stereodeploy.io import ERROR_ORANGE, ERROR_RED, error_legend, read_image, write_pfm, write_png
 from stereodeploy.report import eval_table, write_json
 
 TIMINGS = {"features": 0.25, "matching": 0.5, "total": 0.75}
@@ -114,6 +114,8 @@ def test_error_maps_are_written_per_frame_and_never_replaced_silently(frames, tm
     assert tuple(img[0, 0]) == ERROR_ORANGE  # error 4: at least 3, under 6
     assert tuple(img[0, 10]) == (0, 0, 0)  # no ground truth
     assert tuple(img[1, 0]) == (35, 60, 170)  # exact
+    assert img.shape[0] > 2 and (img[2:] == 255).any()  # the legend strip under the 2-row map
+    np.testing.assert_array_equal(img[2:], error_legend(40, 3.0))
     img = read_image(tmp_path / "maps" / "b_error.png")
     assert tuple(img[1, 3]) == ERROR_RED  # missing prediction where ground truth is known
     matcher.calls.clear()
