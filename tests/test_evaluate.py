@@ -17,7 +17,8 @@ from stereodeploy.datasets import StereoSample, synthetic_pair
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.evaluate import evaluate, postprocess_name
 from stereodeploy.io import ERROR_ORANGE, ERROR_RED, error_legend, read_image, write_pfm, write_png
-from stereodeploy.report import eval_table, write_json
+from stereodeploy.evaluate import EvalResult, ImageResult
+from stereodeploy.report import eval_table, render_eval_table, text_table, write_json
 
 TIMINGS = {"features": 0.25, "matching": 0.5, "total": 0.75}
 
@@ -159,6 +160,72 @@ def test_json_and_table_carry_the_same_numbers(frames, tmp_path: Path) -> None:
     text = console.export_text()
     assert "mean of 2" in text
     assert f"{result.average_error_rate:.2f}" in text and "25.00" in text and "14.29" in text
+
+
+def _kitti_result(frames: int = 3) -> EvalResult:
+    """A result with every KITTI column and numbers whose digits differ per cell (so a cut one shows)."""
+    images = []
+    for i in range(frames):
+        metrics = {"error_rate": 12.3456 + i, "density": 99.51 - i, "study_noc": 12.3456 + i,
+                   "kitti_noc": 11.1111 + i, "d1_noc": 10.5049 + i, "study_occ": 14.25 + i,
+                   "kitti_occ": 13.875 + i, "d1_occ": 102.75 - i}
+        images.append(ImageResult(name=f"0000{i}5_10", error_rate=metrics["error_rate"], density=metrics["density"],
+                                  seconds={"features": 0.1234 + i, "matching": 12.5 + i, "total": 12.6234 + 2 * i},
+                                  metrics=metrics, ground_truth="noc", max_disp=228, size=(1242, 375)))
+    return EvalResult(model="models/mccnn_fast_torch.onnx", backend="onnx", postprocess="full", images=images)
+
+
+def _cells_by_row(text: str, names: list[str]) -> dict[str, list[str]]:
+    """Every cell printed after each row name, over all blocks of the table (cells are separated by 2+ spaces)."""
+    import re
+
+    cells: dict[str, list[str]] = {n: [] for n in names}
+    for line in text.splitlines():
+        for n in names:
+            if line.startswith(n + " "):
+                cells[n] += re.split(r"\s{2,}", line[len(n):].strip())
+    return cells
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, None])
+def test_eval_text_table_never_cuts_a_number(width: int | None) -> None:
+    result = _kitti_result()
+    text = render_eval_table(result, width=width, terminal=width is not None)
+    lines = text.splitlines()
+    if width is not None:
+        assert max(map(len, lines)) <= width
+    assert "…" not in text and "..." not in text
+    names = [i.name for i in result.images] + ["mean of 3"]
+    cells = _cells_by_row(text, names)
+    for img in result.images:
+        m = img.metrics
+        expected = ["228", f"{img.error_rate:.2f}", f"{m['kitti_noc']:.2f}", f"{m['d1_noc']:.2f}",
+                    f"{m['kitti_occ']:.2f}", f"{m['d1_occ']:.2f}", f"{img.density:.1f}",
+                    *(f"{img.seconds[k]:.3f}" for k in ("features", "matching", "total"))]
+        assert cells[img.name] == expected
+    assert cells["mean of 3"][0] == f"{result.average_error_rate:.2f}" and len(cells["mean of 3"]) == 9
+    blocks = sum(1 for line in lines if line.startswith("frame "))
+    assert blocks == (1 if width in (120, None) else 2)  # these 11 columns need 84 characters
+
+
+def test_eval_text_table_is_plain_when_output_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal size must not matter when stdout is a pipe
+    text = render_eval_table(_kitti_result())  # pytest captures stdout: not a terminal
+    assert sum(1 for line in text.splitlines() if line.startswith("frame ")) == 1
+    assert text == render_eval_table(_kitti_result(), terminal=False)
+    assert "\x1b" not in text  # no terminal escapes
+    wrapped = render_eval_table(_kitti_result(), terminal=True)  # a terminal of COLUMNS=40 columns
+    assert max(map(len, wrapped.splitlines())) <= 40
+
+
+def test_text_table_blocks_repeat_the_key_column_and_check_rows() -> None:
+    text = text_table(["name", "a", "b"], [["x", "1.25", "300.5"], ["yy", "2", "3"]], width=12,
+                      footer=[["all", "3.25", "303.5"]])
+    assert text.splitlines() == ["name     a", "----  ----", "x     1.25", "yy       2", "----  ----", "all   3.25",
+                                 "", "name      b", "----  -----", "x     300.5", "yy        3", "----  -----",
+                                 "all   303.5"]
+    with pytest.raises(ValueError, match="one entry per header"):
+        text_table(["a", "b"], [["1"]])
 
 
 # ---------------------------------------------------------------------------------------------------- the command
