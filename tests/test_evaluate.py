@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from stereodeploy.config import MatchConfig
 from stereodeploy.datasets import StereoSample, synthetic_pair
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.evaluate import evaluate, postprocess_name
+from stereodeploy.evaluate import evaluate, postprocess_name, training_overlap, training_overlap_warning
 from stereodeploy.io import ERROR_ORANGE, ERROR_RED, error_legend, read_image, write_pfm, write_png
 from stereodeploy.evaluate import EvalResult, ImageResult
 from stereodeploy.report import eval_table, render_eval_table, text_table, write_json
@@ -160,6 +160,41 @@ def test_json_and_table_carry_the_same_numbers(frames, tmp_path: Path) -> None:
     text = console.export_text()
     assert "mean of 2" in text
     assert f"{result.average_error_rate:.2f}" in text and "25.00" in text and "14.29" in text
+
+
+def test_training_overlap_names_the_trained_frames_in_evaluation_order(tmp_path: Path) -> None:
+    trained = {"frames": ["Baby2", "000005_10", "Midd1"], "examples": 10}
+    assert training_overlap(trained, ["Midd2", "Midd1", "Baby2", "Baby3"]) == ["Midd1", "Baby2"]
+    assert training_overlap(trained, ["Midd2"]) == []
+    assert training_overlap({}, ["Midd1"]) == []  # no records: nothing can be said
+    # KITTI 2012 and 2015 share frame names: a known, different training layout means no overlap.
+    assert training_overlap({**trained, "format": "kitti2015"}, ["000005_10"], "kitti2012") == []
+    assert training_overlap({**trained, "format": "kitti2015"}, ["000005_10"], "kitti2015") == ["000005_10"]
+    kitti = tmp_path / "k15" / "training"
+    for sub in ("image_2", "image_3"):
+        (kitti / sub).mkdir(parents=True)
+    sources = {**trained, "sources": [str(tmp_path / "k15")]}  # layout read from the source folder
+    assert training_overlap(sources, ["000005_10"], "kitti2012") == []
+    assert training_overlap(sources, ["000005_10"], "kitti2015") == ["000005_10"]
+    gone = {**trained, "sources": [str(tmp_path / "moved")]}  # a source that no longer exists: names decide
+    assert training_overlap(gone, ["000005_10"], "kitti2012") == ["000005_10"]
+    line = training_overlap_warning("m.onnx", ["a", "b", "c", "d", "e", "f"], 9)
+    assert "\n" not in line and "6 of the 9" in line and "a, b, c, d, e, ..." in line
+
+
+def test_evaluate_warns_and_records_frames_the_model_was_trained_on(frames) -> None:
+    samples, matcher = frames
+    matcher.backend.meta = SimpleNamespace(source_framework="torch", training_data={"frames": ["b", "x"]})
+    with pytest.warns(UserWarning) as caught:
+        result = evaluate(samples, matcher, progress=False)
+    messages = [str(w.message) for w in caught]
+    assert any("trained on 1 of the 2 evaluated frames (b)" in m for m in messages), messages
+    assert result.trained_on == ["b"] and result.to_dict()["trained_on"] == ["b"]
+    assert [i.name for i in result.images] == ["a", "b"]  # still scored
+    matcher.backend.meta = SimpleNamespace(source_framework="torch")  # no records: no warning about training
+    with pytest.warns(UserWarning) as caught:
+        assert evaluate(samples, matcher, progress=False).trained_on == []
+    assert not any("trained on" in str(w.message) for w in caught)
 
 
 def _kitti_result(frames: int = 3) -> EvalResult:
