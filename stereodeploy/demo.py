@@ -51,7 +51,12 @@ def run_demo(model: Path, out: Path, postprocess: str = "full", backend: str = "
     """
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.evaluate import error_rate
-    from stereodeploy.io import colorize_with_bar, ensure_writable, error_map_with_legend, write_png
+    from stereodeploy.io import (
+        colorize_with_bar,
+        ensure_writable,
+        error_map_with_legend,
+        write_png,
+    )
 
     target = Path(out) / f"motorcycle_{postprocess}.png"
     ensure_writable(target, overwrite)

@@ -211,8 +211,13 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return gray
 
 
-def write_png(path: str | os.PathLike[str], arr: np.ndarray, overwrite: bool = False) -> Path:
-    """Write ``uint8`` ``(H, W)``/``(H, W, 3)`` or ``uint16`` ``(H, W)`` as PNG, atomically."""
+def write_png(path: str | os.PathLike[str], arr: np.ndarray, overwrite: bool = False,
+              text: dict[str, str] | None = None) -> Path:
+    """Write ``uint8`` ``(H, W)``/``(H, W, 3)`` or ``uint16`` ``(H, W)`` as PNG, atomically.
+
+    ``text``: key/value pairs stored as PNG text chunks (how the map was made: model, preset...); read them back
+    with :func:`read_png_text`.
+    """
     arr = np.asarray(arr)
     ok = (arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4)))) or (
         arr.dtype == np.uint16 and arr.ndim == 2
@@ -220,9 +225,23 @@ def write_png(path: str | os.PathLike[str], arr: np.ndarray, overwrite: bool = F
     if not ok:
         raise ValueError(f"write_png takes uint8 (H, W[, 3]) or uint16 (H, W), got {arr.dtype} {arr.shape}")
     im = Image.fromarray(np.ascontiguousarray(arr))
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(str(key), str(value))
     with atomic_write(path, overwrite) as tmp:
-        im.save(tmp, format="PNG")
+        im.save(tmp, format="PNG", pnginfo=info)
     return Path(path)
+
+
+def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The text chunks of a PNG file (see :func:`write_png`'s ``text``)."""
+    im = _open_image(Path(path))
+    with im:
+        return {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -309,12 +328,14 @@ def kitti_encode(disp: np.ndarray) -> np.ndarray:
     return np.where(valid, np.clip(scaled, 1, 65535), 0).astype(np.uint16)
 
 
-def write_kitti_disp(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = False) -> Path:
-    """Write float ``(H, W)`` disparity as a KITTI 16-bit PNG (see :func:`kitti_encode`), atomically."""
+def write_kitti_disp(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = False,
+                     text: dict[str, str] | None = None) -> Path:
+    """Write float ``(H, W)`` disparity as a KITTI 16-bit PNG (see :func:`kitti_encode`), atomically; ``text``
+    as in :func:`write_png`."""
     disp = np.asarray(disp)
     if disp.ndim != 2:
         raise ValueError(f"write_kitti_disp takes an (H, W) map, got shape {disp.shape}")
-    return write_png(path, kitti_encode(disp), overwrite)
+    return write_png(path, kitti_encode(disp), overwrite, text=text)
 
 
 def read_disp(path: str | os.PathLike[str]) -> np.ndarray:
@@ -418,7 +439,7 @@ def _font():
 
 
 def _text_size(font, text: str) -> tuple[int, int]:
-    left, top, right, bottom = font.getbbox(text)
+    left, _, right, bottom = font.getbbox(text)
     return right - left, bottom
 
 
@@ -480,7 +501,7 @@ def colorbar(width: int, max_disp: float, label: str = "disparity (px)") -> np.n
     label_width = _text_size(font, span)[0] + 8
     ticks = nice_ticks(top, max(2, n // (3 * label_width))) if n > 1 else [0.0]
     for value in ticks:
-        x = x0 + int(round(value / top * (n - 1)))
+        x = x0 + round(value / top * (n - 1))
         draw.line([(x, bar_y + _BAR_HEIGHT), (x, bar_y + _BAR_HEIGHT + _TICK - 1)], fill=LEGEND_INK)
         text = _tick_label(value)
         w = _text_size(font, text)[0]

@@ -15,9 +15,22 @@ from typer.testing import CliRunner
 from stereodeploy.config import MatchConfig
 from stereodeploy.datasets import StereoSample, synthetic_pair
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.evaluate import evaluate, postprocess_name, training_overlap, training_overlap_warning
-from stereodeploy.io import ERROR_ORANGE, ERROR_RED, error_legend, read_image, write_pfm, write_png
-from stereodeploy.evaluate import EvalResult, ImageResult
+from stereodeploy.evaluate import (
+    EvalResult,
+    ImageResult,
+    evaluate,
+    postprocess_name,
+    training_overlap,
+    training_overlap_warning,
+)
+from stereodeploy.io import (
+    ERROR_ORANGE,
+    ERROR_RED,
+    error_legend,
+    read_image,
+    write_pfm,
+    write_png,
+)
 from stereodeploy.report import eval_table, render_eval_table, text_table, write_json
 
 TIMINGS = {"features": 0.25, "matching": 0.5, "total": 0.75}
@@ -306,8 +319,8 @@ def _tiny_onnx(path: Path) -> Path:
 
 def test_evaluate_command_writes_json_consistent_with_the_library(tmp_path: Path) -> None:
     from stereodeploy.cli import app
-    from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.datasets import load_dataset
+    from stereodeploy.engine.matcher import StereoMatcher
 
     data = _middlebury(tmp_path / "data")
     model = _tiny_onnx(tmp_path / "m.onnx")

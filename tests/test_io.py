@@ -26,12 +26,13 @@ from stereodeploy.io import (
     read_image,
     read_kitti_disp,
     read_pfm,
+    read_png_text,
     to_gray,
+    with_legend,
     write_disp,
     write_kitti_disp,
     write_pfm,
     write_png,
-    with_legend,
 )
 
 
@@ -315,6 +316,16 @@ def test_error_map_threshold_boundaries_and_shape_check() -> None:
         error_map(np.zeros((1, 4)), np.zeros((2, 2)))
 
 
+def test_png_text_chunks_record_how_a_map_was_made(tmp_path: Path) -> None:
+    disp = np.full((3, 4), 2.5, np.float32)
+    meta = {"stereodeploy.sgm_preset": "kitti2015", "stereodeploy.model": "mccnn_fast_torch.onnx (ü)"}
+    write_kitti_disp(tmp_path / "d.png", disp, text=meta)
+    assert read_png_text(tmp_path / "d.png") == meta
+    np.testing.assert_array_equal(read_kitti_disp(tmp_path / "d.png"), disp)  # pixels unchanged
+    write_png(tmp_path / "plain.png", np.zeros((2, 2), np.uint8))
+    assert read_png_text(tmp_path / "plain.png") == {}
+
+
 def test_write_png_round_trip_and_refusal(tmp_path: Path) -> None:
     img = _rgb()
     write_png(tmp_path / "p.png", img)
@@ -366,7 +377,9 @@ def test_colorbar_shows_exactly_colorize_colours_with_ticks_and_a_title() -> Non
 
 def test_colorbar_title_shortens_on_narrow_pictures_but_keeps_the_range() -> None:
     wide, narrow = colorbar(600, 70), colorbar(90, 70)
-    ink = lambda s: (s[:14] == 0).all(axis=2).sum()  # noqa: E731 - title rows only
+    def ink(strip: np.ndarray) -> int:  # black pixels in the title rows
+        return int((strip[:14] == 0).all(axis=2).sum())
+
     assert ink(narrow) < ink(wide)  # a shorter title
     assert colorbar(1, 10).shape[1] == 1  # degenerate widths still work
     with pytest.raises(ValueError, match="width"):
