@@ -27,7 +27,7 @@ import io
 import json
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ModelMeta, read_meta
 from stereodeploy.io import atomic_write, ensure_writable, read_image, to_gray
 
 QUANT_KEY = "stereodeploy.quantization"
+ProgressCallback = Callable[[int, int], None]  # (crops done, crops in all), called after each calibration crop
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
 PERCENTILE = 99.9
 
@@ -191,15 +192,20 @@ def _load(path: Path) -> tuple[Any, ModelMeta]:
     return proto, meta
 
 
-def _tensor_ranges(model_path: Path, crops: Sequence[np.ndarray], percentile: float, workdir: Path) -> Path:
-    """Percentile activation ranges over ``crops``, fed one at a time; saved as an onnxruntime calibration cache."""
+def _tensor_ranges(model_path: Path, crops: Sequence[np.ndarray], percentile: float, workdir: Path,
+                   on_crop: ProgressCallback | None = None) -> Path:
+    """Percentile activation ranges over ``crops``, fed one at a time; saved as an onnxruntime calibration cache.
+
+    ``on_crop(done, total)`` is called after each crop."""
     from onnxruntime.quantization import CalibrationMethod, create_calibrator, save_tensors_data
 
     calibrator = create_calibrator(model_path, ["Conv", "Relu"], augmented_model_path=str(workdir / "augmented.onnx"),
                                    calibrate_method=CalibrationMethod.Percentile,
                                    extra_options={"percentile": percentile})
-    for crop in crops:  # one collect per crop: histograms accumulate, activations are dropped after each
+    for i, crop in enumerate(crops, start=1):  # one collect per crop: histograms accumulate, activations dropped
         calibrator.collect_data(_OneBatch(crop))
+        if on_crop is not None:
+            on_crop(i, len(crops))
     cache = workdir / "ranges.json"
     save_tensors_data(calibrator.compute_data(), cache)
     return cache
@@ -222,8 +228,12 @@ def _feature_agreement(fp32: bytes, int8: bytes, crops: Sequence[np.ndarray]) ->
 
 def quantize_model(model: Path | str, out: Path | str, calibration: Sequence[Path | str] = (), *,
                    crop_size: int = 256, crops_per_image: int = 4, percentile: float = PERCENTILE,
-                   per_channel: bool = True, seed: int = 0, overwrite: bool = False) -> QuantizeReport:
+                   per_channel: bool = True, seed: int = 0, overwrite: bool = False,
+                   progress: bool | ProgressCallback = False) -> QuantizeReport:
     """Quantise the float32 feature model ``model`` to int8 into ``out`` (see the module docstring).
+
+    Calibration takes most of the time (minutes for a few dozen images on 2 cores): ``progress`` ``True`` shows a
+    rich progress bar on stderr, a callable is called as ``progress(done, total)`` after each calibration crop.
 
     ``calibration``: image files and KITTI / Middlebury dataset folders (their left and right images); empty
     means scikit-image's Motorcycle pair. Calibrate on images like the ones the model will see, and evaluate on
@@ -246,10 +256,10 @@ def quantize_model(model: Path | str, out: Path | str, calibration: Sequence[Pat
     images, sources = calibration_images(calibration)
     crops = calibration_crops(images, crop_size, crops_per_image, seed)
     excluded = [first_conv(proto)]
-    with tempfile.TemporaryDirectory(prefix="stereodeploy-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="stereodeploy-quant-") as tmp, _progress_bar(progress) as on_crop:
         work = Path(tmp)
         with _quiet():
-            cache = _tensor_ranges(model, crops, percentile, work)
+            cache = _tensor_ranges(model, crops, percentile, work, on_crop)
             quantize_static(str(model), str(work / "int8.onnx"), None, quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=["Conv", "Relu"], per_channel=per_channel,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -274,6 +284,55 @@ def quantize_model(model: Path | str, out: Path | str, calibration: Sequence[Pat
     return QuantizeReport(path=out, meta=meta, images=len(images), crops=len(crops),
                           crop_size=int(crops[0].shape[-1]), sources=sources, excluded=excluded,
                           cosine_mean=cos_mean, cosine_p01=cos_p01)
+
+
+@contextlib.contextmanager
+def _progress_bar(progress: bool | ProgressCallback) -> Iterator[ProgressCallback | None]:
+    """The per-crop callback for ``progress``: the caller's own, a rich bar on stderr for ``True``, else None."""
+    if callable(progress):
+        yield progress
+        return
+    if not progress:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    # stderr: the calibration runs with stdout redirected (onnxruntime prints there), and a bar is not a result
+    with Progress(TextColumn("calibrating int8 ranges"), BarColumn(), MofNCompleteColumn(), TextColumn("crops"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task("calibration", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def quantize_file(model: Path | str, out: Path | str | None = None, calibration: Sequence[Path | str] = (), *,
+                  overwrite: bool = False, progress: bool | ProgressCallback = False, **options: Any) -> QuantizeReport:
+    """What ``stereodeploy quantize IN.onnx [--out OUT.onnx] [--calibration DIR ...]`` does.
+
+    Quantises an existing float32 feature model (written by ``stereodeploy export``) into ``out``, by default
+    ``<IN stem>_int8.onnx`` beside it (:func:`int8_path`). Before any work: refuses ``out`` equal to the input,
+    an existing ``out`` without ``overwrite``, and missing calibration sources. ``options`` go to
+    :func:`quantize_model` (``crop_size``, ``crops_per_image``, ``percentile``, ``per_channel``, ``seed``).
+    """
+    model = Path(model)
+    out = int8_path(model) if out is None else Path(out)
+    if out.resolve() == model.resolve():
+        raise UsageError(f"--out {out} is the model being quantised: write the int8 model to another file")
+    ensure_writable(out, overwrite)
+    check_calibration(calibration)
+    return quantize_model(model, out, calibration, overwrite=overwrite, progress=progress, **options)
+
+
+def summary(report: QuantizeReport) -> str:
+    """One line for the terminal: what was written and how close its features are to the float32 model's."""
+    return (f"wrote {report.path}: int8 (float32: {', '.join(report.excluded)}), calibrated on {report.crops} crops "
+            f"of {report.images} images; cosine of its features to float32: mean {report.cosine_mean:.4f}, "
+            f"1st percentile {report.cosine_p01:.4f}")
 
 
 def int8_path(fp32_path: Path | str) -> Path:
