@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from stereodeploy.errors import UserError
-from stereodeploy.models_dir import DEFAULT_MODEL, list_models, models_table, resolve_model
+from stereodeploy.models_dir import (
+    DEFAULT_MODEL,
+    list_models,
+    models_table,
+    resolve_model,
+)
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

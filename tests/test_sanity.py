@@ -11,7 +11,11 @@ import pytest
 from stereodeploy.datasets import load_dataset, synthetic_pair
 from stereodeploy.engine.sanity import (
     SWAPPED_THRESHOLD,
+    _patch_vectors,
+    check_swapped,
+    image_swapped_score,
     looks_swapped,
+    sample_rows,
     swapped_score,
     swapped_warning,
 )
@@ -77,7 +81,34 @@ def test_synthetic_pairs_known_disparity_normal_low_swapped_high(seed: int) -> N
     assert not looks_swapped(fl, fr, 24) and looks_swapped(fr, fl, 24)
 
 
+def test_sample_rows_spread_over_the_image_away_from_its_edges() -> None:
+    assert sample_rows(375, 6).tolist() == [53, 107, 160, 214, 267, 321]
+    assert sample_rows(5, 6).tolist() == [1, 2, 3]  # fewer rows than asked: each once
+    assert sample_rows(2, 6).tolist() == [0, 1]
+
+
+def test_image_score_is_the_feature_score_on_patch_vectors() -> None:
+    s = synthetic_pair(height=40, width=120, max_disp=16, seed=5)
+    gl, gr = to_gray(s.left), to_gray(s.right)
+    every_row = np.arange(40)
+    fl, fr = _patch_vectors(gl, every_row, 2), _patch_vectors(gr, every_row, 2)
+    assert image_swapped_score(gl, gr, 16) == swapped_score(fl, fr, 16)
+    with pytest.raises(ValueError, match="one shape"):
+        image_swapped_score(gl, gr[:, :-1], 16)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_image_score_on_synthetic_pairs(seed: int) -> None:
+    s = synthetic_pair(height=64, width=160, max_disp=24, seed=seed, noise=2.0)
+    gl, gr = to_gray(s.left), to_gray(s.right)
+    assert image_swapped_score(gl, gr, 24) < 0.2 and image_swapped_score(gr, gl, 24) > 0.8
+
+
 def test_warning_is_one_line_naming_the_fix() -> None:
+    s = synthetic_pair(height=64, width=160, max_disp=24, seed=1)
+    gl, gr = to_gray(s.left), to_gray(s.right)
+    assert check_swapped("p", gl, gr, 24) is None
+    assert check_swapped("p", gr, gl, 24).startswith("p: ")
     text = swapped_warning("000005_10", 0.91)
     assert "\n" not in text and "91%" in text and "swapped" in text and "left" in text
 
@@ -96,3 +127,13 @@ def test_real_pairs_with_the_shipped_model(shared_data: Path) -> None:
         normal, swapped = swapped_score(fl, fr, d), swapped_score(fr, fl, d)
         # Over all 20 real frames: normal at most 0.16, swapped at least 0.83 (scripts in the commit message).
         assert normal < SWAPPED_THRESHOLD - 0.2 and swapped > SWAPPED_THRESHOLD + 0.2, (s.name, normal, swapped)
+
+
+def test_real_pairs_image_score(shared_data: Path) -> None:
+    samples = load_dataset(shared_data / "kitti2015") + load_dataset(shared_data / "middlebury")
+    for s in samples:
+        gl, gr = to_gray(s.left), to_gray(s.right)
+        d = s.max_disp or 228
+        normal, swapped = image_swapped_score(gl, gr, d), image_swapped_score(gr, gl, d)
+        # Measured on these 20 frames: normal at most 0.26, swapped at least 0.70.
+        assert normal < SWAPPED_THRESHOLD - 0.15 and swapped > SWAPPED_THRESHOLD + 0.15, (s.name, normal, swapped)
