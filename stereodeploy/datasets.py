@@ -184,6 +184,45 @@ def list_frames(root: str | os.PathLike[str], fmt: str | None = None) -> list[Fr
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Post-processing presets from the data
+
+# Dataset layout -> preset of engine.sgm.SGM_PRESETS / engine.filters.BLUR_PRESETS (tuned per benchmark).
+PRESET_FOR_FORMAT = MappingProxyType({"kitti2012": "kitti2012", "kitti2015": "kitti2015", "middlebury": "middlebury"})
+DEFAULT_PRESET = "middlebury"  # for images that belong to no recognised layout
+
+
+def preset_for_format(fmt: str) -> str:
+    """The SGM and filter preset for a dataset layout (``kitti2012``, ``kitti2015`` or ``middlebury``)."""
+    if fmt not in PRESET_FOR_FORMAT:
+        raise UsageError(f"unknown dataset format {fmt!r}: use one of {', '.join(FORMATS)}")
+    return PRESET_FOR_FORMAT[fmt]
+
+
+def detect_preset(path: str | os.PathLike[str]) -> str | None:
+    """The preset the data at ``path`` calls for, or ``None`` when it cannot tell.
+
+    A folder: its dataset layout (:func:`detect_format`). An image file: a KITTI left/right image inside its
+    layout's image folders (``image_2`` beside ``image_3``: KITTI 2015; ``image_0``/``image_1`` or
+    ``colored_0``/``colored_1``: KITTI 2012), or a Middlebury scene's ``im0.png``/``im1.png`` (both present).
+    """
+    path = Path(path)
+    if path.is_dir():
+        try:
+            return preset_for_format(detect_format(path))
+        except UserError:
+            return None
+    folder = path.parent
+    for fmt, layout in _KITTI.items():
+        for left, right in layout.image_dirs:
+            partner = {left: right, right: left}.get(folder.name)
+            if partner is not None and (folder.parent / partner).is_dir():
+                return preset_for_format(fmt)
+    if path.name in ("im0.png", "im1.png") and _is_middlebury_scene(folder):
+        return preset_for_format("middlebury")
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Loading
 
 

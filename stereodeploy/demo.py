@@ -30,11 +30,12 @@ def motorcycle() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
+    """uint8 pictures next to each other, top-aligned, on white (shorter ones padded below, as under a legend)."""
     h = max(im.shape[0] for im in images)
     parts = []
     for i, im in enumerate(images):
         im = im if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2)
-        pad = np.zeros((h - im.shape[0],) + im.shape[1:], np.uint8)
+        pad = np.full((h - im.shape[0],) + im.shape[1:], 255, np.uint8)
         parts.append(np.concatenate([im.astype(np.uint8), pad]))
         if i < len(images) - 1:
             parts.append(np.full((h, gap, 3), 255, np.uint8))
@@ -43,10 +44,19 @@ def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
 
 def run_demo(model: Path, out: Path, postprocess: str = "full", backend: str = "onnx", provider: str = "cpu",
              overwrite: bool = False) -> DemoResult:
-    """Match the Motorcycle pair, score it, and write left | colour disparity | error map as one PNG."""
+    """Match the Motorcycle pair, score it, and write left | colour disparity | error map as one PNG.
+
+    The disparity panel has its colour bar (0 to :data:`MOTORCYCLE_MAX_DISP` pixels) and the error map its legend
+    under it (:func:`stereodeploy.io.colorize_with_bar`, :func:`stereodeploy.io.error_map_with_legend`).
+    """
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.evaluate import error_rate
-    from stereodeploy.io import colorize, ensure_writable, error_map, write_png
+    from stereodeploy.io import (
+        colorize_with_bar,
+        ensure_writable,
+        error_map_with_legend,
+        write_png,
+    )
 
     target = Path(out) / f"motorcycle_{postprocess}.png"
     ensure_writable(target, overwrite)
@@ -55,7 +65,8 @@ def run_demo(model: Path, out: Path, postprocess: str = "full", backend: str = "
                                       provider=provider)
     matcher.match(left[:64, :128], right[:64, :128])  # warm-up: compiles the matching kernels once
     result = matcher.match(left, right)
-    picture = side_by_side(left, colorize(result.disparity, MOTORCYCLE_MAX_DISP), error_map(result.disparity, gt))
+    picture = side_by_side(left, colorize_with_bar(result.disparity, MOTORCYCLE_MAX_DISP),
+                           error_map_with_legend(result.disparity, gt))
     write_png(target, picture, overwrite=overwrite)
     return DemoResult(error_rate=error_rate(result.disparity, gt), seconds=result.timings["total"],
                       timings=result.timings, image=target)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,6 +185,7 @@ class EvalResult:
     images: list[ImageResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # frames without ground truth
     threshold: float = THRESHOLD
+    trained_on: list[str] = field(default_factory=list)  # evaluated frames the model was trained on
 
     @property
     def average_error_rate(self) -> float:
@@ -210,8 +211,56 @@ class EvalResult:
             "threshold": self.threshold, "images": [i.to_dict() for i in self.images],
             "average_error_rate": self.average_error_rate, "mean_seconds": self.mean_seconds,
             "averages": self.averages(), "mean_stage_seconds": self.mean_stage_seconds(),
-            "skipped_without_ground_truth": list(self.skipped),
+            "skipped_without_ground_truth": list(self.skipped), "trained_on": list(self.trained_on),
         }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training data seen again
+
+
+def training_overlap(training_data: Mapping[str, Any], frames: Iterable[str],
+                     data_format: str | None = None) -> list[str]:
+    """The names among ``frames`` that the model was trained on, in the order given.
+
+    ``training_data`` is what the model records about its training set (``ModelMeta.training_data``, i.e.
+    ``matcher.backend.meta.training_data`` for every backend; the run's ``config.json`` ``data``): its ``frames``
+    are scene folders (Middlebury) or frame names (KITTI ``000005_10``). Names alone cannot tell KITTI 2012 from
+    KITTI 2015, so when ``data_format`` (the evaluated layout) is given and the training layout is known (its
+    recorded ``format``, else the layout of every recorded source folder that still exists) and differs, there
+    is no overlap. A model without training records (e.g. exported by other tools) overlaps nothing.
+    """
+    trained = set(training_data.get("frames") or ())
+    if not trained:
+        return []
+    if data_format is not None:
+        layouts = _training_layouts(training_data)
+        if layouts and data_format not in layouts:
+            return []
+    return [f for f in frames if f in trained]
+
+
+def _training_layouts(training_data: Mapping[str, Any]) -> set[str]:
+    """The dataset layouts the model was trained on, if known: the recorded format, else every source's (all must
+    still exist, or nothing is concluded)."""
+    from stereodeploy.datasets import detect_format
+
+    if training_data.get("format"):
+        return {str(training_data["format"])}
+    sources = [Path(p) for p in training_data.get("sources") or ()]
+    if not sources or not all(p.is_dir() for p in sources):
+        return set()
+    try:
+        return {detect_format(p) for p in sources}
+    except UserError:
+        return set()
+
+
+def training_overlap_warning(model: str, overlap: Sequence[str], evaluated: int) -> str:
+    """One line for the frames of ``overlap`` (from :func:`training_overlap`) among ``evaluated`` frames."""
+    names = ", ".join(overlap[:5]) + (", ..." if len(overlap) > 5 else "")
+    return (f"{model} was trained on {len(overlap)} of the {evaluated} evaluated frames ({names}): its error there "
+            "does not show how it does on new images; evaluate on frames it was not trained on")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -237,15 +286,19 @@ def frame_max_disp(option: int | None, sample: StereoSample, model_default: int)
 def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: str | None = None,
              max_disp: int | None = None, error_maps: Path | None = None, overwrite: bool = False,
              threshold: float = THRESHOLD, warmup: bool = True, progress: bool = True,
-             on_frame: Callable[[StereoSample, MatchResult], None] | None = None) -> EvalResult:
+             on_frame: Callable[[StereoSample, MatchResult], None] | None = None,
+             data_format: str | None = None) -> EvalResult:
     """Run ``matcher`` on every sample with ground truth and score it; frames without are skipped with a warning.
 
     ``max_disp`` overrides the per-frame choice of :func:`frame_max_disp`. ``error_maps`` is a folder that gets
     ``<name>_error.png`` per frame (:func:`stereodeploy.io.error_map` against the same ground truth as the error
-    rate). ``warmup`` runs the first frame once untimed, so one-off costs (JIT compilation, graph tracing, memory
+    rate, with its legend strip under the map: :func:`stereodeploy.io.error_map_with_legend`). ``warmup`` runs the first frame once untimed, so one-off costs (JIT compilation, graph tracing, memory
     pools) do not land in the first frame's time. ``on_frame`` sees every frame's sample and match result.
+
+    Frames the model was trained on (its metadata's training frames, :func:`training_overlap`; ``data_format`` is
+    the evaluated layout) are still scored, with a warning, and listed in ``EvalResult.trained_on``.
     """
-    from stereodeploy.io import ensure_writable, error_map, write_png
+    from stereodeploy.io import ensure_writable, error_map_with_legend, write_png
 
     if max_disp is not None and max_disp < 1:
         raise UsageError(f"--max-disp must be at least 1, got {max_disp}")
@@ -257,6 +310,8 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
     if skipped:
         warnings.warn(f"skipped {len(skipped)} of {len(samples)} frames without ground truth "
                       f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})", stacklevel=2)
+    trained_on = training_overlap(getattr(matcher.backend.meta, "training_data", None) or {},
+                                  [s.name for s in scored], data_format)
     map_paths = {}
     if error_maps is not None:
         map_paths = {s.name: ensure_writable(Path(error_maps) / f"{s.name}_error.png", overwrite) for s in scored}
@@ -265,7 +320,9 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
     backend = matcher.backend
     result = EvalResult(model=model or str(getattr(backend, "path", "") or backend.meta.source_framework),
                         backend=backend.name, postprocess=postprocess_name(matcher), device=backend.device,
-                        skipped=skipped, threshold=threshold)
+                        skipped=skipped, threshold=threshold, trained_on=trained_on)
+    if trained_on:
+        warnings.warn(training_overlap_warning(result.model, trained_on, len(scored)), stacklevel=2)
 
     def matcher_for(sample: StereoSample) -> tuple[StereoMatcher, int]:
         d = frame_max_disp(max_disp, sample, default)
@@ -285,7 +342,8 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
                 seconds={k: float(v) for k, v in res.timings.items()}, metrics=metrics,
                 ground_truth=ground_truth_kind(sample), max_disp=d, size=(sample.left.shape[1], sample.left.shape[0])))
             if sample.name in map_paths:
-                write_png(map_paths[sample.name], error_map(res.disparity, sample.disp, threshold), overwrite=overwrite)
+                write_png(map_paths[sample.name], error_map_with_legend(res.disparity, sample.disp, threshold),
+                          overwrite=overwrite)
             if on_frame is not None:
                 on_frame(sample, res)
             bar.update(task, advance=1, description=f"{result.backend} {result.postprocess} {sample.name}: "

@@ -214,8 +214,13 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return gray
 
 
-def write_png(path: str | os.PathLike[str], arr: np.ndarray, overwrite: bool = False) -> Path:
-    """Write ``uint8`` ``(H, W)``/``(H, W, 3)`` or ``uint16`` ``(H, W)`` as PNG, atomically."""
+def write_png(path: str | os.PathLike[str], arr: np.ndarray, overwrite: bool = False,
+              text: dict[str, str] | None = None) -> Path:
+    """Write ``uint8`` ``(H, W)``/``(H, W, 3)`` or ``uint16`` ``(H, W)`` as PNG, atomically.
+
+    ``text``: key/value pairs stored as PNG text chunks (how the map was made: model, preset...); read them back
+    with :func:`read_png_text`.
+    """
     arr = np.asarray(arr)
     ok = (arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4)))) or (
         arr.dtype == np.uint16 and arr.ndim == 2
@@ -223,9 +228,23 @@ def write_png(path: str | os.PathLike[str], arr: np.ndarray, overwrite: bool = F
     if not ok:
         raise ValueError(f"write_png takes uint8 (H, W[, 3]) or uint16 (H, W), got {arr.dtype} {arr.shape}")
     im = Image.fromarray(np.ascontiguousarray(arr))
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(str(key), str(value))
     with atomic_write(path, overwrite) as tmp:
-        im.save(tmp, format="PNG")
+        im.save(tmp, format="PNG", pnginfo=info)
     return Path(path)
+
+
+def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The text chunks of a PNG file (see :func:`write_png`'s ``text``)."""
+    im = _open_image(Path(path))
+    with im:
+        return {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -269,12 +288,16 @@ def read_pfm(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def write_pfm(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = False) -> Path:
-    """Write float ``(H, W)`` as little-endian ``Pf`` PFM (rows bottom-up), NaN -> ``inf``, atomically."""
+    """Write float ``(H, W)`` as little-endian ``Pf`` PFM (rows bottom-up), atomically.
+
+    Middlebury's convention: scale ``-1`` (little-endian, no scaling) and ``inf`` for unknown; every non-finite
+    value (NaN = invalid in memory, ``-inf``) is written as ``inf``, so :func:`read_pfm` gives NaN back.
+    """
     disp = np.asarray(disp)
     if disp.ndim != 2:
         raise ValueError(f"write_pfm takes an (H, W) map, got shape {disp.shape}")
     out = disp.astype("<f4")
-    out[np.isnan(out)] = np.inf
+    out[~np.isfinite(out)] = np.inf
     height, width = out.shape
     with atomic_write(path, overwrite) as tmp:
         with open(tmp, "wb") as f:
@@ -308,12 +331,14 @@ def kitti_encode(disp: np.ndarray) -> np.ndarray:
     return np.where(valid, np.clip(scaled, 1, 65535), 0).astype(np.uint16)
 
 
-def write_kitti_disp(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = False) -> Path:
-    """Write float ``(H, W)`` disparity as a KITTI 16-bit PNG (see :func:`kitti_encode`), atomically."""
+def write_kitti_disp(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = False,
+                     text: dict[str, str] | None = None) -> Path:
+    """Write float ``(H, W)`` disparity as a KITTI 16-bit PNG (see :func:`kitti_encode`), atomically; ``text``
+    as in :func:`write_png`."""
     disp = np.asarray(disp)
     if disp.ndim != 2:
         raise ValueError(f"write_kitti_disp takes an (H, W) map, got shape {disp.shape}")
-    return write_png(path, kitti_encode(disp), overwrite)
+    return write_png(path, kitti_encode(disp), overwrite, text=text)
 
 
 def read_disp(path: str | os.PathLike[str]) -> np.ndarray:
@@ -396,6 +421,168 @@ def error_map(disp: np.ndarray, gt: np.ndarray, threshold: float = 3.0) -> np.nd
     out[known & (err >= threshold) & (err < 2 * threshold)] = ERROR_ORANGE
     out[known & (err >= 2 * threshold)] = ERROR_RED
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Legends drawn under the pictures (Pillow's built-in bitmap font: no font file, the same pixels everywhere)
+
+LEGEND_BACKGROUND = (255, 255, 255)
+LEGEND_INK = (0, 0, 0)
+_PAD = 4  # pixels around the strip's content
+_BAR_HEIGHT = 10
+_TICK = 3
+_SWATCH = 12
+
+
+def _font():
+    from PIL import ImageFont
+
+    loader = getattr(ImageFont, "load_default_imagefont", None)  # Pillow >= 10.1; before, load_default() is it
+    return loader() if loader is not None else ImageFont.load_default()
+
+
+def _text_size(font, text: str) -> tuple[int, int]:
+    left, _, right, bottom = font.getbbox(text)
+    return right - left, bottom
+
+
+def _fitting(font, variants: tuple[str, ...], width: int) -> str:
+    """The first (longest) of ``variants`` that fits in ``width`` pixels, else the last one."""
+    for text in variants:
+        if _text_size(font, text)[0] <= width:
+            return text
+    return variants[-1]
+
+
+def nice_ticks(top: float, max_ticks: int) -> list[float]:
+    """Tick values ``0, s, 2s, ... <= top`` with ``s`` 1, 2 or 5 times a power of ten, at most ``max_ticks``."""
+    if top <= 0 or max_ticks < 2:
+        return [0.0]
+    step = 10.0 ** np.floor(np.log10(top / (max_ticks - 1)))
+    for factor in (1, 2, 5, 10):
+        if int(np.floor(top / (factor * step) + 1e-9)) + 1 <= max_ticks:
+            step *= factor
+            break
+    count = int(np.floor(top / step + 1e-9)) + 1
+    return [round(i * step, 10) for i in range(count)]
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:g}"
+
+
+def colorbar(width: int, max_disp: float, label: str = "disparity (px)") -> np.ndarray:
+    """A legend strip for pictures from :func:`colorize` with the same ``max_disp``: uint8 ``(h, width, 3)``.
+
+    On a white strip: a title naming the range (``disparity (px): 0 to 228, black = unknown``, shortened on narrow
+    pictures), the colour bar whose column ``i`` has exactly the colour :func:`colorize` gives disparity
+    ``i / (n - 1) * max_disp`` (``n`` columns of bar), and ticks at round values. The range is fixed by the caller,
+    not by the data: ``stereodeploy infer`` uses the disparity range it searched, so every picture of a run shares
+    one scale. Text uses Pillow's built-in bitmap font.
+    """
+    from PIL import Image, ImageDraw
+
+    if width < 1:
+        raise ValueError(f"colorbar needs a width of at least 1 pixel, got {width}")
+    top = float(max_disp) if max_disp and max_disp > 0 else 1.0
+    font = _font()
+    line = _text_size(font, "0")[1]
+    bar_y = _PAD + line + 2
+    height = bar_y + _BAR_HEIGHT + _TICK + line + _PAD
+    strip = np.empty((height, width, 3), np.uint8)
+    strip[:] = LEGEND_BACKGROUND
+    x0, x1 = min(_PAD, width - 1), max(min(_PAD, width - 1) + 1, width - _PAD)  # bar columns [x0, x1)
+    n = x1 - x0
+    values = np.linspace(0.0, top, n, dtype=np.float32) if n > 1 else np.zeros(1, np.float32)
+    strip[bar_y:bar_y + _BAR_HEIGHT, x0:x1] = colorize(values[None], top)[0]
+    im = Image.fromarray(strip)
+    draw = ImageDraw.Draw(im)
+    span = _tick_label(top)
+    title = _fitting(font, (f"{label}: 0 to {span}, black = unknown", f"{label}: 0 to {span}",
+                            f"0 to {span} px"), width - 2 * _PAD)
+    draw.text((x0, _PAD), title, fill=LEGEND_INK, font=font)
+    label_width = _text_size(font, span)[0] + 8
+    ticks = nice_ticks(top, max(2, n // (3 * label_width))) if n > 1 else [0.0]
+    for value in ticks:
+        x = x0 + round(value / top * (n - 1))
+        draw.line([(x, bar_y + _BAR_HEIGHT), (x, bar_y + _BAR_HEIGHT + _TICK - 1)], fill=LEGEND_INK)
+        text = _tick_label(value)
+        w = _text_size(font, text)[0]
+        tx = min(max(0, x - w // 2), max(0, width - w))
+        draw.text((tx, bar_y + _BAR_HEIGHT + _TICK), text, fill=LEGEND_INK, font=font)
+    return np.asarray(im).copy()
+
+
+def error_legend(width: int, threshold: float = 3.0) -> np.ndarray:
+    """A legend strip for pictures from :func:`error_map` with the same ``threshold``: uint8 ``(h, width, 3)``.
+
+    Swatches with labels, wrapped onto as many lines as ``width`` needs: the blue..yellow ramp ``0-3 px``, orange
+    ``3-6 px``, red ``>= 6 px or none`` (a missing prediction counts as the worst error) and black ``no ground
+    truth`` (for ``threshold`` 3).
+    """
+    from PIL import Image, ImageDraw
+
+    if width < 1:
+        raise ValueError(f"error_legend needs a width of at least 1 pixel, got {width}")
+    t, t2 = _tick_label(threshold), _tick_label(2 * threshold)
+    lut = _lut(_GOOD_ANCHORS)
+    ramp = lut[np.rint(np.linspace(0, len(lut) - 1, _SWATCH * 2)).astype(np.intp)]  # error_map's own colours
+    items = [
+        (ramp, f"0-{t} px"),
+        (np.tile(np.array(ERROR_ORANGE, np.uint8), (_SWATCH, 1)), f"{t}-{t2} px"),
+        (np.tile(np.array(ERROR_RED, np.uint8), (_SWATCH, 1)), f">= {t2} px or none"),
+        (np.zeros((_SWATCH, 3), np.uint8), "no ground truth"),
+    ]
+    font = _font()
+    line = _text_size(font, "0")[1]
+    row_h = max(line, _SWATCH) + 3
+    title = _fitting(font, ("error |d - gt|:", "error:"), width - 2 * _PAD)
+    # Flow layout: (x, row) of the title and of every item; wrap when the next one does not fit.
+    placed, x, row = [], _PAD, 0
+    for kind, payload, w in [("text", title, _text_size(font, title)[0])] + [
+            ("item", item, len(item[0]) + 3 + _text_size(font, item[1])[0]) for item in items]:
+        if x > _PAD and x + w > width - _PAD:
+            x, row = _PAD, row + 1
+        placed.append((kind, payload, x, row))
+        x += w + 10
+    height = 2 * _PAD + (row + 1) * row_h
+    strip = np.empty((height, width, 3), np.uint8)
+    strip[:] = LEGEND_BACKGROUND
+    for kind, payload, x, r in placed:
+        if kind == "item":
+            colours, _ = payload
+            y = _PAD + r * row_h + (row_h - 3 - _SWATCH) // 2
+            cols = colours[: max(0, width - x)]
+            strip[y:y + _SWATCH, x:x + len(cols)] = cols[None]
+    im = Image.fromarray(strip)
+    draw = ImageDraw.Draw(im)
+    for kind, payload, x, r in placed:
+        text = payload if kind == "text" else payload[1]
+        tx = x if kind == "text" else x + len(payload[0]) + 3
+        draw.text((tx, _PAD + r * row_h), text, fill=LEGEND_INK, font=font)
+    return np.asarray(im).copy()
+
+
+def with_legend(picture: np.ndarray, legend: np.ndarray) -> np.ndarray:
+    """``picture`` (uint8 ``(H, W[, 3])``) with ``legend`` (uint8 ``(h, W, 3)``) under it: ``(H + h, W, 3)``."""
+    picture = np.asarray(picture)
+    if picture.ndim == 2:
+        picture = np.repeat(picture[..., None], 3, axis=2)
+    if picture.shape[1] != legend.shape[1]:
+        raise ValueError(f"legend is {legend.shape[1]} pixels wide, picture {picture.shape[1]}")
+    return np.concatenate([picture.astype(np.uint8, copy=False), legend], axis=0)
+
+
+def colorize_with_bar(disp: np.ndarray, max_disp: float, label: str = "disparity (px)") -> np.ndarray:
+    """:func:`colorize` with its :func:`colorbar` under it (range ``0..max_disp``, required: a fixed scale)."""
+    picture = colorize(disp, max_disp)
+    return with_legend(picture, colorbar(picture.shape[1], max_disp, label))
+
+
+def error_map_with_legend(disp: np.ndarray, gt: np.ndarray, threshold: float = 3.0) -> np.ndarray:
+    """:func:`error_map` with its :func:`error_legend` under it."""
+    picture = error_map(disp, gt, threshold)
+    return with_legend(picture, error_legend(picture.shape[1], threshold))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import io
 import json
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ExportReport, ModelMeta
 from stereodeploy.io import atomic_write, ensure_writable, read_image, to_gray
 
 QUANT_KEY = "stereodeploy.quantization"
+ProgressCallback = Callable[[int, int], None]  # (steps done, steps in all): the calibration crops, quantise, check
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
 PERCENTILE = 99.9
 
@@ -191,17 +192,30 @@ def _load(path: Path) -> tuple[Any, ModelMeta]:
     return proto, meta
 
 
-def _tensor_ranges(model_path: Path, crops: Sequence[np.ndarray], percentile: float, workdir: Path) -> Path:
-    """Percentile activation ranges over ``crops``, fed one at a time; saved as an onnxruntime calibration cache."""
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator, save_tensors_data
+def _tensor_ranges(model_path: Path, crops: Sequence[np.ndarray], percentile: float, workdir: Path,
+                   on_crop: Callable[[int], None] | None = None) -> Path:
+    """Percentile activation ranges over ``crops``, fed one at a time; saved as an onnxruntime calibration cache.
 
-    calibrator = create_calibrator(model_path, ["Conv", "Relu"], augmented_model_path=str(workdir / "augmented.onnx"),
-                                   calibrate_method=CalibrationMethod.Percentile,
-                                   extra_options={"percentile": percentile})
-    for crop in crops:  # one collect per crop: histograms accumulate, activations are dropped after each
-        calibrator.collect_data(_OneBatch(crop))
+    ``on_crop(done)`` is called after each crop."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        create_calibrator,
+        save_tensors_data,
+    )
+
+    with _quiet():
+        calibrator = create_calibrator(model_path, ["Conv", "Relu"],
+                                       augmented_model_path=str(workdir / "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.Percentile,
+                                       extra_options={"percentile": percentile})
+    for i, crop in enumerate(crops, start=1):  # one collect per crop: histograms accumulate, activations dropped
+        with _quiet():
+            calibrator.collect_data(_OneBatch(crop))
+        if on_crop is not None:  # outside _quiet: the caller's callback may print
+            on_crop(i)
     cache = workdir / "ranges.json"
-    save_tensors_data(calibrator.compute_data(), cache)
+    with _quiet():
+        save_tensors_data(calibrator.compute_data(), cache)
     return cache
 
 
@@ -222,8 +236,13 @@ def _feature_agreement(fp32: bytes, int8: bytes, crops: Sequence[np.ndarray]) ->
 
 def quantize_model(model: Path | str, out: Path | str, calibration: Sequence[Path | str] = (), *,
                    crop_size: int = 256, crops_per_image: int = 4, percentile: float = PERCENTILE,
-                   per_channel: bool = True, seed: int = 0, overwrite: bool = False) -> QuantizeReport:
+                   per_channel: bool = True, seed: int = 0, overwrite: bool = False,
+                   progress: bool | ProgressCallback = False) -> QuantizeReport:
     """Quantise the float32 feature model ``model`` to int8 into ``out`` (see the module docstring).
+
+    Calibration takes most of the time (minutes for a few dozen images on 2 cores): ``progress`` ``True`` shows a
+    rich progress bar on stderr, a callable is called as ``progress(done, total)`` after each step: every
+    calibration crop, then the quantisation and the feature check (``total`` = crops + 2).
 
     ``calibration``: image files and KITTI / Middlebury dataset folders (their left and right images); empty
     means scikit-image's Motorcycle pair. Calibrate on images like the ones the model will see, and evaluate on
@@ -231,7 +250,7 @@ def quantize_model(model: Path | str, out: Path | str, calibration: Sequence[Pat
     ``out`` without ``overwrite``; the file only appears once everything succeeded.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import quantize_static
 
     model, out = Path(model), Path(out)
     ensure_writable(out, overwrite)
@@ -246,16 +265,8 @@ def quantize_model(model: Path | str, out: Path | str, calibration: Sequence[Pat
     images, sources = calibration_images(calibration)
     crops = calibration_crops(images, crop_size, crops_per_image, seed)
     excluded = [first_conv(proto)]
-    with tempfile.TemporaryDirectory(prefix="stereodeploy-quant-") as tmp:
-        work = Path(tmp)
-        with _quiet():
-            cache = _tensor_ranges(model, crops, percentile, work)
-            quantize_static(str(model), str(work / "int8.onnx"), None, quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=["Conv", "Relu"], per_channel=per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.Percentile,
-                            calibration_cache_path=str(cache))
-        qmodel = onnx.load_model(str(work / "int8.onnx"))
+    with _progress_bar(progress) as report_step:
+        qmodel, cos_mean, cos_p01 = _quantize(model, proto, crops, excluded, percentile, per_channel, report_step)
     del qmodel.metadata_props[:]
     for p in proto.metadata_props:
         qmodel.metadata_props.add(key=p.key, value=p.value)
@@ -268,12 +279,99 @@ def quantize_model(model: Path | str, out: Path | str, calibration: Sequence[Pat
     }
     qmodel.metadata_props.add(key=QUANT_KEY, value=json.dumps(info))
     onnx.checker.check_model(qmodel)
-    cos_mean, cos_p01 = _feature_agreement(proto.SerializeToString(), qmodel.SerializeToString(), crops)
     with atomic_write(out, overwrite=overwrite) as tmp_out:
         onnx.save_model(qmodel, str(tmp_out))
     return QuantizeReport(path=out, meta=meta, images=len(images), crops=len(crops),
                           crop_size=int(crops[0].shape[-1]), sources=sources, excluded=excluded,
                           cosine_mean=cos_mean, cosine_p01=cos_p01)
+
+
+def _quantize(model: Path, proto: Any, crops: Sequence[np.ndarray], excluded: list[str], percentile: float,
+              per_channel: bool, report_step: ProgressCallback | None) -> tuple[Any, float, float]:
+    """Calibrate, quantise and compare features: the slow part, in ``len(crops) + 2`` reported steps."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    total = len(crops) + 2  # every calibration crop, the quantisation, the feature check
+
+    def step(done: int) -> None:
+        if report_step is not None:
+            report_step(done, total)
+
+    with tempfile.TemporaryDirectory(prefix="stereodeploy-quant-") as tmp:
+        work = Path(tmp)
+        cache = _tensor_ranges(model, crops, percentile, work, step)
+        with _quiet():
+            quantize_static(str(model), str(work / "int8.onnx"), None, quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=["Conv", "Relu"], per_channel=per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.Percentile,
+                            calibration_cache_path=str(cache))
+        qmodel = onnx.load_model(str(work / "int8.onnx"))
+    step(total - 1)
+    cos_mean, cos_p01 = _feature_agreement(proto.SerializeToString(), qmodel.SerializeToString(), crops)
+    step(total)
+    return qmodel, cos_mean, cos_p01
+
+
+@contextlib.contextmanager
+def _progress_bar(progress: bool | ProgressCallback) -> Iterator[ProgressCallback | None]:
+    """The per-step callback for ``progress``: the caller's own, a rich bar on stderr for ``True``, else None."""
+    if callable(progress):
+        yield progress
+        return
+    if not progress:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    # stderr: a bar is not a result (and onnxruntime's prints to stdout are swallowed around each step)
+    with Progress(TextColumn("int8: calibrating, quantising, checking"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task("calibration", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def quantize_file(model: Path | str, out: Path | str | None = None, calibration: Sequence[Path | str] = (), *,
+                  overwrite: bool = False, progress: bool | ProgressCallback = False, **options: Any) -> QuantizeReport:
+    """What ``stereodeploy quantize IN.onnx [--out OUT.onnx] [--calibration DIR ...]`` does.
+
+    Quantises an existing float32 feature model (written by ``stereodeploy export``) into ``out``, by default
+    ``<IN stem>_int8.onnx`` beside it (:func:`int8_path`). Before any work: refuses ``out`` equal to the input,
+    an existing ``out`` without ``overwrite``, and missing calibration sources. ``options`` go to
+    :func:`quantize_model` (``crop_size``, ``crops_per_image``, ``percentile``, ``per_channel``, ``seed``).
+    """
+    model = Path(model)
+    out = int8_path(model) if out is None else Path(out)
+    if out.resolve() == model.resolve():
+        raise UsageError(f"--out {out} is the model being quantised: write the int8 model to another file")
+    ensure_writable(out, overwrite)
+    check_calibration(calibration)
+    return quantize_model(model, out, calibration, overwrite=overwrite, progress=progress, **options)
+
+
+def summary(report: QuantizeReport) -> str:
+    """One line for the terminal: what was written and how close its features are to the float32 model's."""
+    return (f"wrote {report.path}: int8 (float32: {', '.join(report.excluded)}), calibrated on {report.crops} crops "
+            f"of {report.images} images; cosine of its features to float32: mean {report.cosine_mean:.4f}, "
+            f"1st percentile {report.cosine_p01:.4f}")
 
 
 def int8_path(fp32_path: Path | str) -> Path:

@@ -85,6 +85,105 @@ def eval_table(result: EvalResult) -> Table:
     return table
 
 
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, align: str = "",
+               width: int | None = None, key_columns: int = 1, footer: Sequence[Sequence[str]] = (),
+               title: str = "", caption: str = "") -> str:
+    """A plain-text table that never cuts a cell: columns padded to their widest cell, separated by two spaces.
+
+    ``width`` ``None``: one block however wide (for pipes and files). With a ``width``, columns that do not fit
+    go to further blocks below, each repeating the first ``key_columns`` columns (the row names), so every
+    line fits unless a single column with the keys is wider than ``width`` itself; the title and caption
+    wrap at ``width``. ``align`` has one letter per column, ``l`` or ``r`` (default: first left, others
+    right); ``footer`` rows come after a rule (averages, totals).
+    """
+    import textwrap
+
+    n = len(headers)
+    align = align or "l" + "r" * (n - 1)
+    if len(align) != n or any(len(r) != n for r in (*rows, *footer)):
+        raise ValueError("every row and the align string need one entry per header")
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, *footer)]
+    keys = list(range(min(key_columns, n)))
+    blocks: list[list[int]] = []
+    for col in range(len(keys), n):
+        current = blocks[-1] if blocks else None
+        used = sum(widths[c] + 2 for c in keys + (current or [])) + widths[col]
+        if current is not None and (width is None or used <= width):
+            current.append(col)
+        else:
+            blocks.append([col])
+    if not blocks:
+        blocks = [[]]
+
+    def line(cells: Sequence[str], cols: list[int]) -> str:
+        parts = [str(cells[c]).ljust(widths[c]) if align[c] == "l" else str(cells[c]).rjust(widths[c])
+                 for c in cols]
+        return "  ".join(parts).rstrip()
+
+    def wrap(text: str) -> list[str]:
+        if not text:
+            return []
+        return textwrap.wrap(text, width) if width else [text]
+
+    out = wrap(title)
+    for i, block in enumerate(blocks):
+        cols = keys + block
+        if i or out:
+            out.append("")
+        rule = "  ".join("-" * widths[c] for c in cols)
+        out += [line(headers, cols), rule] + [line(r, cols) for r in rows]
+        if footer:
+            out += [rule] + [line(r, cols) for r in footer]
+    if caption:
+        out += [""] + wrap(caption)
+    return "\n".join(out) + "\n"
+
+
+def render_eval_table(result: EvalResult, width: int | None = None, terminal: bool | None = None) -> str:
+    """One evaluation as text for the terminal or a pipe: a row per frame, then the averages and mean times.
+
+    No number is ever cut short. ``terminal`` (default: whether stdout is a terminal) picks the layout: on a
+    terminal the table wraps at ``width`` (default: the terminal's width) by moving columns to further blocks
+    that repeat the frame names (:func:`text_table`); otherwise it is one plain block with every column, for
+    ``grep``, ``column -t`` and files. Headers are ASCII: ``>=3`` is the study's rule on the best ground truth,
+    ``>3 noc`` / ``D1 noc`` KITTI's rules on non-occluded (and ``occ`` all) ground truth, ``dens`` the percentage
+    of pixels answered, times in seconds.
+    """
+    import shutil
+    import sys
+
+    if terminal is None:
+        terminal = sys.stdout.isatty()
+    if not terminal:
+        width = None
+    elif width is None:
+        width = shutil.get_terminal_size().columns
+    t = f"{result.threshold:g}"
+    kinds = [k for k in ("noc", "occ") if any(f"kitti_{k}" in i.metrics for i in result.images)]
+    headers = ["frame", "D", f">={t}"]
+    for kind in kinds:
+        headers += [f">{t} {kind}", f"D1 {kind}"]
+    headers += ["dens", "feat", "match", "total"]
+    stages = ("features", "matching", "total")
+    rows = []
+    for img in result.images:
+        cells = [img.name, str(img.max_disp), fmt(img.error_rate)]
+        for kind in kinds:
+            cells += [fmt(img.metrics.get(f"kitti_{kind}")), fmt(img.metrics.get(f"d1_{kind}"))]
+        rows.append(cells + [fmt(img.density, 1)] + [fmt(img.seconds.get(k), 3) for k in stages])
+    avg, sec = result.averages(), result.mean_stage_seconds()
+    mean = [f"mean of {len(result.images)}", "", fmt(result.average_error_rate)]
+    for kind in kinds:
+        mean += [fmt(avg.get(f"kitti_{kind}")), fmt(avg.get(f"d1_{kind}"))]
+    mean += [fmt(avg.get("density"), 1)] + [fmt(sec.get(k), 3) for k in stages]
+    caption = (f"error rates in %: >={t} the study's rule on the best ground truth"
+               + (f", >{t} KITTI and D1 KITTI 2015 on {'/'.join(kinds)} ground truth" if kinds else "")
+               + "; dens = % of pixels answered; D = max disparity; times in seconds")
+    return text_table(headers, rows, footer=[mean], width=width,
+                      title=f"{result.model} - {result.backend} - post-processing {result.postprocess}",
+                      caption=caption)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Comparison tables (plain data, shared by report.json and report.md)
 

@@ -9,12 +9,16 @@ import pytest
 from PIL import Image
 
 from stereodeploy.datasets import (
+    DEFAULT_PRESET,
+    FORMATS,
     Frame,
     detect_format,
+    detect_preset,
     list_frames,
     load_dataset,
     load_frame,
     parse_calib,
+    preset_for_format,
     synthetic_pair,
 )
 from stereodeploy.errors import UsageError, UserError
@@ -80,6 +84,35 @@ def middlebury(tmp_path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------- detection
+
+
+def test_every_layout_has_its_own_sgm_and_filter_preset() -> None:
+    from stereodeploy.engine.filters import BLUR_PRESETS
+    from stereodeploy.engine.sgm import SGM_PRESETS
+
+    assert {fmt: preset_for_format(fmt) for fmt in FORMATS} == {
+        "kitti2012": "kitti2012", "kitti2015": "kitti2015", "middlebury": "middlebury"}
+    assert all(preset_for_format(f) in SGM_PRESETS and preset_for_format(f) in BLUR_PRESETS for f in FORMATS)
+    assert DEFAULT_PRESET in SGM_PRESETS
+    with pytest.raises(UsageError, match="unknown dataset format 'kitti'"):
+        preset_for_format("kitti")
+
+
+def test_preset_detected_from_dataset_folders_and_images_inside_them(
+        kitti2015: Path, kitti2012: Path, middlebury: Path, tmp_path: Path) -> None:
+    assert detect_preset(kitti2015) == "kitti2015" and detect_preset(kitti2015 / "training") == "kitti2015"
+    assert detect_preset(kitti2012) == "kitti2012" and detect_preset(middlebury) == "middlebury"
+    assert detect_preset(middlebury / "Alpha") == "middlebury"
+    assert detect_preset(kitti2015 / "training" / "image_2" / "000000_10.png") == "kitti2015"
+    assert detect_preset(kitti2015 / "training" / "image_3" / "000000_10.png") == "kitti2015"
+    assert detect_preset(kitti2012 / "training" / "image_1" / "000000_10.png") == "kitti2012"
+    assert detect_preset(middlebury / "Alpha" / "im0.png") == "middlebury"
+    # Images outside any layout, folders without one: nothing detected (the caller uses DEFAULT_PRESET).
+    _img(tmp_path / "loose" / "left.png", 1)
+    _img(tmp_path / "loose" / "image_2" / "a.png", 1)  # image_2 without image_3 beside it
+    assert detect_preset(tmp_path / "loose" / "left.png") is None
+    assert detect_preset(tmp_path / "loose" / "image_2" / "a.png") is None
+    assert detect_preset(tmp_path / "loose") is None
 
 
 def test_detect_each_layout_from_root_or_training(kitti2015: Path, kitti2012: Path, middlebury: Path) -> None:

@@ -15,10 +15,24 @@ from typer.testing import CliRunner
 from stereodeploy.config import MatchConfig
 from stereodeploy.datasets import StereoSample, synthetic_pair
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.evaluate import evaluate, postprocess_name
-from stereodeploy.io import ERROR_ORANGE, ERROR_RED, read_image, write_pfm, write_png
+from stereodeploy.evaluate import (
+    EvalResult,
+    ImageResult,
+    evaluate,
+    postprocess_name,
+    training_overlap,
+    training_overlap_warning,
+)
+from stereodeploy.io import (
+    ERROR_ORANGE,
+    ERROR_RED,
+    error_legend,
+    read_image,
+    write_pfm,
+    write_png,
+)
 from stereodeploy.io import write_json
-from stereodeploy.report import eval_table
+from stereodeploy.report import eval_table, render_eval_table, text_table
 
 TIMINGS = {"features": 0.25, "matching": 0.5, "total": 0.75}
 
@@ -115,6 +129,8 @@ def test_error_maps_are_written_per_frame_and_never_replaced_silently(frames, tm
     assert tuple(img[0, 0]) == ERROR_ORANGE  # error 4: at least 3, under 6
     assert tuple(img[0, 10]) == (0, 0, 0)  # no ground truth
     assert tuple(img[1, 0]) == (35, 60, 170)  # exact
+    assert img.shape[0] > 2 and (img[2:] == 255).any()  # the legend strip under the 2-row map
+    np.testing.assert_array_equal(img[2:], error_legend(40, 3.0))
     img = read_image(tmp_path / "maps" / "b_error.png")
     assert tuple(img[1, 3]) == ERROR_RED  # missing prediction where ground truth is known
     matcher.calls.clear()
@@ -160,6 +176,107 @@ def test_json_and_table_carry_the_same_numbers(frames, tmp_path: Path) -> None:
     assert f"{result.average_error_rate:.2f}" in text and "25.00" in text and "14.29" in text
 
 
+def test_training_overlap_names_the_trained_frames_in_evaluation_order(tmp_path: Path) -> None:
+    trained = {"frames": ["Baby2", "000005_10", "Midd1"], "examples": 10}
+    assert training_overlap(trained, ["Midd2", "Midd1", "Baby2", "Baby3"]) == ["Midd1", "Baby2"]
+    assert training_overlap(trained, ["Midd2"]) == []
+    assert training_overlap({}, ["Midd1"]) == []  # no records: nothing can be said
+    # KITTI 2012 and 2015 share frame names: a known, different training layout means no overlap.
+    assert training_overlap({**trained, "format": "kitti2015"}, ["000005_10"], "kitti2012") == []
+    assert training_overlap({**trained, "format": "kitti2015"}, ["000005_10"], "kitti2015") == ["000005_10"]
+    kitti = tmp_path / "k15" / "training"
+    for sub in ("image_2", "image_3"):
+        (kitti / sub).mkdir(parents=True)
+    sources = {**trained, "sources": [str(tmp_path / "k15")]}  # layout read from the source folder
+    assert training_overlap(sources, ["000005_10"], "kitti2012") == []
+    assert training_overlap(sources, ["000005_10"], "kitti2015") == ["000005_10"]
+    gone = {**trained, "sources": [str(tmp_path / "moved")]}  # a source that no longer exists: names decide
+    assert training_overlap(gone, ["000005_10"], "kitti2012") == ["000005_10"]
+    line = training_overlap_warning("m.onnx", ["a", "b", "c", "d", "e", "f"], 9)
+    assert "\n" not in line and "6 of the 9" in line and "a, b, c, d, e, ..." in line
+
+
+def test_evaluate_warns_and_records_frames_the_model_was_trained_on(frames) -> None:
+    samples, matcher = frames
+    matcher.backend.meta = SimpleNamespace(source_framework="torch", training_data={"frames": ["b", "x"]})
+    with pytest.warns(UserWarning) as caught:
+        result = evaluate(samples, matcher, progress=False)
+    messages = [str(w.message) for w in caught]
+    assert any("trained on 1 of the 2 evaluated frames (b)" in m for m in messages), messages
+    assert result.trained_on == ["b"] and result.to_dict()["trained_on"] == ["b"]
+    assert [i.name for i in result.images] == ["a", "b"]  # still scored
+    matcher.backend.meta = SimpleNamespace(source_framework="torch")  # no records: no warning about training
+    with pytest.warns(UserWarning) as caught:
+        assert evaluate(samples, matcher, progress=False).trained_on == []
+    assert not any("trained on" in str(w.message) for w in caught)
+
+
+def _kitti_result(frames: int = 3) -> EvalResult:
+    """A result with every KITTI column and numbers whose digits differ per cell (so a cut one shows)."""
+    images = []
+    for i in range(frames):
+        metrics = {"error_rate": 12.3456 + i, "density": 99.51 - i, "study_noc": 12.3456 + i,
+                   "kitti_noc": 11.1111 + i, "d1_noc": 10.5049 + i, "study_occ": 14.25 + i,
+                   "kitti_occ": 13.875 + i, "d1_occ": 102.75 - i}
+        images.append(ImageResult(name=f"0000{i}5_10", error_rate=metrics["error_rate"], density=metrics["density"],
+                                  seconds={"features": 0.1234 + i, "matching": 12.5 + i, "total": 12.6234 + 2 * i},
+                                  metrics=metrics, ground_truth="noc", max_disp=228, size=(1242, 375)))
+    return EvalResult(model="models/mccnn_fast_torch.onnx", backend="onnx", postprocess="full", images=images)
+
+
+def _cells_by_row(text: str, names: list[str]) -> dict[str, list[str]]:
+    """Every cell printed after each row name, over all blocks of the table (cells are separated by 2+ spaces)."""
+    import re
+
+    cells: dict[str, list[str]] = {n: [] for n in names}
+    for line in text.splitlines():
+        for n in names:
+            if line.startswith(n + " "):
+                cells[n] += re.split(r"\s{2,}", line[len(n):].strip())
+    return cells
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, None])
+def test_eval_text_table_never_cuts_a_number(width: int | None) -> None:
+    result = _kitti_result()
+    text = render_eval_table(result, width=width, terminal=width is not None)
+    lines = text.splitlines()
+    if width is not None:
+        assert max(map(len, lines)) <= width
+    assert "…" not in text and "..." not in text
+    names = [i.name for i in result.images] + ["mean of 3"]
+    cells = _cells_by_row(text, names)
+    for img in result.images:
+        m = img.metrics
+        expected = ["228", f"{img.error_rate:.2f}", f"{m['kitti_noc']:.2f}", f"{m['d1_noc']:.2f}",
+                    f"{m['kitti_occ']:.2f}", f"{m['d1_occ']:.2f}", f"{img.density:.1f}",
+                    *(f"{img.seconds[k]:.3f}" for k in ("features", "matching", "total"))]
+        assert cells[img.name] == expected
+    assert cells["mean of 3"][0] == f"{result.average_error_rate:.2f}" and len(cells["mean of 3"]) == 9
+    blocks = sum(1 for line in lines if line.startswith("frame "))
+    assert blocks == (1 if width in (120, None) else 2)  # these 11 columns need 84 characters
+
+
+def test_eval_text_table_is_plain_when_output_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal size must not matter when stdout is a pipe
+    text = render_eval_table(_kitti_result())  # pytest captures stdout: not a terminal
+    assert sum(1 for line in text.splitlines() if line.startswith("frame ")) == 1
+    assert text == render_eval_table(_kitti_result(), terminal=False)
+    assert "\x1b" not in text  # no terminal escapes
+    wrapped = render_eval_table(_kitti_result(), terminal=True)  # a terminal of COLUMNS=40 columns
+    assert max(map(len, wrapped.splitlines())) <= 40
+
+
+def test_text_table_blocks_repeat_the_key_column_and_check_rows() -> None:
+    text = text_table(["name", "a", "b"], [["x", "1.25", "300.5"], ["yy", "2", "3"]], width=12,
+                      footer=[["all", "3.25", "303.5"]])
+    assert text.splitlines() == ["name     a", "----  ----", "x     1.25", "yy       2", "----  ----", "all   3.25",
+                                 "", "name      b", "----  -----", "x     300.5", "yy        3", "----  -----",
+                                 "all   303.5"]
+    with pytest.raises(ValueError, match="one entry per header"):
+        text_table(["a", "b"], [["1"]])
+
+
 # ---------------------------------------------------------------------------------------------------- the command
 
 
@@ -203,8 +320,8 @@ def _tiny_onnx(path: Path) -> Path:
 
 def test_evaluate_command_writes_json_consistent_with_the_library(tmp_path: Path) -> None:
     from stereodeploy.cli import app
-    from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.datasets import load_dataset
+    from stereodeploy.engine.matcher import StereoMatcher
 
     data = _middlebury(tmp_path / "data")
     model = _tiny_onnx(tmp_path / "m.onnx")

@@ -13,15 +13,22 @@ from stereodeploy.io import (
     ERROR_ORANGE,
     ERROR_RED,
     atomic_write,
+    colorbar,
     colorize,
+    colorize_with_bar,
     ensure_writable,
+    error_legend,
     error_map,
+    error_map_with_legend,
     kitti_encode,
+    nice_ticks,
     read_disp,
     read_image,
     read_kitti_disp,
     read_pfm,
+    read_png_text,
     to_gray,
+    with_legend,
     write_disp,
     write_kitti_disp,
     write_pfm,
@@ -194,6 +201,14 @@ def test_pfm_file_layout_is_little_endian_bottom_up_with_inf(tmp_path: Path) -> 
     np.testing.assert_array_equal(body, [3.0, np.inf, 1.0, 2.0])  # bottom row first, NaN stored as inf
 
 
+def test_pfm_stores_every_non_finite_value_as_inf_and_keeps_zero(tmp_path: Path) -> None:
+    disp = np.array([[0.0, -np.inf, np.inf, np.nan, 7.5]], dtype=np.float32)
+    write_pfm(tmp_path / "d.pfm", disp)
+    body = np.frombuffer((tmp_path / "d.pfm").read_bytes()[len(b"Pf\n5 1\n-1.0\n"):], "<f4")
+    np.testing.assert_array_equal(body, [0.0, np.inf, np.inf, np.inf, 7.5])  # Middlebury: inf = unknown, 0 is 0
+    np.testing.assert_array_equal(read_pfm(tmp_path / "d.pfm"), [[0.0, np.nan, np.nan, np.nan, 7.5]])
+
+
 def test_read_pfm_big_endian_and_colour(tmp_path: Path) -> None:
     rows_bottom_up = np.array([[5.0, 6.0, np.inf], [1.0, 2.0, 3.0]], dtype=">f4")
     (tmp_path / "be.pfm").write_bytes(b"Pf\n3 2\n1.0\n" + rows_bottom_up.tobytes())
@@ -301,6 +316,16 @@ def test_error_map_threshold_boundaries_and_shape_check() -> None:
         error_map(np.zeros((1, 4)), np.zeros((2, 2)))
 
 
+def test_png_text_chunks_record_how_a_map_was_made(tmp_path: Path) -> None:
+    disp = np.full((3, 4), 2.5, np.float32)
+    meta = {"stereodeploy.sgm_preset": "kitti2015", "stereodeploy.model": "mccnn_fast_torch.onnx (ü)"}
+    write_kitti_disp(tmp_path / "d.png", disp, text=meta)
+    assert read_png_text(tmp_path / "d.png") == meta
+    np.testing.assert_array_equal(read_kitti_disp(tmp_path / "d.png"), disp)  # pixels unchanged
+    write_png(tmp_path / "plain.png", np.zeros((2, 2), np.uint8))
+    assert read_png_text(tmp_path / "plain.png") == {}
+
+
 def test_write_png_round_trip_and_refusal(tmp_path: Path) -> None:
     img = _rgb()
     write_png(tmp_path / "p.png", img)
@@ -311,3 +336,83 @@ def test_write_png_round_trip_and_refusal(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_image(tmp_path / "p.png"), img[..., 0])
     with pytest.raises(ValueError, match="uint8"):
         write_png(tmp_path / "f.png", img.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------- legends
+
+
+def test_nice_ticks_use_round_steps_within_the_range() -> None:
+    assert nice_ticks(228, 12) == [0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 220]
+    assert nice_ticks(70, 4) == [0, 20, 40, 60]
+    assert nice_ticks(10, 11) == list(range(11))
+    assert nice_ticks(1, 3) == [0, 0.5, 1]
+    assert nice_ticks(228, 2) == [0, 200]
+    assert nice_ticks(0, 5) == [0]
+
+
+def _ink_columns(strip: np.ndarray, row: int) -> list[int]:
+    return [int(x) for x in np.flatnonzero((strip[row] == 0).all(axis=1))]
+
+
+def test_colorbar_shows_exactly_colorize_colours_with_ticks_and_a_title() -> None:
+    width, top = 300, 228
+    strip = colorbar(width, top)
+    assert strip.dtype == np.uint8 and strip.shape[1:] == (width, 3) and 25 <= strip.shape[0] <= 50
+    # The bar: the row whose pixels are not background and not ink, spanning columns 4..295.
+    bar_rows = [y for y in range(strip.shape[0]) if (strip[y, 4:width - 4] != 255).any(axis=1).all()
+                and not (strip[y, 4:width - 4] == 0).all(axis=1).any()]
+    assert len(bar_rows) == 10
+    bar = strip[bar_rows[0], 4:width - 4]
+    expected = colorize(np.linspace(0, top, width - 8, dtype=np.float32)[None], top)[0]
+    np.testing.assert_array_equal(bar, expected)
+    # Tick marks: black pixels right under the bar at the positions of round values.
+    ticks = _ink_columns(strip, bar_rows[-1] + 1)
+    assert ticks == [4 + round(v / top * (width - 9)) for v in nice_ticks(top, len(ticks))]
+    assert len(ticks) >= 3
+    # The title row holds text (black pixels) above the bar; nothing is drawn outside the strip's white.
+    assert (strip[: bar_rows[0]] == 0).all(axis=2).sum() > 50
+    colours = {tuple(c) for c in strip.reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in expected} | {(0, 0, 0), (255, 255, 255)}
+
+
+def test_colorbar_title_shortens_on_narrow_pictures_but_keeps_the_range() -> None:
+    wide, narrow = colorbar(600, 70), colorbar(90, 70)
+    def ink(strip: np.ndarray) -> int:  # black pixels in the title rows
+        return int((strip[:14] == 0).all(axis=2).sum())
+
+    assert ink(narrow) < ink(wide)  # a shorter title
+    assert colorbar(1, 10).shape[1] == 1  # degenerate widths still work
+    with pytest.raises(ValueError, match="width"):
+        colorbar(0, 10)
+
+
+def test_colorize_with_bar_keeps_the_picture_and_appends_the_strip() -> None:
+    disp = np.tile(np.linspace(0, 50, 120, dtype=np.float32), (20, 1))
+    disp[0, 0] = np.nan
+    out = colorize_with_bar(disp, 64)
+    np.testing.assert_array_equal(out[:20], colorize(disp, 64))
+    np.testing.assert_array_equal(out[20:], colorbar(120, 64))
+
+
+def test_error_legend_has_every_colour_of_the_error_map_and_wraps_when_narrow() -> None:
+    wide = error_legend(600, threshold=3.0)
+    colours = {tuple(int(v) for v in c) for c in wide.reshape(-1, 3)}
+    assert ERROR_ORANGE in colours and ERROR_RED in colours and (0, 0, 0) in colours
+    errors = np.linspace(0.0, 2.9999, 2000, dtype=np.float32)[None]
+    good = {tuple(int(v) for v in c) for c in error_map(errors, np.zeros_like(errors))[0]}
+    ends = error_map(np.array([[0.0, 2.9999]], np.float32), np.zeros((1, 2), np.float32))[0]
+    assert {tuple(int(v) for v in c) for c in ends} <= colours  # the ramp runs from "exact" to "just below 3"
+    assert colours <= good | {ERROR_ORANGE, ERROR_RED, (0, 0, 0), (255, 255, 255)}  # no other colour
+    narrow = error_legend(120, threshold=3.0)
+    assert narrow.shape[0] > wide.shape[0]  # wrapped onto more lines, nothing cut at the right edge
+    assert (narrow[:, -3:] == 255).all()
+
+
+def test_error_map_with_legend_and_width_check() -> None:
+    gt = np.full((8, 200), 10.0, np.float32)
+    disp = gt + 4
+    out = error_map_with_legend(disp, gt, 3.0)
+    np.testing.assert_array_equal(out[:8], error_map(disp, gt, 3.0))
+    np.testing.assert_array_equal(out[8:], error_legend(200, 3.0))
+    with pytest.raises(ValueError, match="wide"):
+        with_legend(np.zeros((4, 10, 3), np.uint8), error_legend(12))

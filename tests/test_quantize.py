@@ -18,7 +18,14 @@ pytest.importorskip("onnxruntime.quantization")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from stereodeploy.quantize import QUANT_KEY, calibration_crops, int8_path, quantize_model  # noqa: E402
+from stereodeploy.quantize import (  # noqa: E402
+    QUANT_KEY,
+    calibration_crops,
+    int8_path,
+    quantize_file,
+    quantize_model,
+    summary,
+)
 
 NET = NetworkConfig(layers=3, maps=16, kernel=3)  # first conv stays float, two are quantised
 
@@ -90,6 +97,50 @@ def test_int8_model_matches_like_the_float_model(fp32_model: Path, calibration_d
     assert np.mean(d32 == d8) > 0.9
     known = np.isfinite(s.disp)
     assert np.mean(np.abs(d8[known] - s.disp[known]) < 3) > np.mean(np.abs(d32[known] - s.disp[known]) < 3) - 0.05
+
+
+def test_progress_callback_sees_every_calibration_crop(fp32_model: Path, calibration_dir: Path, tmp_path: Path,
+                                                      capsys):
+    calls: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append((done, total))
+        print(f"crop {done}/{total}")  # a caller's callback may print: its output is not swallowed
+
+    report = quantize_model(fp32_model, tmp_path / "q.onnx", [calibration_dir / "left0.png"], crop_size=32,
+                            crops_per_image=3, progress=progress)
+    assert calls == [(i, 5) for i in range(1, 6)] and report.crops == 3  # 3 crops, quantisation, feature check
+    assert capsys.readouterr().out.splitlines() == [f"crop {i}/5" for i in range(1, 6)]
+
+
+def test_progress_true_draws_a_bar_on_stderr(fp32_model: Path, calibration_dir: Path, tmp_path: Path, capfd):
+    quantize_model(fp32_model, tmp_path / "q.onnx", [calibration_dir / "left0.png"], crop_size=32,
+                   crops_per_image=2, progress=True)
+    captured = capfd.readouterr()
+    assert "int8: calibrating" in captured.err and "4/4" in captured.err
+    assert "calibrating" not in captured.out  # stdout stays for results
+
+
+def test_quantize_file_defaults_beside_the_input_and_checks_before_work(fp32_model: Path, calibration_dir: Path,
+                                                                       tmp_path: Path):
+    import shutil
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(fp32_model, model)
+    report = quantize_file(model, calibration=[calibration_dir / "left1.png"], crop_size=32, crops_per_image=1)
+    assert report.path == tmp_path / "m_int8.onnx" and report.path.is_file()
+    line = summary(report)
+    assert line.startswith(f"wrote {report.path}: int8") and "1 crops of 1 images" in line and "\n" not in line
+    with pytest.raises(UsageError, match="exists: pass --overwrite"):  # refused before the calibration is read
+        quantize_file(model, calibration=[tmp_path / "missing"])
+    with pytest.raises(UsageError, match="is the model being quantised"):
+        quantize_file(model, model, overwrite=True)
+    with pytest.raises(UserError, match="calibration source .*missing does not exist"):
+        quantize_file(model, tmp_path / "other.onnx", [tmp_path / "missing"])
+    assert not (tmp_path / "other.onnx").exists()
+    again = quantize_file(model, calibration=[calibration_dir / "left1.png"], crop_size=32, crops_per_image=1,
+                          overwrite=True)
+    assert again.path == report.path
 
 
 def test_calibration_crops_are_seeded_and_fit_small_images():
