@@ -16,8 +16,8 @@ import typer
 from stereodeploy.cli_eval import register as register_eval
 from stereodeploy.cli_options import (
     BackendName, BackendOption, BatchSize, DataFormat, Device, Epochs, FormatOption, Framework, Kernel, Layers, LearningRate,
-    LrDrops, MaxExamples, ModelOption, Momentum, Overwrite, Postprocess, PostprocessOption, ProviderOption,
-    Quantization, Seed, Maps, value)
+    LrDrops, MaxExamples, ModelOption, Momentum, Overwrite, Postprocess, PostprocessOption, Progress,
+    ProviderOption, Quantization, Seed, Maps, value)
 from stereodeploy.cli_options import user_errors as _user_errors
 from stereodeploy.errors import UsageError, UserError
 
@@ -29,10 +29,20 @@ train_app = typer.Typer(no_args_is_help=True, help="Train MC-CNN fast with PyTor
 app.add_typer(train_app, name="train")
 
 
-def default_model() -> Path:
-    from stereodeploy.models_dir import default_model_path
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show the frameworks' own start-up logs (TensorFlow's absl and oneDNN lines).")] = False,
+          ) -> None:
+    from stereodeploy.quiet import quiet_tensorflow
 
-    return default_model_path()
+    quiet_tensorflow(verbose)
+
+
+def model_path(model: Optional[Path]) -> Path:
+    """The model a --model option names (a path or a shipped model's name), or the default model."""
+    from stereodeploy.models_dir import default_model_path, resolve_model
+
+    return default_model_path() if model is None else resolve_model(model)
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -162,7 +172,8 @@ def infer(
         help="LEFT RIGHT images, or one dataset folder (KITTI 2012/2015 or Middlebury layout).",
         metavar="LEFT RIGHT | DATASET", show_default=False)] = None,
     pairs: Annotated[Optional[Path], typer.Option(
-        "--pairs", help="Text file, one 'left right' pair per line (relative to the file's folder).")] = None,
+        "--pairs", help="Text file, one 'LEFT RIGHT [NAME]' line per pair (paths relative to the file's folder; "
+                        "NAME names the outputs, default the left image's stem).")] = None,
     fmt: FormatOption = None,
     model: ModelOption = None,
     max_disp: Annotated[Optional[int], typer.Option(help="Max disparity (default: the model's).")] = None,
@@ -184,15 +195,17 @@ def infer(
     Every output path is checked before any work starts; an image that cannot be matched stops the run there.
     """
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.inference import dataset_layout, infer_pairs, resolve_pairs
+    from stereodeploy.datasets import DEFAULT_PRESET
+    from stereodeploy.inference import detected_preset, infer_pairs, resolve_pairs
 
     inputs = list(inputs or [])
     todo = resolve_pairs(inputs, pairs, value(fmt))
-    sgm_preset = value(preset) or dataset_layout(inputs, value(fmt)) or "middlebury"
-    matcher = StereoMatcher.from_file(model or default_model(), max_disp=max_disp, postprocess=postprocess.value,
+    sgm_preset = value(preset) or detected_preset(todo, inputs, value(fmt)) or DEFAULT_PRESET
+    matcher = StereoMatcher.from_file(model_path(model), max_disp=max_disp, postprocess=postprocess.value,
                                       backend=value(backend), provider=provider.value, sgm_preset=sgm_preset)
     if postprocess is Postprocess.full:
-        typer.echo(f"SGM preset {sgm_preset}" + ("" if preset else " (from the data; --preset chooses another)"))
+        typer.echo(f"SGM preset {sgm_preset}" + ("" if preset else " (from the data, else the default; --preset "
+                                                                    "chooses another)"))
 
     def report(done) -> None:
         t = done.result.timings
@@ -219,6 +232,35 @@ def export_matcher(
                f"{r.checked_pixels} check pixels (the rest are ties)")
 
 
+# ------------------------------------------------------------------------------------------------ quantize, models
+@app.command()
+@_user_errors
+def quantize(
+    model: Annotated[Path, typer.Argument(help="Float32 feature model written by `stereodeploy export`.",
+                                          metavar="MODEL", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", help="int8 ONNX file (default: <MODEL stem>_int8.onnx).")] = None,
+    calibration: Annotated[Optional[list[Path]], typer.Option(
+        "--calibration", metavar="PATH", help="Image or dataset folder to calibrate on (repeatable; default: "
+                                              "scikit-image's Motorcycle pair).")] = None,
+    overwrite: Overwrite = False,
+    progress: Progress = True,
+) -> None:
+    """Quantise an exported feature model to int8 (onnxruntime static QDQ), calibrated on real images."""
+    from stereodeploy.quantize import quantize_file, summary
+
+    typer.echo(summary(quantize_file(model_path(model), out, calibration or [], overwrite=overwrite,
+                                     progress=progress)))
+
+
+@app.command()
+@_user_errors
+def models() -> None:
+    """The shipped models: names for --model, source framework, precision, max disparity, training data, path."""
+    from stereodeploy.models_dir import list_models, models_table
+
+    typer.echo(models_table(list_models()), nl=False)
+
+
 # ------------------------------------------------------------------------------------------------ demo
 @app.command()
 @_user_errors
@@ -231,7 +273,7 @@ def demo(
     """Run the shipped model on the Middlebury Motorcycle pair bundled with scikit-image and score it."""
     from stereodeploy.demo import run_demo
 
-    r = run_demo(model or default_model(), out, postprocess=postprocess.value, overwrite=overwrite)
+    r = run_demo(model_path(model), out, postprocess=postprocess.value, overwrite=overwrite)
     stages = ", ".join(f"{k} {v:.3f} s" for k, v in r.timings.items() if k != "total")
     typer.echo(f"Motorcycle (741x500, max disparity 70), postprocess {postprocess.value}: "
                f">=3 px error {r.error_rate:.1f}% in {r.seconds:.2f} s ({stages})")

@@ -20,8 +20,8 @@ from stereodeploy.cli_options import (
 def evaluate_command(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (KITTI 2012/2015 or Middlebury layout).")],
     model: Annotated[Optional[list[Path]], typer.Option(
-        "--model", metavar="MODEL", help="ONNX file (or run directory / checkpoint with a native --backend); repeatable. "
-                        "Default: the shipped model.")] = None,
+        "--model", metavar="MODEL", help="ONNX file, shipped model name, or run directory / checkpoint with a native "
+                                         "--backend; repeatable. Default: the shipped model.")] = None,
     fmt: FormatOption = None,
     backend: BackendOption = BackendName.onnx,
     postprocess: PostprocessOption = Postprocess.none,
@@ -34,20 +34,17 @@ def evaluate_command(
     progress: Progress = True,
 ) -> None:
     """Error rates (>=3 px as the study, KITTI >3 px and D1 on noc/occ), density and time per frame and on average."""
-    from rich.console import Console
-
     from stereodeploy.evaluate import evaluate_models
-    from stereodeploy.report import eval_table, fmt as fmt_num
-
-    console = Console()
+    from stereodeploy.models_dir import resolve_model
+    from stereodeploy.report import fmt as fmt_num, render_eval_table
 
     def show(result) -> None:
-        console.print(eval_table(result))
+        typer.echo(render_eval_table(result), nl=False)
         typer.echo(f"{result.model}: average error {fmt_num(result.average_error_rate)}% over {len(result.images)} "
                    f"frames, {fmt_num(result.mean_seconds, 3)} s per depth map ({result.backend}, post-processing "
                    f"{result.postprocess})")
 
-    evaluate_models(data, model or [], fmt=value(fmt), backend=value(backend), postprocess=value(postprocess),
+    evaluate_models(data, [resolve_model(m) for m in model or []], fmt=value(fmt), backend=value(backend), postprocess=value(postprocess),
                     max_disp=max_disp, json_out=json_out, error_maps=error_maps, frames=frame or [],
                     provider=value(provider), overwrite=overwrite, progress=progress, on_result=show)
     if json_out is not None:
@@ -80,19 +77,15 @@ def compare_command(
     progress: Progress = True,
 ) -> None:
     """Train PyTorch and TensorFlow alike, export both to ONNX, evaluate all four runtimes, write a report."""
-    from rich.console import Console
-
     from stereodeploy.compare import compare
-    from stereodeploy.report import comparison_tables
+    from stereodeploy.report import comparison_text
 
     report = compare(list(train_data), eval_data, out, epochs=epochs, max_examples=max_examples,
                      device=value(device), network=network_or_usage_error(layers, maps, kernel), batch_size=batch_size,
                      lr=lr, momentum=momentum, lr_drops=tuple(lr_drop), seed=seed, hold_out=hold_out or [],
                      train_format=value(train_format), eval_format=value(eval_format), max_disp=max_disp,
                      validate=validate, progress=progress, overwrite=overwrite)
-    console = Console()
-    for table in comparison_tables(report):
-        console.print(table)
+    typer.echo(comparison_text(report), nl=False)
     typer.echo(f"wrote {out / 'report.md'} and {out / 'report.json'}")
 
 

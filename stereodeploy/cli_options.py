@@ -98,7 +98,8 @@ ProviderOption = Annotated[Device, typer.Option(help="cpu or cuda (checked as ac
 DeviceOption = Annotated[Device, typer.Option(help="cpu or cuda.")]
 PostprocessOption = Annotated[Postprocess, typer.Option(help="none: winner-take-all; full: MC-CNN post-processing.")]
 ModelOption = Annotated[Optional[Path], typer.Option(
-    help="Model: ONNX file, or a run directory / checkpoint for a native --backend (default: the shipped model).")]
+    help="Model: ONNX file, a shipped model's name (`stereodeploy models`), or a run directory / checkpoint for a "
+         "native --backend (default: the shipped model).")]
 
 # training: the schedule and the network, shared by `train` and `compare`
 Epochs = Annotated[int, typer.Option(help="Epochs (the study: 14).")]

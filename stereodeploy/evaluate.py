@@ -405,7 +405,7 @@ def evaluate_models(data: Path, models: Sequence[Path], *, fmt: str | None = Non
         matcher = StereoMatcher.from_file(model, max_disp=max_disp, postprocess=postprocess, backend=backend,
                                           provider=provider, sgm_preset=fmt)
         results.append(evaluate(samples, matcher, model=str(model), max_disp=max_disp, error_maps=maps,
-                                overwrite=overwrite, progress=progress))
+                                overwrite=overwrite, progress=progress, data_format=fmt))
         if on_result is not None:
             on_result(results[-1])
     if json_out is not None:

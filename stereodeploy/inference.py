@@ -5,8 +5,13 @@
 
 - ``<name>_disp.pfm``: float32 disparity in pixels, ``inf`` where there is no answer (Middlebury convention);
 - ``<name>_disp.png``: KITTI uint16 PNG, disparity * 256, 0 = no answer;
-- ``<name>_disp_color.png``: the disparity in colour, for people;
-- ``<name>_disp.json``: what produced it (images, model, max disparity, post-processing, SGM preset, timings).
+- ``<name>_disp_color.png``: the disparity in colour for people, with a colour bar from 0 to the max disparity
+  searched (the same scale for every pair of a run; black = no answer);
+- ``<name>_disp.json``: what produced it (images, model, max disparity, post-processing, SGM preset, timings, and
+  the swapped-pair score of :mod:`stereodeploy.engine.sanity`).
+
+A pair that looks swapped (most of it matches better at negative disparity) gets a warning
+(:func:`warnings.warn`, one line at the CLI); its outputs are written all the same.
 
 Every output path is checked before any work starts, and every file is written atomically, so an interrupted run
 leaves whole files only.
@@ -20,15 +25,7 @@ from pathlib import Path
 
 from stereodeploy.engine.matcher import MatchResult, StereoMatcher
 from stereodeploy.errors import UsageError, UserError
-
-
-@dataclass(frozen=True)
-class Pair:
-    """A stereo pair to match, and the name its outputs take."""
-
-    name: str
-    left: Path
-    right: Path
+from stereodeploy.pairs import Pair, read_pairs_file
 
 
 @dataclass
@@ -36,26 +33,6 @@ class PairOutput:
     pair: Pair
     result: MatchResult
     files: tuple[Path, ...]
-
-
-def read_pairs_file(path: Path) -> list[Pair]:
-    """Pairs from a text file of 'left right' lines; relative paths are taken from its folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"pairs file {path} not found: give a text file with one 'left right' pair per line")
-    pairs = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) != 2:
-            raise UsageError(f"{path}:{number}: expected 'left right' (two paths without spaces), got {line[:60]!r}")
-        left, right = (p if p.is_absolute() else path.parent / p for p in map(Path, fields))
-        pairs.append(Pair(left.stem, left, right))
-    if not pairs:
-        raise UsageError(f"{path} lists no pairs: write one 'left right' pair per line")
-    return pairs
 
 
 def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None, fmt: str | None = None) -> list[Pair]:
@@ -71,7 +48,7 @@ def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None, fmt: s
             raise UsageError("give either images / a dataset folder or --pairs, not both")
         pairs = read_pairs_file(pairs_file)
     elif len(inputs) == 1 and inputs[0].is_dir():
-        pairs = [Pair(f.name, f.left, f.right) for f in list_frames(inputs[0], fmt)]
+        pairs = [Pair(f.name, Path(f.left), Path(f.right)) for f in list_frames(inputs[0], fmt)]
     elif len(inputs) == 2:
         pairs = [Pair(inputs[0].stem, inputs[0], inputs[1])]
     elif len(inputs) == 1:
@@ -90,13 +67,16 @@ def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None, fmt: s
     return pairs
 
 
-def dataset_layout(inputs: Sequence[Path], fmt: str | None = None) -> str | None:
-    """The layout (kitti2012, kitti2015, middlebury) of a single dataset folder in ``inputs``, else None."""
-    from stereodeploy.datasets import detect_format
+def detected_preset(pairs: Sequence[Pair], inputs: Sequence[Path], fmt: str | None = None) -> str | None:
+    """The SGM preset the data calls for: ``fmt``'s, a dataset folder's layout, or that of the first left image's
+    folders (see :func:`stereodeploy.datasets.detect_preset`); None when nothing tells."""
+    from stereodeploy.datasets import detect_preset, preset_for_format
 
+    if fmt is not None:
+        return preset_for_format(fmt)
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        return fmt or detect_format(inputs[0])
-    return None
+        return detect_preset(inputs[0])
+    return detect_preset(pairs[0].left) if pairs else None
 
 
 def output_files(pair: Pair, out: Path) -> dict[str, Path]:
@@ -112,8 +92,12 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
     Refuses before any work if an output exists (unless ``overwrite``); stops at the first pair that cannot be
     matched, with the pairs before it written.
     """
+    import warnings
+
+    from stereodeploy.engine.sanity import SWAPPED_THRESHOLD, image_swapped_score, swapped_warning
     from stereodeploy.evaluate import postprocess_name
-    from stereodeploy.io import colorize, ensure_writable, read_image, write_json, write_kitti_disp, write_pfm, write_png
+    from stereodeploy.io import (
+        colorize_with_bar, ensure_writable, read_image, to_gray, write_json, write_kitti_disp, write_pfm, write_png)
 
     out = Path(out)
     for pair in pairs:
@@ -121,16 +105,20 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
             ensure_writable(path, overwrite)
     done = []
     for pair in pairs:
-        result = matcher.match(read_image(pair.left), read_image(pair.right))
+        left, right = read_image(pair.left), read_image(pair.right)
+        result = matcher.match(left, right)
+        swapped = image_swapped_score(to_gray(left), to_gray(right), matcher.config.max_disp)
+        if swapped > SWAPPED_THRESHOLD:
+            warnings.warn(swapped_warning(pair.name, swapped), stacklevel=2)
         files = output_files(pair, out)
         write_pfm(files["pfm"], result.disparity, overwrite=overwrite)
         write_kitti_disp(files["png"], result.disparity, overwrite=overwrite)
-        write_png(files["color"], colorize(result.disparity, matcher.config.max_disp), overwrite=overwrite)
+        write_png(files["color"], colorize_with_bar(result.disparity, matcher.config.max_disp), overwrite=overwrite)
         write_json(files["json"], {
             "left": str(pair.left), "right": str(pair.right), "model": str(getattr(matcher.backend, "path", "")),
             "backend": matcher.backend.name, "device": matcher.backend.device, "max_disp": matcher.config.max_disp,
             "postprocess": postprocess_name(matcher), "sgm_preset": matcher.sgm_preset,
-            "seconds": result.timings}, overwrite=overwrite)
+            "seconds": result.timings, "swapped_score": swapped}, overwrite=overwrite)
         done.append(PairOutput(pair, result, tuple(files.values())))
         if on_pair is not None:
             on_pair(done[-1])

@@ -19,8 +19,6 @@ from stereodeploy.frameworks import label
 from stereodeploy.io import atomic_write, colorize, error_map, to_jsonable
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from stereodeploy.evaluate import EvalResult
 
 DIFFERENCE_FORMULA = "100 × (T_TensorFlow − T_PyTorch) / T_PyTorch; positive: TensorFlow took longer than PyTorch"
@@ -45,44 +43,6 @@ def fmt_signed(value: float | None, digits: int = 1) -> str:
 
 # --------------------------------------------------------------------------------------------------------------
 # Terminal
-
-
-def eval_table(result: EvalResult) -> Table:
-    """A rich table of one evaluation: one row per frame, then the averages (equation 3) and mean times.
-
-    Compact enough for an 80-column terminal; the caption explains the column names.
-    """
-    from rich import box
-    from rich.table import Table
-
-    t = f"{result.threshold:g}"
-    kinds = [k for k in ("noc", "occ") if any(f"kitti_{k}" in i.metrics for i in result.images)]
-    table = Table(title=f"{result.model} · {result.backend} · post-processing {result.postprocess}",
-                  box=box.SIMPLE_HEAD, caption=f"error rates in %: ≥{t} the study's rule on the best ground truth, "
-                  f">{t} KITTI, D1 KITTI 2015, on noc/occ ground truth; dens = % of pixels answered; "
-                  "times in seconds")
-    table.add_column("frame", no_wrap=True)
-    table.add_column("D", justify="right")
-    table.add_column(f"≥{t}", justify="right")
-    for kind in kinds:
-        table.add_column(f">{t} {kind}", justify="right")
-        table.add_column(f"D1 {kind}", justify="right")
-    for name in ("dens", "feat", "match", "total"):
-        table.add_column(name, justify="right")
-    for img in result.images:
-        cells = [img.name, str(img.max_disp), fmt(img.error_rate)]
-        for kind in kinds:
-            cells += [fmt(img.metrics.get(f"kitti_{kind}")), fmt(img.metrics.get(f"d1_{kind}"))]
-        cells += [fmt(img.density, 1)] + [fmt(img.seconds.get(k), 3) for k in ("features", "matching", "total")]
-        table.add_row(*cells)
-    avg, sec = result.averages(), result.mean_stage_seconds()
-    cells = [f"mean of {len(result.images)}", "", fmt(result.average_error_rate)]
-    for kind in kinds:
-        cells += [fmt(avg.get(f"kitti_{kind}")), fmt(avg.get(f"d1_{kind}"))]
-    cells += [fmt(avg.get("density"), 1)] + [fmt(sec.get(k), 3) for k in ("features", "matching", "total")]
-    table.add_section()
-    table.add_row(*cells, style="bold")
-    return table
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, align: str = "",
@@ -149,15 +109,7 @@ def render_eval_table(result: EvalResult, width: int | None = None, terminal: bo
     ``>3 noc`` / ``D1 noc`` KITTI's rules on non-occluded (and ``occ`` all) ground truth, ``dens`` the percentage
     of pixels answered, times in seconds.
     """
-    import shutil
-    import sys
-
-    if terminal is None:
-        terminal = sys.stdout.isatty()
-    if not terminal:
-        width = None
-    elif width is None:
-        width = shutil.get_terminal_size().columns
+    width = _text_width(width, terminal)
     t = f"{result.threshold:g}"
     kinds = [k for k in ("noc", "occ") if any(f"kitti_{k}" in i.metrics for i in result.images)]
     headers = ["frame", "D", f">={t}"]
@@ -188,27 +140,37 @@ def render_eval_table(result: EvalResult, width: int | None = None, terminal: bo
 # Comparison tables (plain data, shared by report.json and report.md)
 
 
-def comparison_tables(report: Mapping[str, Any]) -> list[Table]:
-    """Table I (training time) and Table II (error rate and time per depth map) of a comparison report, for the
-    terminal; :func:`markdown` writes the full report."""
-    from rich.table import Table
-
-    t1 = Table(title="Table I: training time")
-    for name in ("framework", "total (s)", "mean epoch (s)", "mean step (ms)"):
-        t1.add_column(name, justify="left" if name == "framework" else "right")
-    for r in report["table1"]["rows"]:
-        t1.add_row(r["framework"], fmt(r["total_seconds"]), fmt(r["mean_epoch_seconds"], 3),
-                   fmt(1000 * r["mean_step_seconds"], 3))
+def comparison_text(report: Mapping[str, Any], width: int | None = None, terminal: bool | None = None) -> str:
+    """Table I (training time) and Table II (error rate and time per depth map) of a comparison report as text,
+    laid out as :func:`render_eval_table` does (no number cut; wrapped on a terminal, one block in a pipe);
+    :func:`markdown` writes the full report."""
+    width = _text_width(width, terminal)
+    rows1 = [[r["framework"], fmt(r["total_seconds"]), fmt(r["mean_epoch_seconds"], 3),
+              fmt(1000 * r["mean_step_seconds"], 3)] for r in report["table1"]["rows"]]
     diff = report["table1"]["difference_percent"]
-    t1.add_row("difference (%)", *(fmt_signed(diff.get(k)) for k in TABLE1_KEYS))
-    t2 = Table(title="Table II: error rate (%) and time per depth map")
-    for name in ("runtime", "post-processing", report["table2"]["single_image"], "whole set", "time (s)"):
-        t2.add_column(name, justify="left" if name in ("runtime", "post-processing") else "right")
+    t1 = text_table(["framework", "total (s)", "mean epoch (s)", "mean step (ms)"], rows1, width=width,
+                    footer=[["difference (%)", *(fmt_signed(diff.get(k)) for k in TABLE1_KEYS)]],
+                    title="Table I: training time")
     times = {(r["runtime"], r["postprocess"]): r["mean_seconds"] for r in report["execution_time"]["rows"]}
-    for r in report["table2"]["rows"]:
-        t2.add_row(r["runtime"], r["postprocess"], fmt(r["single_image_error"]), fmt(r["average_error_rate"]),
-                   fmt(times[(r["runtime"], r["postprocess"])], 3))
-    return [t1, t2]
+    rows2 = [[r["runtime"], r["postprocess"], fmt(r["single_image_error"]), fmt(r["average_error_rate"]),
+              fmt(times[(r["runtime"], r["postprocess"])], 3)] for r in report["table2"]["rows"]]
+    t2 = text_table(["runtime", "post-processing", report["table2"]["single_image"], "whole set", "time (s)"], rows2,
+                    align="llrrr", width=width, key_columns=2,
+                    title="Table II: error rate (%) and time per depth map")
+    return t1 + "\n" + t2
+
+
+def _text_width(width: int | None, terminal: bool | None) -> int | None:
+    """The width a text table wraps at: None (one block) unless writing to a terminal, whose width is the
+    default."""
+    import shutil
+    import sys
+
+    if terminal is None:
+        terminal = sys.stdout.isatty()
+    if not terminal:
+        return None
+    return width if width is not None else shutil.get_terminal_size().columns
 
 
 def percent_difference(tf_value: float | None, torch_value: float | None) -> float | None:

@@ -175,3 +175,24 @@ def test_compare_end_to_end_on_tiny_synthetic_data(tmp_path: Path) -> None:
         if r["runtime"].startswith("ONNX"):
             assert r["single_image_differs_from_native_percent"] < 1.0
     assert re.search(r"Difference = 100 × \(T_TensorFlow − T_PyTorch\) / T_PyTorch", md)
+
+
+def test_comparison_text_wraps_on_a_terminal_and_never_cuts_a_number() -> None:
+    from stereodeploy.report import comparison_text
+
+    report = {
+        "table1": training_table({"torch": {"total_seconds": 1234.5678, "mean_epoch_seconds": 88.123456,
+                                            "mean_step_seconds": 0.0213},
+                                  "tf": {"total_seconds": 2000.0, "mean_epoch_seconds": 100.0,
+                                         "mean_step_seconds": 0.03}}),
+        "table2": {"single_image": "000005_10", "rows": [
+            {"runtime": "ONNX (TensorFlow)", "postprocess": "full", "single_image_error": 42.123,
+             "average_error_rate": 17.5}]},
+        "execution_time": {"rows": [{"runtime": "ONNX (TensorFlow)", "postprocess": "full", "mean_seconds": 1.2345}]},
+    }
+    for width, terminal in ((None, False), (50, True), (120, True)):
+        text = comparison_text(report, width=width, terminal=terminal)
+        for number in ("1234.57", "88.123", "21.300", "+62.0", "42.12", "17.50", "1.234", "ONNX (TensorFlow)"):
+            assert number in text, (width, number)
+        if terminal:
+            assert max(len(line) for line in text.splitlines()) <= width

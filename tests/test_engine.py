@@ -261,14 +261,14 @@ def write_pair(folder: Path, name: str, seed: int) -> tuple[Path, Path]:
     return left, right
 
 
-def assert_disparity_file(path: Path, shape: tuple[int, int]) -> dict:
+def assert_disparity_file(path: Path, shape: tuple[int, int], min_density: float = 0.8) -> dict:
     """The four outputs of a pair agree: PFM (float, inf = none), KITTI PNG (1/256 px), colour PNG, JSON record."""
     import json
 
     assert path.with_name(path.name.replace("_disp.png", "_disp_color.png")).is_file()
     disp = read_kitti_disp(path)
     exact = read_pfm(path.with_suffix(".pfm"))
-    assert disp.shape == exact.shape == shape and np.isfinite(disp).mean() > 0.8
+    assert disp.shape == exact.shape == shape and np.isfinite(disp).mean() > min_density
     # KITTI's PNG has no code for a disparity of 0 (0 means unknown); the PFM keeps it
     assert np.array_equal(np.isnan(disp), np.isnan(exact) | (exact < 0.5 / 256))
     assert np.nanmax(np.abs(disp - exact)) <= 0.5 / 256 + 1e-6
@@ -346,8 +346,40 @@ def test_infer_usage_errors(model_file, tmp_path):
     left, right = write_pair(tmp_path, "a", 0)
     res = invoke("infer", left, "--model", model_file)
     assert res.exit_code == 2 and "not a folder" in res.output
-    (tmp_path / "bad.txt").write_text(f"{left} {right} extra\n")
+    (tmp_path / "bad.txt").write_text(f"{left} {right} name extra\n")
     res = invoke("infer", "--pairs", tmp_path / "bad.txt", "--model", model_file)
     assert res.exit_code == 2 and "bad.txt:1" in res.output
     res = invoke("infer", left, tmp_path / "missing.png", "--model", model_file, "--out", tmp_path / "o")
     assert res.exit_code == 1 and "missing.png not found" in res.output and not (tmp_path / "o").exists()
+
+
+def test_infer_warns_about_a_swapped_pair_in_one_line(model_file, tmp_path):
+    left, right = write_pair(tmp_path, "a", 0)
+    res = invoke("infer", right, left, "--model", model_file, "--max-disp", 12, "--out", tmp_path / "swapped")
+    assert res.exit_code == 0, res.output
+    warning = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "swapped" in warning[0], res.output
+    assert assert_disparity_file(tmp_path / "swapped" / "a_right_disp.png", (40, 72), 0)["swapped_score"] > 0.5
+    res = invoke("infer", left, right, "--model", model_file, "--max-disp", 12, "--out", tmp_path / "fine")
+    assert "warning" not in res.output
+    assert assert_disparity_file(tmp_path / "fine" / "a_left_disp.png", (40, 72))["swapped_score"] < 0.5
+
+
+def test_infer_pairs_file_names_outputs_and_models_by_name(tmp_path):
+    scenes = []
+    for i in range(2):
+        left, right = write_pair(tmp_path, f"s{i}", i)
+        (tmp_path / f"scene{i}").mkdir()
+        scenes.append((left.rename(tmp_path / f"scene{i}" / "im0.png"), right.rename(tmp_path / f"scene{i}" / "im1.png")))
+    (tmp_path / "pairs.txt").write_text("".join(f"scene{i}/im0.png scene{i}/im1.png Scene{i}\n" for i in range(2)))
+    res = invoke("infer", "--pairs", tmp_path / "pairs.txt", "--model", "mccnn_fast_torch_int8", "--max-disp", 12,
+                 "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    for i in range(2):
+        record = assert_disparity_file(tmp_path / "out" / f"Scene{i}_disp.png", (40, 72))
+        assert record["model"].endswith("mccnn_fast_torch_int8.onnx")
+    res = invoke("infer", "--pairs", tmp_path / "pairs.txt", "--model", "no_such_model", "--out", tmp_path / "x")
+    assert res.exit_code == 1 and "stereodeploy models" in res.output and not (tmp_path / "x").exists()
+    listing = invoke("models")
+    assert listing.exit_code == 0 and "mccnn_fast_torch (default)" in listing.output
+    assert "mccnn_fast_tf" in listing.output and "int8" in listing.output
