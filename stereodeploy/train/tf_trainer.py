@@ -47,6 +47,7 @@ class TFStepper:
     """One compiled forward/backward/update step of MC-CNN fast in TensorFlow (see the module docstring)."""
 
     framework = "tf"
+    rank, world = 0, 1
 
     def __init__(self, network: NetworkConfig, cfg: TrainConfig, weights: Weights):
         self.framework_version = tf.__version__
