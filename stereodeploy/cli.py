@@ -82,6 +82,7 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[Data
     from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
     from stereodeploy.train.api import train_from_paths
     from stereodeploy.train.distributed import process_for
+    from stereodeploy.train.loop import TrainingInterrupted
 
     proc = process_for(framework.value)
     try:
@@ -96,6 +97,10 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[Data
                                    network=network, sampler=SamplerConfig(seed=seed, augment=augment), cfg=cfg,
                                    max_disp=max_disp, resume=resume, overwrite=overwrite,
                                    progress=progress, device=device.value, threads=threads)
+    except TrainingInterrupted as exc:
+        if proc.rank != 0:  # process 0 says it
+            raise typer.Exit(exc.exit_code) from None
+        raise
     except UserError as exc:
         if proc.distributed:  # say which process of the job stopped
             raise type(exc)(f"process {proc.rank} of {proc.world}: {exc}", exit_code=exc.exit_code) from None

@@ -12,9 +12,13 @@ loaded is set through its API as well.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
+
+MODULES = {"torch": "torch", "tf": "tensorflow"}
 
 
 def usable_cores() -> int:
@@ -42,11 +46,13 @@ def default_threads(processes_per_node: int | None = None) -> int:
     return max(1, free // max(1, processes_per_node))
 
 
-def configure_threads(n: int | None = None) -> dict[str, Any]:
+def configure_threads(n: int | None = None, frameworks: Sequence[str] = ()) -> dict[str, Any]:
     """Use ``n`` threads per framework operation (None: :func:`default_threads`); returns the settings made.
 
     Call it before the framework runs its first operation: TensorFlow fixes its thread pools then, and PyTorch's
-    inter-op pool can be sized only once. The returned dict is what reports record.
+    inter-op pool can be sized only once. ``frameworks`` ("torch", "tf") are imported here so that their pools
+    are set through their APIs too; frameworks loaded already are set in any case. The returned dict is what
+    reports record.
     """
     if n is not None and n < 1:
         from stereodeploy.errors import UsageError
@@ -59,6 +65,8 @@ def configure_threads(n: int | None = None) -> dict[str, Any]:
     os.environ["TF_NUM_INTEROP_THREADS"] = str(inter)
     settings: dict[str, Any] = {"threads": chosen, "interop_threads": inter, "source": "option" if n else "default",
                                 "usable_cores": usable_cores(), "load_average": _load()}
+    for name in frameworks:
+        importlib.import_module(MODULES[name])
     if "torch" in sys.modules:
         import torch
 

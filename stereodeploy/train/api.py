@@ -116,7 +116,10 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
                              f"it with `{resume_command(framework, out)}`")
         if proc.rank == 0:
             clear_run(out)  # a new run must not leave the old one's checkpoint to be resumed or exported
-    thread_settings = configure_threads(threads)
+    try:
+        thread_settings = configure_threads(threads, frameworks=[framework])
+    except ImportError:  # make_stepper says what to install
+        thread_settings = configure_threads(threads)
     index, summary = build_index(samples, network.patch_size, sampler)
     summary["sources"] = list(data_sources)
     summary.update(data_options or {})
