@@ -8,18 +8,19 @@ through memory maps:
   of 4; grey levels are rounded to integers, a quantisation error of at most 0.5 grey level);
 - per pixel, the rounded disparity ``x - xr`` of each usable example (``uint16``, 65535 where the pixel is not an
   example);
-- per row, the number of examples before it (``int64``).
+- per row, the number of examples of its frame before it (``uint32``).
 
-Example ``k`` is found from these: the row holding it by binary search over the row counts, then the column by
-counting the usable pixels of that row. Examples are numbered row by row, frame after frame, as the old in-memory
+Example ``k`` is found from these: its frame from the examples per frame (in RAM), the row by counting over that
+frame's row totals, then the column by counting the usable pixels of that row. Examples are numbered row by row, frame after frame, as the old in-memory
 index listed them. The order of an epoch is a pseudo-random permutation of ``0..n-1`` computed position by position
 (a keyed Feistel network with cycle walking), so an epoch still visits every example once and a batch depends only
 on ``(seed, epoch, batch number)``: PyTorch and TensorFlow are fed the very same batches, any number of processes
 can each take a slice of the same batch, and a resumed run continues with exactly the batches it would have seen.
 
-RAM per frame: its name and about 100 bytes of offsets and statistics. Disk per frame: 4 bytes per pixel plus 8 per
+RAM per frame: its name and about 100 bytes of offsets and statistics. Disk per frame: 4 bytes per pixel plus 4 per
 row, in unlinked temporary files (``cache_dir``, the system's temporary folder by default) that vanish with the
-index.
+index. After each batch the pages it read are unmapped from the process (the kernel keeps them in its page cache
+while memory allows), so the resident set does not grow towards the size of the cache as an epoch goes on.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ NORM_EPS = 1e-6  # added to the variance, in (grey level)^2: negligible on real 
 NO_EXAMPLE = np.iinfo(np.uint16).max  # rounded-disparity code of a pixel that is not an example
 MAX_WIDTH = int(NO_EXAMPLE)  # x - xr < width must stay below NO_EXAMPLE
 MAX_EXAMPLES = 2**62  # epoch positions are computed in uint64 with two spare bits
+GATHER_CHUNK = 128  # examples read between two unmappings of the cache (bounds the pages mapped at once)
 FEISTEL_ROUNDS = 6
 
 
@@ -74,6 +76,11 @@ class Draw:
     neg_offset: np.ndarray  # negative patch at xr + neg_offset
     augmentation: dict[str, np.ndarray] | None = None
 
+    def slice(self, lo: int, hi: int) -> "Draw":
+        aug = None if self.augmentation is None else {k: v[lo:hi] for k, v in self.augmentation.items()}
+        return Draw(self.frame[lo:hi], self.y[lo:hi], self.x[lo:hi], self.xr[lo:hi], self.pos_offset[lo:hi],
+                    self.neg_offset[lo:hi], aug)
+
 
 class _Spool:
     """An append-only 1-D array in an unlinked temporary file, read through a memory map."""
@@ -83,6 +90,7 @@ class _Spool:
         self._file = tempfile.TemporaryFile(dir=folder, prefix="stereodeploy-patches-")
         self.size = 0
         self._view: np.ndarray | None = None
+        self._map: mmap.mmap | None = None
 
     def append(self, values: np.ndarray) -> int:
         """Append ``values`` (cast to the spool's type by the caller); returns the index of the first."""
@@ -103,8 +111,14 @@ class _Spool:
             mm = mmap.mmap(self._file.fileno(), self.size * self.dtype.itemsize, access=mmap.ACCESS_READ)
             if hasattr(mm, "madvise"):
                 mm.madvise(mmap.MADV_RANDOM)  # batches read scattered rows: no read-ahead
-            self._view = np.frombuffer(mm, self.dtype)
+            self._map, self._view = mm, np.frombuffer(mm, self.dtype)
         return self._view
+
+    def release(self) -> None:
+        """Unmap the pages read so far from this process (the kernel's page cache keeps them while RAM allows):
+        without it the resident set would grow towards the whole cache as an epoch touches every page."""
+        if self._map is not None and hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     @property
     def nbytes(self) -> int:
@@ -128,8 +142,8 @@ class PatchIndex:
         self.config = config
         self._pixels = _Spool(np.uint8, cache_dir)  # per frame: left (H*W), right (H*W)
         self._rdisp = _Spool(np.uint16, cache_dir)  # per frame: x - xr of each example, NO_EXAMPLE elsewhere
-        self._row_cum = _Spool(np.int64, cache_dir)  # per row of every frame: examples before the row
-        self._frames: list[tuple[int, ...]] = []  # (pixel start, rdisp start, first row, height, width)
+        self._row_cum = _Spool(np.uint32, cache_dir)  # per row of every frame: examples of the frame before the row
+        self._frames: list[tuple[int, ...]] = []  # (pixel start, rdisp start, first row, height, width, examples before)
         self._stats: list[tuple[float, float, float, float]] = []  # (left mean, left scale, right mean, right scale)
         self._meta: dict[str, np.ndarray] | None = None
         self._count = 0
@@ -147,8 +161,9 @@ class PatchIndex:
         h, w = disp.shape
         if w >= MAX_WIDTH:
             raise ValueError(f"frame {name!r} is {w} pixels wide: the sampler takes images up to {MAX_WIDTH - 1}")
-        if self._count + h * w >= MAX_EXAMPLES:
-            raise ValueError(f"the patch index would exceed {MAX_EXAMPLES} examples")
+        if self._count + h * w >= MAX_EXAMPLES or h * w >= 2**32:
+            raise ValueError(f"frame {name!r}: {h}x{w} pixels exceed what the index counts (2^32 per frame, "
+                             f"2^62 in all)")
         left, l_mean, l_scale = _grey_levels(left_gray, name)
         right, r_mean, r_scale = _grey_levels(right_gray, name)
         r = self.patch_size // 2
@@ -164,12 +179,12 @@ class PatchIndex:
         # 0 <= x - xr <= x < w < NO_EXAMPLE wherever ok, so the uint16 code is exact there
         rdisp = np.where(ok, cols - np.where(ok, xr, 0), NO_EXAMPLE).astype(np.uint16)
         per_row = ok.sum(axis=1, dtype=np.int64)
-        before = self._count + np.concatenate([[0], np.cumsum(per_row)[:-1]]).astype(np.int64)
+        before = np.concatenate([[0], np.cumsum(per_row)[:-1]]).astype(np.uint32)  # < h * w < 2^32
         first_row = self._row_cum.append(before)
         pixel_start = self._pixels.append(left.ravel())
         self._pixels.append(right.ravel())
         rdisp_start = self._rdisp.append(rdisp.ravel())
-        self._frames.append((pixel_start, rdisp_start, first_row, h, w))
+        self._frames.append((pixel_start, rdisp_start, first_row, h, w, self._count))
         self._stats.append((l_mean, l_scale, r_mean, r_scale))
         self.names.append(name)
         self._count += int(per_row.sum())
@@ -186,7 +201,7 @@ class PatchIndex:
     @property
     def nbytes(self) -> int:
         """Bytes held in RAM: the per-frame offsets and statistics (the names aside)."""
-        return 8 * (len(self._frames) * 5 + len(self._stats) * 4)
+        return 8 * (len(self._frames) * 6 + len(self._stats) * 4)
 
     @property
     def cache_bytes(self) -> int:
@@ -200,7 +215,8 @@ class PatchIndex:
             frames = np.array(self._frames, dtype=np.int64)
             stats = np.array(self._stats, dtype=np.float64)
             self._meta = {"pixel_start": frames[:, 0], "rdisp_start": frames[:, 1], "first_row": frames[:, 2],
-                          "height": frames[:, 3], "width": frames[:, 4], "left_mean": stats[:, 0],
+                          "height": frames[:, 3], "width": frames[:, 4], "before": frames[:, 5],
+                          "left_mean": stats[:, 0],
                           "left_scale": stats[:, 1], "right_mean": stats[:, 2], "right_scale": stats[:, 3]}
         return self._meta
 
@@ -211,11 +227,14 @@ class PatchIndex:
         k = np.asarray(examples, dtype=np.int64)
         if k.size and (k.min() < 0 or k.max() >= self._count):
             raise IndexError(f"example numbers must be in 0..{self._count - 1}")
-        row_cum = self._row_cum.array()
-        g = np.searchsorted(row_cum, k, side="right") - 1  # global row holding k (the last row starting <= k)
-        f = np.searchsorted(m["first_row"], g, side="right") - 1
-        y = g - m["first_row"][f]
-        j = k - row_cum[g]  # k is the j-th example of its row
+        f = np.searchsorted(m["before"], k, side="right") - 1  # the last frame starting at or before k
+        local = k - m["before"][f]
+        h = m["height"][f]
+        hs = np.arange(int(h.max()) if k.size else 1)
+        starts = self._row_cum.array()[(m["first_row"][f])[:, None] + np.minimum(hs, h[:, None] - 1)].astype(np.int64)
+        starts = np.where(hs < h[:, None], starts, np.iinfo(np.int64).max)  # (B, Hmax): examples before each row
+        y = (starts <= local[:, None]).sum(axis=1) - 1  # the last row starting at or before local
+        j = local - starts[np.arange(len(y)), y]  # k is the j-th example of its row
         w = m["width"][f]
         cols = np.arange(int(w.max()) if k.size else 1)
         rows = self._rdisp.array()[(m["rdisp_start"][f] + y * w)[:, None] + np.minimum(cols, w[:, None] - 1)]
@@ -266,7 +285,24 @@ class PatchIndex:
     def gather(self, examples: np.ndarray, epoch: int = 0, batch: int = 0,
                part: tuple[int, int] | None = None) -> Batch:
         """Patches for ``examples`` (example numbers); offsets drawn from ``(seed, epoch, batch)``."""
-        d = self.draw(examples, epoch, batch, part)
+        try:
+            d = self.draw(examples, epoch, batch, part)
+            self._release()
+            pieces = []
+            for lo in range(0, len(d.frame), GATHER_CHUNK):  # bounded page use per chunk, then unmapped
+                pieces.append(self._gather(d.slice(lo, lo + GATHER_CHUNK)))
+                self._release()
+        finally:
+            self._release()
+        if len(pieces) == 1:
+            return pieces[0]
+        return Batch(*(np.concatenate([getattr(p, k) for p in pieces]) for k in ("left", "pos", "neg")))
+
+    def _release(self) -> None:
+        for spool in (self._pixels, self._rdisp, self._row_cum):
+            spool.release()
+
+    def _gather(self, d: Draw) -> Batch:
         m = self._arrays()
         pixels = self._pixels.array()
         w = m["width"][d.frame]
