@@ -133,3 +133,43 @@ def test_a_failing_process_ends_the_job_with_one_line(synthetic_dataset, tmp_pat
     assert procs[0].returncode == 1
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: process 0 of 2: another process of the job stopped"), output
+
+
+# ---------------------------------------------------------------------------- TensorFlow: 2 workers via TF_CONFIG
+TF_CFG = TrainConfig(epochs=2, batch_size=22, max_examples=550, seed=3, checkpoint_every=5)  # 2 x 25 steps
+TF_ARGS = ["--epochs", "2", "--batch-size", "22", "--max-examples", "550", "--seed", "3", "--layers", "2",
+           "--maps", "8", "--checkpoint-every", "5", "--no-progress", "--threads", "1"]
+
+
+def start_tf_workers(args: list[str], world: int = 2) -> list[subprocess.Popen]:
+    import json
+
+    hosts = [f"localhost:{free_port()}" for _ in range(world)]
+    procs = []
+    for i in range(world):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": hosts},
+                                                       "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen([sys.executable, "-m", "stereodeploy", "train", "tf", *args], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def test_tf_workers_sigterm_then_resume_in_one_process_match_one_process(synthetic_dataset, tmp_path):
+    pytest.importorskip("tensorflow")
+    straight = tmp_path / "straight"
+    train_from_paths("tf", [synthetic_dataset], straight, network=NET, sampler=SamplerConfig(seed=3), cfg=TF_CFG,
+                     progress=False, threads=1)
+    run = tmp_path / "run"
+    procs = start_tf_workers(["--data", str(synthetic_dataset), "--out", str(run), *TF_ARGS])
+    wait_for_mid_epoch_checkpoint(run, procs[0], timeout=120)
+    for p in procs:  # a scheduler stops every task of the job
+        p.send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], outputs
+    assert "SIGTERM: stopped" in outputs[0] and "SIGTERM: stopped" not in outputs[1]
+    ckpt = load_checkpoint(run)
+    assert (ckpt.epoch, ckpt.batch) != (2, 0)
+    assert load_checkpoint(run).framework == "tf"
+    train_from_paths("tf", [], run, resume=True, progress=False, threads=1)
+    assert [r["epoch"] for r in read_metrics(run)] == [0, 1]
+    assert_close(load_checkpoint(run).weights, load_checkpoint(straight).weights)
