@@ -43,7 +43,7 @@ def model_path(folder: Path) -> Path:
         return shipped
     from stereodeploy.config import NetworkConfig
     from stereodeploy.nets.weights import init_weights
-    from stereodeploy.train.loop import Checkpoint, save_checkpoint
+    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
 
     net = NetworkConfig()
     save_checkpoint(folder / "checkpoint.npz", Checkpoint(framework="torch", network=net, weights=init_weights(net, 0)))
@@ -62,8 +62,8 @@ def host_batches(pairs: int, count: int, height: int, width: int) -> list:
         s = synthetic_pair(height=height, width=width, max_disp=64, seed=seed)
         index.add(to_gray(s.left), to_gray(s.right), s.disp, f"synthetic{seed}")
     per = pairs // 2
-    order = np.resize(index.epoch_order(0), per * count)  # repeats the order if the set is small
-    return [index.gather(order[i * per:(i + 1) * per], 0, i) for i in range(count)]
+    available = index.num_batches(per)  # batches repeat if the set is small
+    return [index.batch(0, i % available, per) for i in range(count)]
 
 
 class DeviceStep:

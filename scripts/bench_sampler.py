@@ -1,72 +1,79 @@
-"""The patch sampler at KITTI scale: time and memory to index 200 frames of 1242x375, batch gather vs training step.
+"""The patch sampler at Scene Flow scale: memory, start-up and gather time as the number of frames grows.
 
-    python scripts/bench_sampler.py                   # 200 frames, batches of 128 and 1024 pairs
-    python scripts/bench_sampler.py --frames 50 --no-step
+    python scripts/bench_sampler.py                          # 2,000 frames of 960x540, dense ground truth
+    python scripts/bench_sampler.py --frames 200 --marks 50,100,200 --step   # smaller, with a PyTorch step
 
-Frames are synthetic textured pairs (``stereodeploy.datasets.synthetic_pair``) whose dense ground truth is thinned
-at random to ``--density`` (0.2 by default, like KITTI's LiDAR maps: the two KITTI 2015 frames in ../shared/data
-give 54k and 90k examples, so 200 frames give about 17 million). Generating the frames is not timed; ``index``
-is the time spent in ``PatchIndex.add``, ``first batch`` the one-off work of the first gather (concatenating the
-index and the images, drawing the epoch's permutation). Memory: the peak resident set size of this process, the
-RSS before indexing, and ``PatchIndex.nbytes``
-(the peak is taken before PyTorch is imported). Then, for each batch size, the median time of ``gather`` over
-``--batches`` batches against the median PyTorch training step on those same batches (default threads), and the
-sampler's share of gather + step.
+Frames are synthetic (a random texture and its copy shifted by a smooth, dense disparity field, every pixel with
+ground truth, as in Scene Flow); making them is not timed. The index is built frame by frame, and at each mark
+(a number of frames so far) the script reports the process's memory from /proc/self/status: the peak resident set
+size (VmHWM), the anonymous memory (RssAnon: what the process really holds) and the file-backed pages of the
+memory-mapped cache that batches have touched (RssFile: page cache, which the kernel reclaims under pressure).
+At each mark it also times the gathering of batches (median over ``--batches``) at 128 and 1,024 pairs, drawn
+from the current epoch order. The growth of peak RSS per frame between the first and the last mark is projected
+to 35,000 frames (Scene Flow's size). For comparison, the in-memory index this sampler replaced held 8 bytes per
+example plus both normalised float32 images (8 bytes per pixel).
+
+``--step`` also times a PyTorch training step on the same batches (4 x 64 network, threads as given by
+``--threads``), for the sampler's share of gather + step.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import resource
+import tempfile
 import time
 
 import numpy as np
 
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
-from stereodeploy.datasets import synthetic_pair
-from stereodeploy.io import to_gray
 from stereodeploy.patches import PatchIndex
 
-
-def rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (Linux reports KB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+SCENE_FLOW_FRAMES = 35_000
 
 
-def current_rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
+def memory_mb() -> dict[str, float]:
+    """VmHWM (peak RSS), VmRSS, RssAnon and RssFile of this process, in MB."""
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) / 1024
+    return out
 
 
-def build_index(frames: int, density: float, seed: int) -> tuple[PatchIndex, float]:
-    """Index ``frames`` synthetic 1242x375 pairs; returns the index and the seconds spent in ``add``."""
-    index = PatchIndex(NetworkConfig().patch_size, SamplerConfig(seed=seed))
-    rng = np.random.default_rng(seed)
-    spent = 0.0
-    for i in range(frames):
-        s = synthetic_pair(height=375, width=1242, max_disp=128, seed=seed + i)
-        disp = np.where(rng.random(s.disp.shape) < density, s.disp, np.nan).astype(np.float32)
-        left, right = to_gray(s.left), to_gray(s.right)
+def synthetic_frame(rng: np.random.Generator, height: int, width: int, max_disp: int):
+    """(left, right, disparity) grey float32 0..255 with a dense, smooth disparity field in 1..max_disp."""
+    right = rng.integers(0, 256, size=(height, width)).astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    a, b, c = rng.uniform(0.2, 0.8, 3)
+    disp = 1 + (max_disp - 2) * (a * xx / width + (1 - a) * yy / height) * (0.8 + 0.2 * np.sin(b * xx / 30 + c))
+    cols = np.clip(np.rint(xx - disp).astype(np.int64), 0, width - 1)
+    left = np.take_along_axis(right, cols, axis=1)
+    return left, right, disp.astype(np.float32)
+
+
+def time_gathers(index: PatchIndex, epoch: int, pairs: int, count: int) -> tuple[float, list]:
+    per = pairs // 2
+    total = index.num_batches(per)
+    numbers = np.linspace(0, total - 1, count + 2).astype(int)  # spread over the epoch
+    times, batches = [], []
+    for b in numbers:
         t0 = time.perf_counter()
-        index.add(left, right, disp, f"synthetic{i}")
-        spent += time.perf_counter() - t0
-    return index, spent
+        batches.append(index.batch(epoch, int(b), per))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[2:])), batches[2:]
 
 
-def torch_steps(batches: list, batch_size: int) -> float | None:
-    """Median seconds of a PyTorch training step on ``batches`` (first two not timed), or None without torch."""
-    if importlib.util.find_spec("torch") is None:
-        return None
+def torch_step_seconds(batches: list, pairs: int, threads: int) -> float:
     from stereodeploy.nets.weights import init_weights
+    from stereodeploy.threads import configure_threads
     from stereodeploy.train.torch_trainer import TorchStepper
 
+    configure_threads(threads, frameworks=["torch"])
     network = NetworkConfig()
-    cfg = TrainConfig(batch_size=batch_size)
+    cfg = TrainConfig(batch_size=pairs)
     stepper = TorchStepper(network, cfg, init_weights(network, 0))
     times = []
     for i, b in enumerate(batches):
@@ -79,56 +86,70 @@ def torch_steps(batches: list, batch_size: int) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=200)
-    ap.add_argument("--density", type=float, default=0.2, help="fraction of ground-truth pixels kept")
-    ap.add_argument("--batch-sizes", default="128,1024", help="pairs per batch (examples = half)")
-    ap.add_argument("--batches", type=int, default=20, help="batches timed per size")
-    ap.add_argument("--no-step", action="store_true", help="skip the PyTorch step timing")
+    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--marks", default="250,500,1000,2000", help="frame counts at which to measure")
+    ap.add_argument("--height", type=int, default=540)
+    ap.add_argument("--width", type=int, default=960)
+    ap.add_argument("--max-disp", type=int, default=192)
+    ap.add_argument("--batches", type=int, default=30, help="batches timed per size and mark")
+    ap.add_argument("--cache-dir", default=None, help="folder of the memory-mapped cache (default: system temp)")
+    ap.add_argument("--step", action="store_true", help="also time a PyTorch step on the same batches")
+    ap.add_argument("--threads", type=int, default=1, help="PyTorch threads for --step")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    marks = sorted({int(m) for m in args.marks.split(",") if int(m) <= args.frames} | {args.frames})
 
     load_before = os.getloadavg()[0]
-    rss_start = current_rss_mb()
-    t0 = time.perf_counter()
-    index, add_seconds = build_index(args.frames, args.density, args.seed)
-    wall = time.perf_counter() - t0
-    rss_indexed = current_rss_mb()
-    t0 = time.perf_counter()
-    order = index.epoch_order(0)
-    index.gather(order[:64], 0, 0)
-    first = time.perf_counter() - t0
-    peak_indexing = rss_mb()  # before torch is imported
-    n = len(index)
-
+    rng = np.random.default_rng(args.seed)
+    index = PatchIndex(NetworkConfig().patch_size, SamplerConfig(seed=args.seed), cache_dir=args.cache_dir)
+    base = memory_mb()
     rows = []
-    for size in (int(b) for b in args.batch_sizes.split(",")):
-        per = size // 2
-        batches, gathers = [], []
-        for b in range(args.batches + 2):
-            t = time.perf_counter()
-            batches.append(index.gather(order[b * per:(b + 1) * per], 0, b))
-            gathers.append(time.perf_counter() - t)
-        gather = float(np.median(gathers[2:]))
-        step = None if args.no_step else torch_steps(batches, size)
-        rows.append((size, per, gather, step))
+    add_seconds = 0.0
+    for i in range(args.frames):
+        left, right, disp = synthetic_frame(rng, args.height, args.width, args.max_disp)
+        t0 = time.perf_counter()
+        index.add(left, right, disp, f"frame{i:05d}")
+        add_seconds += time.perf_counter() - t0
+        if i + 1 in marks:
+            del left, right, disp
+            t0 = time.perf_counter()
+            index.batch(0, 0, 64)
+            first = time.perf_counter() - t0
+            g128, batches128 = time_gathers(index, 0, 128, args.batches)
+            g1024, _ = time_gathers(index, 0, 1024, args.batches)
+            rows.append({"frames": i + 1, "examples": len(index), "add_seconds": add_seconds, "first": first,
+                         "gather128": g128, "gather1024": g1024, "cache_gb": index.cache_bytes / 2**30,
+                         "ram_index_kb": index.nbytes / 1024, **memory_mb()})
+    step = torch_step_seconds(batches128, 128, args.threads) if args.step else None
 
-    print(f"# patch sampler, {args.frames} synthetic 1242x375 frames, ground-truth density {args.density}; "
-          f"{os.cpu_count()} CPUs, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
-    print("| measure | value |")
-    print("|---|---|")
-    print(f"| examples indexed | {n:,} ({n / args.frames:,.0f} per frame) |")
-    print(f"| index: time in PatchIndex.add | {add_seconds:.2f} s ({1000 * add_seconds / args.frames:.1f} ms per frame; "
-          f"generating the frames took {wall - add_seconds:.0f} s more) |")
-    print(f"| first batch (concatenate, epoch permutation) | {first:.2f} s |")
-    print(f"| PatchIndex.nbytes | {index.nbytes / 2**20:.0f} MB ({8 * n / 2**20:.0f} MB index, "
-          f"{(index.nbytes - 8 * n) / 2**20:.0f} MB normalised images) |")
-    print(f"| RSS before indexing / after indexing | {rss_start:.0f} MB / {rss_indexed:.0f} MB |")
-    print(f"| peak RSS through indexing and the first batch | {peak_indexing:.0f} MB |")
-    for size, per, gather, step in rows:
-        share = f"{100 * gather / (gather + step):.1f} % of gather + step" if step else "no torch step timed"
-        step_text = f"{1000 * step:.1f} ms torch step" if step else "-"
-        print(f"| batch of {size} pairs ({per} examples): gather vs step | {1000 * gather:.2f} ms gather, "
-              f"{step_text}; {share} |")
+    print(f"# patch sampler: {args.frames} synthetic {args.width}x{args.height} frames, dense ground truth, max "
+          f"disparity {args.max_disp}; {os.cpu_count()} CPUs, load average {load_before:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}; cache in {args.cache_dir or tempfile.gettempdir()}")
+    print(f"# memory before indexing: VmRSS {base['VmRSS']:.0f} MB (Python, numpy)")
+    print("| frames | examples | index build (s/frame) | first batch | gather 128 pairs | gather 1,024 pairs "
+          "| peak RSS (VmHWM) | RssAnon | RssFile | cache on disk | index in RAM |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['frames']:,} | {r['examples']:,} | {1000 * r['add_seconds'] / r['frames']:.1f} ms "
+              f"| {1000 * r['first']:.1f} ms | {1000 * r['gather128']:.2f} ms | {1000 * r['gather1024']:.2f} ms "
+              f"| {r['VmHWM']:.0f} MB | {r['RssAnon']:.0f} MB | {r['RssFile']:.0f} MB | {r['cache_gb']:.2f} GB "
+              f"| {r['ram_index_kb']:.0f} KB |")
+    first, last = rows[0], rows[-1]
+    per_frame = (last["VmHWM"] - first["VmHWM"]) / max(1, last["frames"] - first["frames"])
+    projected = last["VmHWM"] + per_frame * (SCENE_FLOW_FRAMES - last["frames"])
+    pixels = args.height * args.width
+    old_per_frame = (8 * last["examples"] / last["frames"] + 8 * pixels) / 2**20
+    print(f"\npeak RSS grows {1024 * per_frame:.1f} KB per frame from {first['frames']:,} to {last['frames']:,} "
+          f"frames; projected for {SCENE_FLOW_FRAMES:,} frames: {projected:.0f} MB (cache on disk: "
+          f"{last['cache_gb'] / last['frames'] * SCENE_FLOW_FRAMES:.0f} GB)")
+    print(f"the in-memory index it replaced: {old_per_frame:.1f} MB per frame, "
+          f"{old_per_frame * last['frames'] / 1024:.1f} GB at {last['frames']:,} frames, "
+          f"{old_per_frame * SCENE_FLOW_FRAMES / 1024:.0f} GB at {SCENE_FLOW_FRAMES:,}")
+    print(f"index build: {last['add_seconds']:.1f} s for {last['frames']:,} frames (making the frames not counted)")
+    if step is not None:
+        g = last["gather128"]
+        print(f"PyTorch step at 128 pairs ({args.threads} thread(s)): {1000 * step:.1f} ms; gather is "
+              f"{100 * g / (g + step):.1f} % of gather + step")
 
 
 if __name__ == "__main__":

@@ -42,12 +42,12 @@ def time_steps(stepper, batches, warmup: int, lr: float) -> list[float]:
 def bench(args: argparse.Namespace, network: NetworkConfig, index: PatchIndex, batch_size: int) -> dict:
     """Time gathering and stepping ``args.warmup + args.steps`` batches of ``batch_size`` pairs, both frameworks."""
     cfg = TrainConfig(batch_size=batch_size, device=args.device)
-    order = index.epoch_order(0)
     per = cfg.examples_per_batch
+    available = index.num_batches(per)
     batches, gathers = [], []
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        batches.append(index.gather(order[i * per:(i + 1) * per], 0, i))
+        batches.append(index.batch(0, i % available, per))
         gathers.append(time.perf_counter() - t0)
     gather = float(np.median(gathers[args.warmup:]))
     weights = init_weights(network, cfg.seed)
@@ -79,17 +79,16 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--maps", type=int, default=64)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--threads", type=int, default=0, help="intra-op threads of both frameworks (0: their default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads of both frameworks (0: stereodeploy.threads' default, as `train` picks it)")
     ap.add_argument("--frameworks", default="torch,tf")
     ap.add_argument("--json", action="store_true", help="print JSON objects instead of the table")
     args = ap.parse_args()
 
-    if args.threads:
-        import tensorflow as tf
-        import torch
+    from stereodeploy.threads import configure_threads
 
-        torch.set_num_threads(args.threads)
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    settings = configure_threads(args.threads or None, frameworks=args.frameworks.split(","))
+    args.threads = settings["threads"]
     sizes = [args.batch_size] if args.batch_size else [int(b) for b in args.batch_sizes.split(",")]
     network = NetworkConfig(layers=args.layers, maps=args.maps)
     index = PatchIndex(network.patch_size, SamplerConfig(seed=0))

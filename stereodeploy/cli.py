@@ -49,46 +49,36 @@ def model_path(model: Optional[Path]) -> Path:
 def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[DataFormat], exclude: list[str],
            val: list[Path], epochs: int, batch_size: int, lr: float, momentum: float, lr_drop: list[int],
            max_examples: Optional[int], seed: int, device: Device, layers: int, maps: int, kernel: int,
-           augment: bool, checkpoint_every: int, max_disp: int, resume: bool, overwrite: bool, progress: bool) -> None:
+           augment: bool, checkpoint_every: int, checkpoint_minutes: float, max_disp: int, resume: bool,
+           overwrite: bool, progress: bool, threads: Optional[int]) -> None:
     from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
-    from stereodeploy.train.api import load_samples, train_run
+    from stereodeploy.train.api import train_from_paths
+    from stereodeploy.train.distributed import process_for
+    from stereodeploy.train.loop import TrainingInterrupted
 
-    saved_data: dict = {}
-    if resume:
-        import json
-
-        config_path = out / "config.json"
-        saved_data = json.loads(config_path.read_text()).get("data", {}) if config_path.is_file() else {}
-        data = data or [Path(p) for p in saved_data.get("sources", [])]
-        exclude = exclude or list(saved_data.get("exclude", []))
-        if fmt is None and saved_data.get("format"):
-            fmt = DataFormat(saved_data["format"])
-        if not data:
-            raise UsageError(f"cannot resume {out}: no config.json with the data sources there; give --data again")
-    elif not data:
-        raise UsageError("give at least one --data folder (KITTI 2012/2015 or Middlebury layout)")
-    if max_examples is not None and max_examples < 1 or checkpoint_every < 0:
-        raise UsageError("--max-examples must be at least 1 and --checkpoint-every at least 0")
+    proc = process_for(framework.value)
     try:
         network = NetworkConfig(layers=layers, maps=maps, kernel=kernel)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drop),
-                          max_examples=max_examples, seed=seed, checkpoint_every=checkpoint_every, device=device.value)
+                          max_examples=max_examples, seed=seed, checkpoint_every=checkpoint_every,
+                          checkpoint_minutes=checkpoint_minutes, device=device.value)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if epochs < 1:
-        raise UsageError("--epochs must be at least 1")
-    samples = load_samples(data, fmt.value if fmt else None, exclude)
-    from stereodeploy.datasets import list_frames
-
-    unknown = sorted(set(exclude) - {f.name for p in data for f in list_frames(p, fmt.value if fmt else None)})
-    if unknown:
-        raise UsageError(f"--exclude names no frame of the data: {', '.join(unknown)} (names are scene folders or "
-                         "KITTI frame names such as 000005_10)")
-    validation = [s for p in val for s in load_samples([p], None) if s.disp is not None]
-    summary = train_run(framework.value, samples, out, network=network, sampler=SamplerConfig(seed=seed, augment=augment),
-                        cfg=cfg, validation=validation, max_disp=max_disp, data_sources=[str(p) for p in data],
-                        progress=progress, resume=resume, overwrite=overwrite, device=device.value,
-                        data_options={"exclude": list(exclude), "format": fmt.value if fmt else None})
+    try:
+        summary = train_from_paths(framework.value, data, out, fmt.value if fmt else None, exclude, val,
+                                   network=network, sampler=SamplerConfig(seed=seed, augment=augment), cfg=cfg,
+                                   max_disp=max_disp, resume=resume, overwrite=overwrite,
+                                   progress=progress, device=device.value, threads=threads)
+    except TrainingInterrupted as exc:
+        if proc.rank != 0:  # process 0 says it
+            raise typer.Exit(exc.exit_code) from None
+        raise
+    except UserError as exc:
+        if proc.distributed:  # say which process of the job stopped
+            raise type(exc)(f"process {proc.rank} of {proc.world}: {exc}", exit_code=exc.exit_code) from None
+        raise
+    if proc.rank != 0:
+        return
     if not summary["epochs"]:
         raise UserError(f"{out}: nothing was trained (no epoch completed)")
     typer.echo(
@@ -107,7 +97,8 @@ def _make_train_command(framework: Framework):
         exclude: Annotated[list[str], typer.Option("--exclude", help="Frame/scene name to leave out (repeatable).")] = [],  # noqa: B006
         val: Annotated[list[Path], typer.Option("--val", help="Validation dataset: >=3 px error after each epoch.")] = [],  # noqa: B006
         epochs: Annotated[int, typer.Option(help="Epochs.")] = 14,
-        batch_size: Annotated[int, typer.Option(help="Pairs per batch (128 = 64 positive + 64 negative).")] = 128,
+        batch_size: Annotated[int, typer.Option(help="Pairs per batch (128 = 64 positive + 64 negative), for the "
+                                                     "whole job: several processes share each batch.")] = 128,
         lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.002,
         momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
         lr_drop: Annotated[list[int], typer.Option("--lr-drop", help="Epoch at which lr is multiplied by 0.1 (repeatable).")] = [12],  # noqa: B006
@@ -118,16 +109,24 @@ def _make_train_command(framework: Framework):
         maps: Annotated[int, typer.Option(help="Feature maps per layer.")] = 64,
         kernel: Annotated[int, typer.Option(help="Kernel size.")] = 3,
         augment: Annotated[bool, typer.Option(help="MC-CNN data augmentation.")] = False,
-        checkpoint_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: epoch ends only).")] = 0,
+        checkpoint_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: off).")] = 0,
+        checkpoint_minutes: Annotated[float, typer.Option(
+            help="Checkpoint when this many minutes passed since the last one (0: off). Epoch ends and "
+                 "Ctrl-C / SIGTERM always checkpoint.")] = 10.0,
         max_disp: Annotated[int, typer.Option(help="Max disparity for --val.")] = 64,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+        threads: Annotated[Optional[int], typer.Option(
+            help="CPU threads per operation (default: the free cores, shared by this node's processes).")] = None,
     ) -> None:
         _train(framework, data, out, fmt, exclude, val, epochs, batch_size, lr, momentum, lr_drop, max_examples, seed,
-               device, layers, maps, kernel, augment, checkpoint_every, max_disp, resume, overwrite, progress)
+               device, layers, maps, kernel, augment, checkpoint_every, checkpoint_minutes, max_disp, resume,
+               overwrite, progress, threads)
 
-    command.__doc__ = f"Train MC-CNN fast with {'PyTorch' if framework is Framework.torch else 'TensorFlow'}."
+    command.__doc__ = (f"Train MC-CNN fast with {'PyTorch' if framework is Framework.torch else 'TensorFlow'}. "
+                       f"Several processes: {'torchrun --nproc-per-node N -m stereodeploy train torch' if framework is Framework.torch else 'one process per TF_CONFIG task'} "
+                       "(see docs/training.md).")
     return command
 
 

@@ -168,7 +168,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     from stereodeploy.export import export
     from stereodeploy.nets.weights import init_weights
     from stereodeploy.train.api import train_run
-    from stereodeploy.train.loop import read_metrics
+    from stereodeploy.checkpoint import read_metrics, read_run_config
 
     out = Path(out)
     train_paths = [Path(train_data)] if isinstance(train_data, (str, Path)) else [Path(p) for p in train_data]
@@ -185,6 +185,10 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     check_requirements()
+    from stereodeploy.train.distributed import tf_process, torch_process
+
+    if torch_process().distributed or tf_process().distributed:  # like with like: one process for both frameworks
+        raise UsageError("compare trains both frameworks in one process: run it without torchrun and TF_CONFIG")
     if device == "cuda":
         import onnxruntime
 
@@ -211,7 +215,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
                                   weights=[(k.copy(), b.copy()) for k, b in weights],
                                   data_sources=[str(p) for p in train_paths], progress=progress, overwrite=overwrite)
         histories[fw] = read_metrics(run_dir)
-    train_summary = _read_json(out / "runs" / "torch" / "config.json").get("data", {})
+    train_summary = read_run_config(out / "runs" / "torch", required=False).get("data", {})
 
     # ---- export both to ONNX (each checked against its native network)
     exported = {}
@@ -251,6 +255,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             "postprocess": list(POSTPROCESS),
             "threshold": THRESHOLD, "train_data": [str(p) for p in train_paths], "eval_data": str(eval_data),
             "eval_format": eval_fmt, "hold_out": list(hold_out), "validate": validate,
+            "world_size": {fw: summaries[fw].get("world_size", 1) for fw in FRAMEWORKS},
         },
         data={"train_frames": train_summary.get("frames", [s.name for s in train]),
               "train_examples": train_summary.get("examples"), "eval_frames": [s.name for s in scored],

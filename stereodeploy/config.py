@@ -68,12 +68,15 @@ class TrainConfig:
     lr_factor: float = 0.1
     max_examples: int | None = None
     seed: int = 0
-    checkpoint_every: int = 0
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: no step-based checkpoints)
+    checkpoint_minutes: float = 10.0  # checkpoint when this much time passed since the last (0: never)
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.batch_size < 2 or self.batch_size % 2:
             raise ValueError("batch_size counts pairs (one positive and one negative per example): use an even number >= 2")
+        if self.checkpoint_every < 0 or self.checkpoint_minutes < 0:
+            raise ValueError("checkpoint intervals must be at least 0 (0: off)")
 
     @property
     def examples_per_batch(self) -> int:

@@ -138,7 +138,7 @@ def export(checkpoint: Path, out: Path, max_disp: int = 128, overwrite: bool = F
     """
     import onnx
 
-    from stereodeploy.train.loop import load_checkpoint
+    from stereodeploy.checkpoint import load_checkpoint
 
     out = Path(out)
     if max_disp < 1:

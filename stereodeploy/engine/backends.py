@@ -152,7 +152,7 @@ def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarr
         if len(weights) != meta.network.layers:
             raise UserError(f"{path}: found {len(weights)} convolutions, expected {meta.network.layers}")
         return meta, weights
-    from stereodeploy.train.loop import load_checkpoint
+    from stereodeploy.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     meta = ModelMeta(network=ckpt.network, source_framework=ckpt.framework,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from dataclasses import replace
 
+from stereodeploy.checkpoint import RUN_FILES, clear_run, read_run_config, resume_command  # noqa: F401
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig, from_dict
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.nets.weights import Weights, init_weights
@@ -23,7 +23,6 @@ STEPPERS = {
 }
 FRAMEWORK_MODULE = {"torch": "torch", "tf": "tensorflow"}
 log = logging.getLogger("stereodeploy")
-RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "summary.json", "accuracy.png", "config.json")
 
 
 def make_stepper(framework: str, network: NetworkConfig, cfg: TrainConfig, weights: Weights):
@@ -76,30 +75,34 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
               validation: Sequence[Any] = (), max_disp: int = 64, weights: Weights | None = None,
               data_sources: Sequence[str] = (), progress: bool = True, resume: bool = False,
               overwrite: bool = False, data_options: dict[str, Any] | None = None,
-              device: str | None = None) -> dict[str, Any]:
+              device: str | None = None, threads: int | None = None) -> dict[str, Any]:
     """Train ``framework`` on ``samples`` into run directory ``out``; returns the summary.
 
     ``weights`` default to the seeded framework-neutral initialisation, so both frameworks start equal.
     On ``resume`` the configuration is read back from ``out/config.json`` (only ``device``, when given, replaces
     the saved one), and the data must rebuild the very same examples. ``data_options`` (e.g. the excluded frames
-    and the layout) are recorded with the data summary so that a resume can rebuild the same set.
+    and the layout) are recorded with the data summary so that a resume can rebuild the same set. ``threads``:
+    CPU threads per operation (None: a default that does not oversubscribe the cores, see
+    :mod:`stereodeploy.threads`); the settings are recorded in the summary.
+
+    Launched by torchrun (PyTorch) or with TF_CONFIG (TensorFlow), every process calls this with the same
+    arguments; each trains on its slice of every batch and process 0 alone writes the run directory.
     """
+    from stereodeploy.threads import configure_threads
+    from stereodeploy.train.distributed import process_for
     from stereodeploy.train.loop import train
 
     out = Path(out)
+    proc = process_for(framework)
+    if proc.rank != 0:
+        log.setLevel(logging.ERROR)  # logs come from process 0
     if resume:
-        saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
-        if saved is None:
+        saved = read_run_config(out, required=False)
+        if not saved:
             raise UserError(f"{out} is not a run directory to resume (no config.json): start a new run with --out")
-        from stereodeploy import __version__
-        from stereodeploy.train.loop import CHECKPOINT_FORMAT
-
-        if saved.get("format_version", 0) > CHECKPOINT_FORMAT:
-            raise UserError(f"{out} was written by stereodeploy {saved.get('stereodeploy')}, newer than this "
-                            f"{__version__}: upgrade stereodeploy to resume it")
         if saved.get("framework") != framework:
             raise UserError(f"{out} is a {saved.get('framework')} run, not {framework}: resume it with "
-                            f"`stereodeploy train {saved.get('framework')} --resume {out}`")
+                            f"`{resume_command(saved.get('framework'), out)}`")
         network = from_dict(NetworkConfig, saved["network"])
         sampler = from_dict(SamplerConfig, saved["sampler"])
         cfg = from_dict(TrainConfig, saved["train"])
@@ -109,9 +112,14 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
         raise UsageError(f"{out} is a file: give a folder for the run with --out")
     elif out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise UsageError(f"{out} exists and is not empty: choose another --out, pass --overwrite, or --resume it")
-        for name in RUN_FILES:  # a new run must not leave the old one's checkpoint to be resumed or exported
-            (out / name).unlink(missing_ok=True)
+            raise UsageError(f"{out} exists and is not empty: choose another --out, pass --overwrite, or continue "
+                             f"it with `{resume_command(framework, out)}`")
+        if proc.rank == 0:
+            clear_run(out)  # a new run must not leave the old one's checkpoint to be resumed or exported
+    try:
+        thread_settings = configure_threads(threads, frameworks=[framework])
+    except ImportError:  # make_stepper says what to install
+        thread_settings = configure_threads(threads)
     index, summary = build_index(samples, network.patch_size, sampler)
     summary["sources"] = list(data_sources)
     summary.update(data_options or {})
@@ -123,5 +131,52 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
                             f"{len(old.get('frames', []))} / {saved.get('examples')} then): give the same --data, "
                             "--exclude and --format")
     stepper = make_stepper(framework, network, cfg, weights if weights is not None else init_weights(network, cfg.seed))
+    from stereodeploy.threads import thread_report
+
     return train(stepper, index, network, cfg, out, data_summary=summary, validation=validation,
-                 max_disp=max_disp, resume=resume, progress=progress)
+                 max_disp=max_disp, resume=resume, progress=progress,
+                 run_info={"threads": {**thread_settings, **thread_report()}})
+
+
+def train_from_paths(framework: str, data: Sequence[Path], out: Path, fmt: str | None = None,
+                     exclude: Sequence[str] = (), val: Sequence[Path] = (), *, network: NetworkConfig = NetworkConfig(),
+                     sampler: SamplerConfig = SamplerConfig(), cfg: TrainConfig = TrainConfig(), max_disp: int = 64,
+                     resume: bool = False, overwrite: bool = False, progress: bool = True,
+                     device: str | None = None, threads: int | None = None) -> dict[str, Any]:
+    """`stereodeploy train`: load the datasets at ``data`` and train into ``out``.
+
+    Data paths are recorded resolved, so a resume works from any working directory. On ``resume`` the data,
+    exclusions and layout default to the recorded ones; give ``data`` again for a dataset that moved (it must
+    hold the same frames).
+    """
+    from stereodeploy.datasets import list_frames
+
+    out = Path(out)
+    if resume:
+        saved = read_run_config(out, required=False).get("data", {})
+        data = list(data) or [Path(p) for p in saved.get("sources", [])]
+        exclude = list(exclude) or list(saved.get("exclude", []))
+        fmt = fmt or saved.get("format")
+        if not data:
+            raise UsageError(f"cannot resume {out}: no config.json with the data sources there; give --data again")
+        missing = [str(p) for p in data if not Path(p).exists()]
+        if missing:
+            raise UserError(f"the data of {out} is no longer at {', '.join(missing)}: if it moved, give its new "
+                            f"place with `{resume_command(framework, out)} --data NEW_PATH`")
+    elif not data:
+        raise UsageError("give at least one --data folder (KITTI 2012/2015 or Middlebury layout)")
+    if cfg.epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    if cfg.max_examples is not None and cfg.max_examples < 1:
+        raise UsageError("--max-examples must be at least 1")
+    data = [Path(p).resolve() for p in data]
+    samples = load_samples(data, fmt, exclude)
+    unknown = sorted(set(exclude) - {f.name for p in data for f in list_frames(p, fmt)})
+    if unknown:
+        raise UsageError(f"--exclude names no frame of the data: {', '.join(unknown)} (names are scene folders or "
+                         "KITTI frame names such as 000005_10)")
+    validation = [s for p in val for s in load_samples([p], None) if s.disp is not None]
+    return train_run(framework, samples, out, network=network, sampler=sampler, cfg=cfg, validation=validation,
+                     max_disp=max_disp, data_sources=[str(p) for p in data], progress=progress, resume=resume,
+                     overwrite=overwrite, device=device, threads=threads,
+                     data_options={"exclude": list(exclude), "format": fmt})

@@ -2,37 +2,46 @@
 
 A framework plugs in through :class:`Stepper` (one optimisation step, weights and optimiser state as numpy). The
 loop times the network + optimisation step alone (the stepper synchronises before returning), the epoch and the
-whole run the way the published PyTorch/TensorFlow comparison did, and writes a run directory:
+whole run the way the published PyTorch/TensorFlow comparison did, and writes a run directory in the format of
+:mod:`stereodeploy.checkpoint`.
 
-    RUN_DIR/config.json      framework, network, sampler and training configuration, data summary
-    RUN_DIR/metrics.jsonl    one line per epoch: lr, loss, patch accuracy, times, validation error
-    RUN_DIR/summary.json     total, mean epoch and mean step time, examples per second
-    RUN_DIR/checkpoint.npz   weights, momentum, epoch and next batch (written at every epoch end and every N steps)
-    RUN_DIR/accuracy.png     patch accuracy (and validation error) per epoch
+Several processes (torchrun, tf.distribute): every process runs this loop on its slice of the same global batch
+(``Stepper.rank`` of ``Stepper.world``); the stepper averages the gradients over the whole batch and returns the
+whole batch's loss and accuracy. Process 0 alone writes files, logs and shows progress.
 
-Checkpoints are plain ``.npz`` archives (arrays plus one JSON string) loaded with ``allow_pickle=False``: loading
-never executes code, and both frameworks share the format (the ``framework`` field tells them apart).
+Preemption: SIGINT and SIGTERM finish the current step, write a checkpoint and raise :class:`TrainingInterrupted`
+(exit code 130 or 143 at the command line); a checkpoint is also written every ``checkpoint_minutes`` (and every
+``checkpoint_every`` steps when set), and one before the first step, so that any run directory can be resumed.
 """
 
 from __future__ import annotations
 
-import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from stereodeploy import __version__
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig, from_dict
+from stereodeploy.checkpoint import (  # noqa: F401 - re-exported for callers of the old location
+    FORMAT_VERSION as CHECKPOINT_FORMAT,
+    Checkpoint,
+    load_checkpoint,
+    read_metrics,
+    resume_command,
+    save_checkpoint,
+    write_json,
+    write_metrics,
+    write_run_config,
+)
+from stereodeploy.config import NetworkConfig, TrainConfig
 from stereodeploy.errors import UserError
 from stereodeploy.io import atomic_write
 from stereodeploy.nets.weights import Weights
 from stereodeploy.patches import Batch, PatchIndex
-
-CHECKPOINT_FORMAT = 1
 
 
 class Stepper(Protocol):
@@ -41,9 +50,15 @@ class Stepper(Protocol):
     framework: str  # "torch" or "tf"
     framework_version: str
     device: str
+    rank: int  # this process, 0..world-1 (0 and 1 without distribution)
+    world: int
 
     def step(self, batch: Batch, lr: float) -> tuple[float, float]:
-        """One forward/backward/update; returns (mean hinge loss, patch accuracy) after synchronising."""
+        """One forward/backward/update on this process's slice of the global batch; returns the whole batch's
+        (mean hinge loss, patch accuracy) after synchronising."""
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every process if ``flag`` is true on any (only called when ``world > 1``)."""
 
     def get_weights(self) -> Weights: ...
 
@@ -57,63 +72,39 @@ class Stepper(Protocol):
         """(H, W) grayscale 0..255 -> (C, H, W) L2-normalised features (for validation)."""
 
 
-# ---------------------------------------------------------------------------- checkpoints
-@dataclass
-class Checkpoint:
-    framework: str
-    network: NetworkConfig
-    weights: Weights
-    momentum: Weights | None = None
-    epoch: int = 0  # epoch in progress (or next, when batch == 0)
-    batch: int = 0  # next batch of that epoch
-    progress: dict[str, Any] = field(default_factory=dict)  # partial-epoch sums, run clock
-    meta: dict[str, Any] = field(default_factory=dict)  # train/sampler config, versions
+class TrainingInterrupted(UserError):
+    """SIGINT or SIGTERM stopped training after a checkpoint; the exit code is 128 + the signal number."""
 
 
-def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
-    arrays: dict[str, np.ndarray] = {}
-    for i, (k, b) in enumerate(ckpt.weights):
-        arrays[f"w{i}"], arrays[f"b{i}"] = k, b
-    for i, (k, b) in enumerate(ckpt.momentum or []):
-        arrays[f"mw{i}"], arrays[f"mb{i}"] = k, b
-    header = {
-        "format": "stereodeploy-checkpoint", "format_version": CHECKPOINT_FORMAT, "stereodeploy": __version__,
-        "framework": ckpt.framework, "network": asdict(ckpt.network), "epoch": ckpt.epoch, "batch": ckpt.batch,
-        "progress": ckpt.progress, "meta": ckpt.meta, "has_momentum": ckpt.momentum is not None,
-    }
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    with atomic_write(path, overwrite=True) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+class _StopSignals:
+    """While active, SIGINT and SIGTERM only record that a stop was asked for (the loop checks after each step).
 
+    A signal repeated more than 2 s after the first stops at once (a user pressing Ctrl-C again); repeats
+    within 2 s are the same request delivered twice (a terminal's and torchrun's).
+    """
 
-def load_checkpoint(path: Path, framework: str | None = None) -> Checkpoint:
-    """Read a checkpoint without executing anything from it; ``framework`` checks which trainer wrote it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.npz"
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}: give a run directory written by `stereodeploy train` or its checkpoint.npz")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["header"]).decode())
-            arrays = {k: data[k] for k in data.files if k != "header"}
-    except Exception as exc:  # noqa: BLE001 - any failure to parse is the user's file, reported in one line
-        raise UserError(f"{path} is not a stereodeploy checkpoint ({type(exc).__name__}): give a checkpoint.npz written by `stereodeploy train`") from None
-    if header.get("format") != "stereodeploy-checkpoint":
-        raise UserError(f"{path} is not a stereodeploy checkpoint")
-    if header.get("format_version", 0) > CHECKPOINT_FORMAT:
-        raise UserError(f"{path} was written by stereodeploy {header.get('stereodeploy')} (checkpoint format "
-                        f"{header['format_version']}); this is {__version__}: upgrade stereodeploy to read it")
-    if framework is not None and header["framework"] != framework:
-        raise UserError(f"{path} is a {header['framework']} checkpoint, not {framework}: use "
-                        f"`stereodeploy train {header['framework']} --resume` for it")
-    n = sum(1 for k in arrays if k.startswith("w"))
-    weights = [(arrays[f"w{i}"], arrays[f"b{i}"]) for i in range(n)]
-    momentum = [(arrays[f"mw{i}"], arrays[f"mb{i}"]) for i in range(n)] if header.get("has_momentum") else None
-    return Checkpoint(framework=header["framework"], network=from_dict(NetworkConfig, header["network"]),
-                      weights=weights, momentum=momentum, epoch=header["epoch"], batch=header["batch"],
-                      progress=header.get("progress", {}), meta=header.get("meta", {}))
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._first = 0.0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None and time.monotonic() - self._first > 2.0:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received, self._first = signum, time.monotonic()
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -130,34 +121,19 @@ class EpochMetrics:
     validation_error: float | None = None
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_write(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_metrics(run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with atomic_write(run_dir / "metrics.jsonl", overwrite=True) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def plot_metrics(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
     """Patch accuracy per epoch (and validation error, if any) as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] + 1 for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     ax.plot(epochs, [100 * r["accuracy"] for r in rows], "o-", label="patch accuracy (%)")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
     ax.set_ylabel("patch accuracy (%)")
     ax.grid(alpha=0.3)
     if any(r.get("validation_error") is not None for r in rows):
@@ -171,17 +147,30 @@ def plot_metrics(rows: Sequence[dict[str, Any]], path: Path, title: str = "") ->
     plt.close(fig)
 
 
+def rank_slice(examples_per_batch: int, rank: int, world: int) -> tuple[int, int]:
+    """Examples ``lo..hi-1`` of every global batch that process ``rank`` of ``world`` trains on (the batch contract:
+    the slices of all processes make up the single-process batch; sizes differ by at most one)."""
+    return rank * examples_per_batch // world, (rank + 1) * examples_per_batch // world
+
+
 def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: TrainConfig, run_dir: Path,
           data_summary: dict[str, Any] | None = None, validation: Sequence[Any] = (), max_disp: int = 64,
-          resume: bool = False, progress: bool = True,
-          on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+          resume: bool = False, progress: bool = True, on_step: Callable[[int, int], None] | None = None,
+          run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``stepper`` on ``index`` following ``cfg``; returns the summary (also in RUN_DIR/summary.json).
 
     ``validation`` holds StereoSamples with ground truth: after each epoch the >=3 px error of winner-take-all
-    disparities on them is logged. ``resume`` continues from RUN_DIR/checkpoint.npz.
+    disparities on them is logged. ``resume`` continues from RUN_DIR/checkpoint.npz. ``run_info`` (thread
+    settings, world size) goes into the summary.
     """
     run_dir = Path(run_dir)
+    rank, world = getattr(stepper, "rank", 0), getattr(stepper, "world", 1)
+    writer = rank == 0
     per_batch = cfg.examples_per_batch
+    if per_batch < world:
+        raise UserError(f"a batch of {per_batch} examples cannot be shared by {world} processes: raise --batch-size "
+                        f"to at least {2 * world}")
+    part = rank_slice(per_batch, rank, world) if world > 1 else None
     n_batches = index.num_batches(per_batch, cfg.max_examples)
     rows: list[dict[str, Any]] = []
     start_epoch, start_batch, prog = 0, 0, {}
@@ -192,28 +181,35 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
             stepper.set_momentum(ckpt.momentum)
         start_epoch, start_batch, prog = ckpt.epoch, ckpt.batch, dict(ckpt.progress)
         rows = read_metrics(run_dir)[:start_epoch]
-    else:
+    elif writer:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "config.json", {
-            "format_version": CHECKPOINT_FORMAT, "stereodeploy": __version__, "framework": stepper.framework,
-            "framework_version": stepper.framework_version, "device": stepper.device,
+        write_run_config(run_dir, {
+            "framework": stepper.framework, "framework_version": stepper.framework_version,
+            "device": stepper.device, "world_size": world,
             "network": asdict(network), "sampler": asdict(index.config), "train": asdict(cfg),
             "data": data_summary or {}, "examples": len(index), "batches_per_epoch": n_batches,
         })
-        _write_metrics(run_dir, [])
+        write_metrics(run_dir, [])
     meta = {"train": asdict(cfg), "sampler": asdict(index.config), "data": data_summary or {},
             "framework_version": stepper.framework_version}
     run_seconds = float(prog.get("run_seconds", 0.0))
+    last_save = time.monotonic()
 
     def checkpoint(epoch: int, batch: int, partial: dict[str, float]) -> None:
-        save_checkpoint(run_dir / "checkpoint.npz", Checkpoint(
-            framework=stepper.framework, network=network, weights=stepper.get_weights(),
-            momentum=stepper.get_momentum(), epoch=epoch, batch=batch,
-            progress={**partial, "run_seconds": run_seconds}, meta=meta))
+        nonlocal last_save
+        if writer:
+            save_checkpoint(run_dir / "checkpoint.npz", Checkpoint(
+                framework=stepper.framework, network=network, weights=stepper.get_weights(),
+                momentum=stepper.get_momentum(), epoch=epoch, batch=batch,
+                progress={**partial, "run_seconds": run_seconds}, meta=meta))
+        last_save = time.monotonic()
 
-    bar = _progress(progress)
+    if not resume:
+        checkpoint(0, 0, {})  # from the first step on, the run directory can be resumed
+    bar = _progress(progress and writer)
     global_step = start_epoch * n_batches + start_batch
-    with bar:
+    every_seconds = 60.0 * cfg.checkpoint_minutes
+    with bar, _StopSignals() as stop:
         task = bar.add_task(f"train {stepper.framework}", total=(cfg.epochs - start_epoch) * n_batches - start_batch)
         for epoch in range(start_epoch, cfg.epochs):
             lr = cfg.lr_at(epoch)
@@ -225,7 +221,9 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
             epoch_seconds = float(partial.get("epoch_seconds", 0.0))
             steps = int(partial.get("steps", 0))
             t_epoch = time.perf_counter()
-            for b, batch in enumerate(index.batches(epoch, per_batch, cfg.max_examples, start=first), start=first):
+            stopping = False
+            for b, batch in enumerate(index.batches(epoch, per_batch, cfg.max_examples, start=first, part=part),
+                                      start=first):
                 t0 = time.perf_counter()
                 loss, acc = stepper.step(batch, lr)
                 step_sum += time.perf_counter() - t0
@@ -236,13 +234,22 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
                 bar.update(task, advance=1, description=f"train {stepper.framework} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}")
                 if on_step is not None:
                     on_step(epoch, b)
-                if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and b + 1 < n_batches:
+                stopping = stop.received is not None
+                if world > 1:
+                    stopping = stepper.any_rank(stopping)
+                due = (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0
+                       or every_seconds and time.monotonic() - last_save >= every_seconds)
+                if (stopping or due) and b + 1 < n_batches:
                     now = time.perf_counter()
                     run_seconds += now - t_epoch
                     epoch_seconds += now - t_epoch
                     t_epoch = now
                     checkpoint(epoch, b + 1, {"loss_sum": loss_sum, "acc_sum": acc_sum, "step_seconds": step_sum,
                                               "epoch_seconds": epoch_seconds, "steps": steps})
+                if stopping:
+                    break
+            if stopping and b + 1 < n_batches:
+                _interrupted(stop.received, stepper.framework, run_dir, epoch, b + 1)
             now = time.perf_counter()
             epoch_seconds += now - t_epoch
             run_seconds += now - t_epoch
@@ -252,14 +259,26 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
             if validation:
                 row["validation_error"] = validation_error(stepper, validation, max_disp)
             rows.append(row)
-            _write_metrics(run_dir, rows)
             checkpoint(epoch + 1, 0, {})
-            plot_metrics(rows, run_dir / "accuracy.png", title=f"MC-CNN fast, {stepper.framework}")
+            if writer:
+                write_metrics(run_dir, rows)
+                plot_metrics(rows, run_dir / "accuracy.png", title=f"MC-CNN fast, {stepper.framework}")
+            if stopping and epoch + 1 < cfg.epochs:
+                _interrupted(stop.received, stepper.framework, run_dir, epoch + 1, 0)
     summary = summarize(rows, run_seconds, per_batch)
-    summary.update(framework=stepper.framework, framework_version=stepper.framework_version, device=stepper.device)
-    _write_json(run_dir / "summary.json", summary)
+    summary.update(framework=stepper.framework, framework_version=stepper.framework_version, device=stepper.device,
+                   world_size=world, **(run_info or {}))
+    if writer:
+        write_json(run_dir / "summary.json", summary)
     return summary
 
+
+def _interrupted(signum: int | None, framework: str, run_dir: Path, epoch: int, batch: int) -> None:
+    signum = signum or signal.SIGTERM  # another process of the job received it
+    name = signal.Signals(signum).name
+    raise TrainingInterrupted(f"{name}: stopped at epoch {epoch + 1}, batch {batch} after writing "
+                              f"{run_dir / 'checkpoint.npz'}; continue with `{resume_command(framework, run_dir)}`",
+                              exit_code=128 + signum)
 
 def summarize(rows: Sequence[dict[str, Any]], run_seconds: float, per_batch: int) -> dict[str, Any]:
     """Table I of the study: total training time, mean epoch time, mean network + optimisation step time."""

@@ -9,6 +9,11 @@ only reaches the velocity gradually)::
 
 The learning rate lives in a ``tf.Variable`` assigned before each step, so a drop at an epoch boundary takes effect
 at once and never retraces the compiled step.
+
+Several workers (``TF_CONFIG`` naming more than one task): a ``tf.distribute.MultiWorkerMirroredStrategy`` runs the
+step on every worker, each on its slice of the global batch of ``B`` examples. Each worker's gradient is that of its
+slice's hinge sum divided by ``B``; the replica context sums them across workers (a collective all-reduce), which
+gives every worker the gradient of the global batch mean, and every worker applies the same update.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from stereodeploy.errors import UserError
 from stereodeploy.nets import tf_net
 from stereodeploy.nets.weights import Weights, keras_to_torch, torch_to_keras
 from stereodeploy.patches import Batch
+from stereodeploy.train.distributed import tf_process
 
 
 def resolve_device(device: str) -> tuple[str, str]:
@@ -49,8 +55,13 @@ class TFStepper:
     framework = "tf"
 
     def __init__(self, network: NetworkConfig, cfg: TrainConfig, weights: Weights):
+        proc = tf_process()
+        self.rank, self.world = proc.rank, proc.world
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy() if self.world > 1 else None
         self.framework_version = tf.__version__
         self.tf_device, self.device = resolve_device(cfg.device)
+        if self.world > 1:
+            self.device = f"{self.device} x {self.world} workers"
         self.network = network
         p = network.patch_size
         with tf.device(self.tf_device):
@@ -63,20 +74,59 @@ class TFStepper:
         momentum = float(cfg.momentum)
         params, velocity, lr, net = self.params, self.velocity, self.lr, self.net
 
-        @tf.function(input_signature=[tf.TensorSpec((None, p, p, 1), tf.float32)])
-        def train_step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        global_batch = float(cfg.examples_per_batch)
+        strategy = self.strategy
+
+        def forward_backward(x: tf.Tensor, scale: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
+            """Gradients of ``scale`` x the slice's hinge sum; the slice's (hinge sum, correct count)."""
             with tf.GradientTape() as tape:
                 f = tf.reshape(net(x), (tf.shape(x)[0], -1))  # (3B, C)
                 fl, fp, fn = tf.split(f, 3)
                 s_pos = tf.reduce_sum(fl * fp, axis=1)
                 s_neg = tf.reduce_sum(fl * fn, axis=1)
-                loss = hinge_loss(s_pos, s_neg, margin)
+                hinge = tf.reduce_sum(tf.maximum(margin + s_neg - s_pos, 0.0))
+                loss = hinge * scale
             grads = tape.gradient(loss, params)
+            return grads, hinge, tf.reduce_sum(tf.cast(s_pos > s_neg, tf.float32))
+
+        def update(grads: list[tf.Tensor]) -> None:
             for w, v, g in zip(params, velocity, grads):
                 v.assign(momentum * v + g)
                 w.assign_sub(lr * v)
-            acc = tf.reduce_mean(tf.cast(s_pos > s_neg, tf.float32))
-            return loss, acc
+
+        @tf.function(input_signature=[tf.TensorSpec((None, p, p, 1), tf.float32)])
+        def train_step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            if strategy is None:
+                with tf.GradientTape() as tape:
+                    f = tf.reshape(net(x), (tf.shape(x)[0], -1))  # (3B, C)
+                    fl, fp, fn = tf.split(f, 3)
+                    s_pos = tf.reduce_sum(fl * fp, axis=1)
+                    s_neg = tf.reduce_sum(fl * fn, axis=1)
+                    loss = hinge_loss(s_pos, s_neg, margin)
+                grads = tape.gradient(loss, params)
+                update(grads)
+                acc = tf.reduce_mean(tf.cast(s_pos > s_neg, tf.float32))
+                return loss, acc
+
+            def replica(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                grads, hinge, correct = forward_backward(x, tf.constant(1.0 / global_batch))
+                ctx = tf.distribute.get_replica_context()
+                grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+                hinge, correct = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [hinge, correct])
+                update(grads)
+                return hinge / global_batch, correct / global_batch
+
+            loss, acc = strategy.run(replica, args=(x,))
+            return strategy.experimental_local_results(loss)[0], strategy.experimental_local_results(acc)[0]
+
+        @tf.function(input_signature=[tf.TensorSpec((1,), tf.float32)])
+        def any_worker(flag: tf.Tensor) -> tf.Tensor:
+            def replica(f: tf.Tensor) -> tf.Tensor:  # the sum is > 0 if any worker flags
+                return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, [f + 0.0 * lr])[0]
+
+            return strategy.experimental_local_results(strategy.run(replica, args=(flag,)))[0]
+
+        self._any_worker = any_worker if strategy is not None else None
 
         @tf.function(input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32)])
         def features_nhwc(image: tf.Tensor) -> tf.Tensor:
@@ -91,6 +141,9 @@ class TFStepper:
         with tf.device(self.tf_device):
             loss, acc = self._train_step(x.reshape(x.shape[0], x.shape[2], x.shape[3], 1))  # (3B, P, P, 1)
         return float(loss.numpy()), float(acc.numpy())  # .numpy() waits for the device
+
+    def any_rank(self, flag: bool) -> bool:
+        return bool(self._any_worker(np.array([1.0 if flag else 0.0], np.float32)).numpy()[0] > 0)
 
     def get_weights(self) -> Weights:
         return tf_net.get_weights(self.net)

@@ -3,6 +3,11 @@
 Update rule (both frameworks follow it, see docs/training.md): PyTorch's SGD with momentum,
 ``v <- momentum * v + g``, ``w <- w - lr * v``. The learning rate multiplies the whole buffer at update time, so a
 drop takes effect at once.
+
+Under torchrun (``WORLD_SIZE`` > 1) the network is wrapped in DistributedDataParallel (gloo on the CPU, nccl on
+CUDA, one GPU per local rank). Each process holds a slice of the global batch of ``B`` examples; its loss is its
+slice's hinge sum times ``world / B``, so that DDP's gradient average over the processes is the gradient of the
+global batch mean, whatever the sizes of the slices.
 """
 
 from __future__ import annotations
@@ -14,14 +19,20 @@ from stereodeploy.config import NetworkConfig, TrainConfig
 from stereodeploy.errors import UserError
 from stereodeploy.nets.torch_net import FastMCCNN, RawImageFeatures, get_weights, set_weights
 from stereodeploy.patches import Batch
-from stereodeploy.train.loop import Weights
+from stereodeploy.nets.weights import Weights
+from stereodeploy.train.distributed import torch_process
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("CUDA was asked for but torch sees no CUDA device: use --device cpu, or install a CUDA build of torch")
     if device not in ("cpu", "cuda"):
         raise UserError(f"unknown device {device!r}: use cpu or cuda", exit_code=2)
+    if device == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"process {local_rank} on this node needs GPU {local_rank}, but torch sees "
+                            f"{torch.cuda.device_count()}: start at most that many processes per node")
+        return torch.device("cuda", local_rank)
     return torch.device(device)
 
 
@@ -33,13 +44,25 @@ class TorchStepper:
     framework = "torch"
 
     def __init__(self, network: NetworkConfig, cfg: TrainConfig, weights: Weights):
+        proc = torch_process()
+        self.rank, self.world = proc.rank, proc.world
         self.framework_version = torch.__version__
-        self.dev = resolve_device(cfg.device)
+        self.dev = resolve_device(cfg.device, proc.local_rank)
         self.device = str(self.dev) if self.dev.type == "cpu" else f"cuda ({torch.cuda.get_device_name(self.dev)})"
         torch.manual_seed(cfg.seed)
         self.net = FastMCCNN(network)
         set_weights(self.net, weights)
         self.net.to(self.dev)
+        self.model: torch.nn.Module = self.net
+        self.global_batch = cfg.examples_per_batch
+        if self.world > 1:
+            import torch.distributed as dist
+            from torch.nn.parallel import DistributedDataParallel
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.dev.type == "cuda" else "gloo")
+            self.model = DistributedDataParallel(self.net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+            self.device = f"{self.device} x {self.world} processes"
         self.margin = cfg.margin
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
@@ -47,16 +70,42 @@ class TorchStepper:
         for group in self.opt.param_groups:
             group["lr"] = lr
         x = torch.from_numpy(np.concatenate([batch.left, batch.pos, batch.neg])).to(self.dev, non_blocking=True)
-        f = self.net(x).flatten(1)  # (3B, C)
+        f = self.model(x).flatten(1)  # (3b, C), b = this process's slice
         fl, fp, fn = f.chunk(3)
         s_pos = (fl * fp).sum(1)
         s_neg = (fl * fn).sum(1)
-        loss = hinge_loss(s_pos, s_neg, self.margin)
+        if self.world == 1:
+            loss = hinge_loss(s_pos, s_neg, self.margin)
+        else:  # DDP averages over processes: world / B * (slice sum) averages to the global batch mean
+            loss = torch.clamp(self.margin + s_neg - s_pos, min=0).sum() * (self.world / self.global_batch)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            loss.backward()
+        except RuntimeError as exc:
+            raise _peer_lost(exc, self.rank, self.world) from None
         self.opt.step()
         acc = (s_pos > s_neg).float().mean()
-        return float(loss.item()), float(acc.item())  # .item() synchronises the device
+        if self.world == 1:
+            return float(loss.item()), float(acc.item())  # .item() synchronises the device
+        import torch.distributed as dist
+
+        sums = torch.stack([loss.detach() * (self.global_batch / self.world), (s_pos > s_neg).float().sum()])
+        try:
+            dist.all_reduce(sums)
+        except RuntimeError as exc:
+            raise _peer_lost(exc, self.rank, self.world) from None
+        loss_sum, correct = sums.tolist()
+        return loss_sum / self.global_batch, correct / self.global_batch
+
+    def any_rank(self, flag: bool) -> bool:
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=self.dev)
+        try:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        except RuntimeError as exc:
+            raise _peer_lost(exc, self.rank, self.world) from None
+        return bool(t.item() > 0)
 
     def get_weights(self) -> Weights:
         return get_weights(self.net)
@@ -83,3 +132,14 @@ class TorchStepper:
     def features(self, gray: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None, None].to(self.dev)
         return RawImageFeatures(self.net)(x)[0].cpu().numpy()
+
+
+def _peer_lost(exc: RuntimeError, rank: int, world: int) -> Exception:
+    """A collective failed because another process of the job is gone: one line, not the backend's traceback."""
+    text = str(exc)
+    lost = (type(exc).__name__ == "DistBackendError"
+            or any(m in text for m in ("Connection closed", "Connection reset", "Broken pipe", "NCCL", "Gloo")))
+    if world == 1 or not lost:
+        return exc
+    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return UserError(f"another process of the job stopped ({first}); its own error is printed above")
