@@ -255,7 +255,8 @@ def quantize(
 @_user_errors
 def models() -> None:
     """The shipped models: names for --model, source framework, precision, max disparity, training data, path."""
-    from stereodeploy.models_dir import list_models, models_table
+    from stereodeploy.models_dir import list_models
+    from stereodeploy.report import models_table
 
     typer.echo(models_table(list_models()), nl=False)
 

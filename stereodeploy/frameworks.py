@@ -56,12 +56,12 @@ class Framework:
         module, name = getattr(self, attribute).split(":")
         return getattr(importlib.import_module(module), name)
 
-    def resolve_device(self, device: str, option: str = "--device") -> tuple[Any, str]:
-        """``cpu`` or ``cuda`` -> (device object, description); a one-line error naming ``option`` (the command's
-        option that chose the device) when it is not usable here."""
+    def resolve_device(self, device: str, option: str = "--device", index: int = 0) -> tuple[Any, str]:
+        """``cpu`` or ``cuda`` -> (device object, description); ``index`` picks the GPU of a distributed process.
+        A one-line error naming ``option`` (the command's option that chose the device) when it is not usable."""
         if device not in DEVICES:
             raise UsageError(f"unknown device {device!r}: use {option} {' or '.join(DEVICES)}")
-        return self.load("device")(device, option)
+        return self.load("device")(device, option, index)
 
     def version(self) -> str:
         return str(getattr(importlib.import_module(self.version_module), "__version__", ""))

@@ -80,16 +80,3 @@ def resolve_model(model: str | os.PathLike[str], folder: Path | None = None) -> 
     names = ", ".join(p.stem for p in sorted(folder.glob("*.onnx"))) or "none installed"
     raise UserError(f"model {model} not found: give an ONNX file, a run directory or checkpoint, or a shipped model "
                     f"name ({names}; `stereodeploy models` lists them)")
-
-
-def models_table(models: list[ShippedModel], width: int | None = None) -> str:
-    """The text `stereodeploy models` prints: one row per model (see :func:`stereodeploy.report.text_table`)."""
-    from stereodeploy.report import text_table
-
-    headers = ["name", "framework", "weights", "max disp", "network", "trained on", "size", "path"]
-    rows = [[m.name + (" (default)" if m.default else ""), m.source_framework, "int8" if m.quantization else "float32",
-             str(m.max_disp), m.network, f"{m.training_frames} frames", f"{m.size_bytes / 1e6:.2f} MB", str(m.path)]
-            for m in models]
-    return text_table(headers, rows, align="llllllrl", width=width,
-                      caption="--model takes a name (e.g. mccnn_fast_torch) or a path; the default is used "
-                              "when --model is not given (STEREODEPLOY_MODEL overrides it)")

@@ -20,6 +20,7 @@ from stereodeploy.io import atomic_write, colorize, error_map, to_jsonable
 
 if TYPE_CHECKING:
     from stereodeploy.evaluate import EvalResult
+    from stereodeploy.models_dir import ShippedModel
 
 DIFFERENCE_FORMULA = "100 × (T_TensorFlow − T_PyTorch) / T_PyTorch; positive: TensorFlow took longer than PyTorch"
 
@@ -138,6 +139,17 @@ def render_eval_table(result: EvalResult, width: int | None = None, terminal: bo
 
 # --------------------------------------------------------------------------------------------------------------
 # Comparison tables (plain data, shared by report.json and report.md)
+
+
+def models_table(models: Sequence[ShippedModel], width: int | None = None) -> str:
+    """The text `stereodeploy models` prints: one row per model (see :func:`text_table`)."""
+    headers = ["name", "framework", "weights", "max disp", "network", "trained on", "size", "path"]
+    rows = [[m.name + (" (default)" if m.default else ""), m.source_framework, "int8" if m.quantization else "float32",
+             str(m.max_disp), m.network, f"{m.training_frames} frames", f"{m.size_bytes / 1e6:.2f} MB", str(m.path)]
+            for m in models]
+    return text_table(headers, rows, align="llllllrl", width=width,
+                      caption="--model takes a name (e.g. mccnn_fast_torch) or a path; the default is used "
+                              "when --model is not given (STEREODEPLOY_MODEL overrides it)")
 
 
 def comparison_text(report: Mapping[str, Any], width: int | None = None, terminal: bool | None = None) -> str:

@@ -7,12 +7,8 @@ from pathlib import Path
 import pytest
 
 from stereodeploy.errors import UserError
-from stereodeploy.models_dir import (
-    DEFAULT_MODEL,
-    list_models,
-    models_table,
-    resolve_model,
-)
+from stereodeploy.models_dir import DEFAULT_MODEL, list_models, resolve_model
+from stereodeploy.report import models_table
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -157,9 +157,10 @@ def _rename_output(model, name: str) -> None:
     graph.output[0].name = name
 
 
-def resolve_device(device: str, option: str = "--device") -> tuple[str, str]:
+def resolve_device(device: str, option: str = "--device", index: int = 0) -> tuple[str, str]:
     """``cpu`` or ``cuda`` -> (TensorFlow device string, description). CPU is pinned even when a GPU is visible,
-    so that the cpu device compares the frameworks on the same hardware."""
+    so that the cpu device compares the frameworks on the same hardware. ``index`` is accepted for the common
+    signature; each TensorFlow worker uses its first visible GPU."""
     if device == "cpu":
         return "/CPU:0", "cpu"
     gpus = tf.config.list_physical_devices("GPU")

@@ -100,10 +100,16 @@ def to_onnx_model(network: NetworkConfig, weights: list[tuple], opset: int):
     return onnx.load_from_string(buffer.getvalue())
 
 
-def resolve_device(device: str, option: str = "--device") -> tuple[torch.device, str]:
-    """``cpu`` or ``cuda`` -> (torch.device, description), with one line of advice when CUDA is absent."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA was asked for but torch sees no CUDA device: install a CUDA build of torch, "
-                        f"or use {option} cpu")
-    dev = torch.device(device)
-    return dev, "cpu" if dev.type == "cpu" else f"cuda ({torch.cuda.get_device_name(dev)})"
+def resolve_device(device: str, option: str = "--device", index: int = 0) -> tuple[torch.device, str]:
+    """``cpu`` or ``cuda`` -> (torch.device, description); ``index`` picks the GPU (a distributed process's local
+    rank). One line of advice when the device is not there."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("CUDA was asked for but torch sees no CUDA device: install a CUDA build of torch, "
+                            f"or use {option} cpu")
+        if index >= torch.cuda.device_count():
+            raise UserError(f"process {index} on this node needs GPU {index}, but torch sees "
+                            f"{torch.cuda.device_count()}: start at most that many processes per node")
+        dev = torch.device("cuda", index)
+        return dev, f"cuda ({torch.cuda.get_device_name(dev)})"
+    return torch.device("cpu"), "cpu"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,31 +10,21 @@ from typing import Any
 from dataclasses import replace
 
 from stereodeploy.checkpoint import RUN_FILES, clear_run, read_run_config, resume_command  # noqa: F401
+from stereodeploy import frameworks
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig, from_dict
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.nets.weights import Weights, init_weights
 from stereodeploy.patches import PatchIndex
 
-# framework -> "module:class" of its Stepper; imported only when used
-STEPPERS = {
-    "torch": "stereodeploy.train.torch_trainer:TorchStepper",
-    "tf": "stereodeploy.train.tf_trainer:TFStepper",
-}
-FRAMEWORK_MODULE = {"torch": "torch", "tf": "tensorflow"}
 log = logging.getLogger("stereodeploy")
 
 
 def make_stepper(framework: str, network: NetworkConfig, cfg: TrainConfig, weights: Weights):
-    if framework not in STEPPERS:
-        raise UsageError(f"unknown framework {framework!r}: use torch or tf")
-    module, cls = STEPPERS[framework].split(":")
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name in (FRAMEWORK_MODULE[framework], "keras"):
-            raise UserError(f"training with {framework} needs {exc.name}: pip install 'stereodeploy[{framework}]'") from None
-        raise
-    return getattr(mod, cls)(network, cfg, weights)
+    """The training stepper of ``framework`` (its record in :mod:`stereodeploy.frameworks`), after checking that
+    its packages are installed."""
+    fw = frameworks.get(framework)
+    fw.require("train")
+    return fw.load("stepper")(network, cfg, weights)
 
 
 def build_index(samples: Sequence[Any], patch_size: int, sampler: SamplerConfig) -> tuple[PatchIndex, dict[str, Any]]:

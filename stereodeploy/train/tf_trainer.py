@@ -25,23 +25,9 @@ from stereodeploy.config import NetworkConfig, TrainConfig
 from stereodeploy.errors import UserError
 from stereodeploy.nets import tf_net
 from stereodeploy.nets.weights import Weights, keras_to_torch, torch_to_keras
+from stereodeploy.frameworks import FRAMEWORKS
 from stereodeploy.patches import Batch
 from stereodeploy.train.distributed import tf_process
-
-
-def resolve_device(device: str) -> tuple[str, str]:
-    """``cpu`` or ``cuda`` -> (TensorFlow device string, description). CPU is pinned even when a GPU is visible,
-    so that ``--device cpu`` compares the frameworks on the same hardware."""
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {device!r}: use cpu or cuda", exit_code=2)
-    if device == "cpu":
-        return "/CPU:0", "cpu"
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        raise UserError("CUDA was asked for but TensorFlow sees no GPU: use --device cpu, or install a GPU build of "
-                        "TensorFlow (pip install 'tensorflow[and-cuda]')")
-    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    return "/GPU:0", f"cuda ({name})"
 
 
 def hinge_loss(s_pos: tf.Tensor, s_neg: tf.Tensor, margin: float) -> tf.Tensor:
@@ -59,7 +45,7 @@ class TFStepper:
         self.rank, self.world = proc.rank, proc.world
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy() if self.world > 1 else None
         self.framework_version = tf.__version__
-        self.tf_device, self.device = resolve_device(cfg.device)
+        self.tf_device, self.device = FRAMEWORKS["tf"].resolve_device(cfg.device)
         if self.world > 1:
             self.device = f"{self.device} x {self.world} workers"
         self.network = network

@@ -17,23 +17,11 @@ import torch
 
 from stereodeploy.config import NetworkConfig, TrainConfig
 from stereodeploy.errors import UserError
+from stereodeploy.frameworks import FRAMEWORKS
 from stereodeploy.nets.torch_net import FastMCCNN, RawImageFeatures, get_weights, set_weights
 from stereodeploy.patches import Batch
 from stereodeploy.nets.weights import Weights
 from stereodeploy.train.distributed import torch_process
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA was asked for but torch sees no CUDA device: use --device cpu, or install a CUDA build of torch")
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {device!r}: use cpu or cuda", exit_code=2)
-    if device == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise UserError(f"process {local_rank} on this node needs GPU {local_rank}, but torch sees "
-                            f"{torch.cuda.device_count()}: start at most that many processes per node")
-        return torch.device("cuda", local_rank)
-    return torch.device(device)
 
 
 def hinge_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, margin: float) -> torch.Tensor:
@@ -47,8 +35,7 @@ class TorchStepper:
         proc = torch_process()
         self.rank, self.world = proc.rank, proc.world
         self.framework_version = torch.__version__
-        self.dev = resolve_device(cfg.device, proc.local_rank)
-        self.device = str(self.dev) if self.dev.type == "cpu" else f"cuda ({torch.cuda.get_device_name(self.dev)})"
+        self.dev, self.device = FRAMEWORKS["torch"].resolve_device(cfg.device, index=proc.local_rank)
         torch.manual_seed(cfg.seed)
         self.net = FastMCCNN(network)
         set_weights(self.net, weights)
