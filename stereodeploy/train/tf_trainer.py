@@ -29,7 +29,7 @@ from stereodeploy.patches import Batch
 from stereodeploy.train.distributed import tf_process
 
 
-def resolve_device(device: str) -> tuple[str, str]:
+def resolve_device(device: str, local_rank: int = 0) -> tuple[str, str]:
     """``cpu`` or ``cuda`` -> (TensorFlow device string, description). CPU is pinned even when a GPU is visible,
     so that ``--device cpu`` compares the frameworks on the same hardware."""
     if device not in ("cpu", "cuda"):
@@ -40,8 +40,11 @@ def resolve_device(device: str) -> tuple[str, str]:
     if not gpus:
         raise UserError("CUDA was asked for but TensorFlow sees no GPU: use --device cpu, or install a GPU build of "
                         "TensorFlow (pip install 'tensorflow[and-cuda]')")
-    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    return "/GPU:0", f"cuda ({name})"
+    if local_rank >= len(gpus):
+        raise UserError(f"worker {local_rank} on this host needs GPU {local_rank}, but TensorFlow sees {len(gpus)}: "
+                        "run at most that many workers per host")
+    name = tf.config.experimental.get_device_details(gpus[local_rank]).get("device_name", "GPU")
+    return f"/GPU:{local_rank}", f"cuda ({name})"
 
 
 def hinge_loss(s_pos: tf.Tensor, s_neg: tf.Tensor, margin: float) -> tf.Tensor:
@@ -59,7 +62,7 @@ class TFStepper:
         self.rank, self.world = proc.rank, proc.world
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy() if self.world > 1 else None
         self.framework_version = tf.__version__
-        self.tf_device, self.device = resolve_device(cfg.device)
+        self.tf_device, self.device = resolve_device(cfg.device, proc.local_rank)
         if self.world > 1:
             self.device = f"{self.device} x {self.world} workers"
         self.network = network
