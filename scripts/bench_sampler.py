@@ -135,13 +135,17 @@ def main() -> None:
               f"| {r['VmHWM']:.0f} MB | {r['RssAnon']:.0f} MB | {r['RssFile']:.0f} MB | {r['cache_gb']:.2f} GB "
               f"| {r['ram_index_kb']:.0f} KB |")
     first, last = rows[0], rows[-1]
+    prev = rows[-2] if len(rows) > 1 else first
     per_frame = (last["VmHWM"] - first["VmHWM"]) / max(1, last["frames"] - first["frames"])
+    marginal = (last["VmHWM"] - prev["VmHWM"]) / max(1, last["frames"] - prev["frames"])
     projected = last["VmHWM"] + per_frame * (SCENE_FLOW_FRAMES - last["frames"])
+    projected_marginal = last["VmHWM"] + marginal * (SCENE_FLOW_FRAMES - last["frames"])
     pixels = args.height * args.width
     old_per_frame = (8 * last["examples"] / last["frames"] + 8 * pixels) / 2**20
     print(f"\npeak RSS grows {1024 * per_frame:.1f} KB per frame from {first['frames']:,} to {last['frames']:,} "
-          f"frames; projected for {SCENE_FLOW_FRAMES:,} frames: {projected:.0f} MB (cache on disk: "
-          f"{last['cache_gb'] / last['frames'] * SCENE_FLOW_FRAMES:.0f} GB)")
+          f"frames, {1024 * marginal:.1f} KB per frame from {prev['frames']:,} on; projected for "
+          f"{SCENE_FLOW_FRAMES:,} frames: {projected:.0f} MB at the first rate, {projected_marginal:.0f} MB at the "
+          f"last (cache on disk: {last['cache_gb'] / last['frames'] * SCENE_FLOW_FRAMES:.0f} GB)")
     print(f"the in-memory index it replaced: {old_per_frame:.1f} MB per frame, "
           f"{old_per_frame * last['frames'] / 1024:.1f} GB at {last['frames']:,} frames, "
           f"{old_per_frame * SCENE_FLOW_FRAMES / 1024:.0f} GB at {SCENE_FLOW_FRAMES:,}")

@@ -50,13 +50,15 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[Data
            val: list[Path], epochs: int, batch_size: int, lr: float, momentum: float, lr_drop: list[int],
            max_examples: Optional[int], seed: int, device: Device, layers: int, maps: int, kernel: int,
            augment: bool, checkpoint_every: int, checkpoint_minutes: float, max_disp: int, resume: bool,
-           overwrite: bool, progress: bool, threads: Optional[int]) -> None:
+           overwrite: bool, progress: bool, threads: Optional[int], nproc_per_node: Optional[int] = None) -> None:
     from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
     from stereodeploy.train.api import train_from_paths
     from stereodeploy.train.distributed import process_for
     from stereodeploy.train.loop import TrainingInterrupted
 
     proc = process_for(framework.value)
+    if nproc_per_node is not None:
+        _relaunch_under_torchrun(framework, nproc_per_node, proc.distributed)
     try:
         network = NetworkConfig(layers=layers, maps=maps, kernel=kernel)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drop),
@@ -86,6 +88,35 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[Data
         f"(epoch {summary['mean_epoch_seconds']:.2f} s, step {1000 * summary['mean_step_seconds']:.2f} ms, "
         f"{summary['examples_per_second']:.0f} examples/s), patch accuracy {100 * summary['final_accuracy']:.1f}% -> {out}"
     )
+
+
+def _relaunch_under_torchrun(framework: Framework, nproc: int, distributed: bool) -> None:
+    """``--nproc-per-node N``: replace this process by ``torchrun --standalone --nproc-per-node N`` running the same
+    command without the flag (signals then reach torchrun, which forwards them to its processes)."""
+    import os
+
+    if framework is not Framework.torch:
+        raise UsageError("--nproc-per-node starts PyTorch processes: for TensorFlow start one process per TF_CONFIG task")
+    if nproc < 1:
+        raise UsageError(f"--nproc-per-node must be at least 1, got {nproc}")
+    if distributed:
+        raise UsageError("--nproc-per-node is given, but this process already runs under torchrun: drop the option")
+    args = sys.argv[1:]
+    if args[:2] != ["train", framework.value]:
+        raise UsageError("--nproc-per-node works from the command line only: launch with torchrun instead")
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            kept.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "stereodeploy", *kept]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 def _make_train_command(framework: Framework):
@@ -119,10 +150,13 @@ def _make_train_command(framework: Framework):
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
         threads: Annotated[Optional[int], typer.Option(
             help="CPU threads per operation (default: the free cores, shared by this node's processes).")] = None,
+        nproc_per_node: Annotated[Optional[int], typer.Option(
+            help="PyTorch: run as N processes on this machine (torchrun --standalone); several nodes: use "
+                 "torchrun (docs/training.md).")] = None,
     ) -> None:
         _train(framework, data, out, fmt, exclude, val, epochs, batch_size, lr, momentum, lr_drop, max_examples, seed,
                device, layers, maps, kernel, augment, checkpoint_every, checkpoint_minutes, max_disp, resume,
-               overwrite, progress, threads)
+               overwrite, progress, threads, nproc_per_node)
 
     command.__doc__ = (f"Train MC-CNN fast with {'PyTorch' if framework is Framework.torch else 'TensorFlow'}. "
                        f"Several processes: {'torchrun --nproc-per-node N -m stereodeploy train torch' if framework is Framework.torch else 'one process per TF_CONFIG task'} "

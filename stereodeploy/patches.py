@@ -288,7 +288,7 @@ class PatchIndex:
         try:
             d = self.draw(examples, epoch, batch, part)
             self._release()
-            pieces = []
+            pieces = [] if len(d.frame) else [self._gather(d)]
             for lo in range(0, len(d.frame), GATHER_CHUNK):  # bounded page use per chunk, then unmapped
                 pieces.append(self._gather(d.slice(lo, lo + GATHER_CHUNK)))
                 self._release()

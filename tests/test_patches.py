@@ -166,6 +166,17 @@ def test_batches_are_deterministic_and_slices_are_parts_of_the_same_batch():
             np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in pieces]), getattr(ba[4], name))
 
 
+def test_batches_larger_than_a_gather_chunk_are_gathered_whole():
+    index = PatchIndex(9, SamplerConfig(seed=4))
+    index.extend(kitti_like_frames(2))
+    whole = index.batch(1, 2, 300)  # three chunks of at most 128 examples
+    halves = [index.batch(1, 2, 300, part) for part in ((0, 150), (150, 300))]
+    np.testing.assert_array_equal(np.concatenate([h.pos for h in halves]), whole.pos)
+    f, y, x, _ = index.locate(index.epoch_examples(1, 600, 900))
+    ref = normalize(kitti_like_frames(2)[int(f[200])][0])
+    assert whole.left[200, 0, 4, 4] == pytest.approx(ref[y[200], x[200]], abs=0.02)  # uint8 rounding at most
+
+
 def test_sliced_augmented_batches_match_the_whole_batch():
     frames = kitti_like_frames(2)
     index = PatchIndex(9, SamplerConfig(augment=True, seed=2))

@@ -158,14 +158,17 @@ def _rename_output(model, name: str) -> None:
 
 
 def resolve_device(device: str, option: str = "--device", index: int = 0) -> tuple[str, str]:
-    """``cpu`` or ``cuda`` -> (TensorFlow device string, description). CPU is pinned even when a GPU is visible,
-    so that the cpu device compares the frameworks on the same hardware. ``index`` is accepted for the common
-    signature; each TensorFlow worker uses its first visible GPU."""
+    """``cpu`` or ``cuda`` -> (TensorFlow device string, description); ``index`` picks the GPU (a worker's local
+    index on its host). CPU is pinned even when a GPU is visible, so that the cpu device compares the frameworks
+    on the same hardware."""
     if device == "cpu":
         return "/CPU:0", "cpu"
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         raise UserError("CUDA was asked for but TensorFlow sees no GPU: install a GPU build of TensorFlow "
                         f"(pip install 'tensorflow[and-cuda]'), or use {option} cpu")
-    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    return "/GPU:0", f"cuda ({name})"
+    if index >= len(gpus):
+        raise UserError(f"worker {index} on this host needs GPU {index}, but TensorFlow sees {len(gpus)}: "
+                        "run at most that many workers per host")
+    name = tf.config.experimental.get_device_details(gpus[index]).get("device_name", "GPU")
+    return f"/GPU:{index}", f"cuda ({name})"

@@ -16,6 +16,7 @@ Preemption: SIGINT and SIGTERM finish the current step, write a checkpoint and r
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -268,6 +269,8 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
     summary = summarize(rows, run_seconds, per_batch)
     summary.update(framework=stepper.framework, framework_version=stepper.framework_version, device=stepper.device,
                    world_size=world, **(run_info or {}))
+    if hasattr(os, "getloadavg"):  # with the start's load in run_info: was the machine busier than its cores?
+        summary["load_average_end"] = round(os.getloadavg()[0], 2)
     if writer:
         write_json(run_dir / "summary.json", summary)
     return summary

@@ -45,7 +45,7 @@ class TFStepper:
         self.rank, self.world = proc.rank, proc.world
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy() if self.world > 1 else None
         self.framework_version = tf.__version__
-        self.tf_device, self.device = FRAMEWORKS["tf"].resolve_device(cfg.device)
+        self.tf_device, self.device = FRAMEWORKS["tf"].resolve_device(cfg.device, index=proc.local_rank)
         if self.world > 1:
             self.device = f"{self.device} x {self.world} workers"
         self.network = network
@@ -124,12 +124,18 @@ class TFStepper:
     def step(self, batch: Batch, lr: float) -> tuple[float, float]:
         self.lr.assign(lr)
         x = np.concatenate([batch.left, batch.pos, batch.neg])  # (3B, 1, P, P)
-        with tf.device(self.tf_device):
-            loss, acc = self._train_step(x.reshape(x.shape[0], x.shape[2], x.shape[3], 1))  # (3B, P, P, 1)
-        return float(loss.numpy()), float(acc.numpy())  # .numpy() waits for the device
+        try:
+            with tf.device(self.tf_device):
+                loss, acc = self._train_step(x.reshape(x.shape[0], x.shape[2], x.shape[3], 1))  # (3B, P, P, 1)
+            return float(loss.numpy()), float(acc.numpy())  # .numpy() waits for the device
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as exc:
+            raise _worker_lost(exc, self.world) from None
 
     def any_rank(self, flag: bool) -> bool:
-        return bool(self._any_worker(np.array([1.0 if flag else 0.0], np.float32)).numpy()[0] > 0)
+        try:
+            return bool(self._any_worker(np.array([1.0 if flag else 0.0], np.float32)).numpy()[0] > 0)
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as exc:
+            raise _worker_lost(exc, self.world) from None
 
     def get_weights(self) -> Weights:
         return tf_net.get_weights(self.net)
@@ -155,3 +161,13 @@ class TFStepper:
         with tf.device(self.tf_device):
             out = self._features(x)  # (1, H, W, C)
         return np.transpose(out.numpy()[0], (2, 0, 1))
+
+
+def _worker_lost(exc: Exception, world: int) -> Exception:
+    """A collective failed because another worker is gone: one line, not TensorFlow's graph traceback."""
+    if world == 1:
+        return exc
+    message = getattr(exc, "message", str(exc))
+    lines = [line.strip() for line in message.splitlines() if "unhealthy" in line or "crashed" in line]
+    why = lines[0][:160] if lines else type(exc).__name__
+    return UserError(f"another worker of the job stopped ({why}); its own error is printed above")
