@@ -46,7 +46,7 @@ def random_model(folder: Path, max_disp: int) -> Path:
     from stereodeploy.config import NetworkConfig
     from stereodeploy.export import export
     from stereodeploy.nets.weights import init_weights
-    from stereodeploy.train.loop import Checkpoint, save_checkpoint
+    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
 
     net = NetworkConfig()
     save_checkpoint(folder / "checkpoint.npz", Checkpoint(framework="torch", network=net, weights=init_weights(net, 0)))

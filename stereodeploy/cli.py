@@ -15,9 +15,9 @@ import typer
 
 from stereodeploy.cli_eval import register as register_eval
 from stereodeploy.cli_options import (
-    BackendName, BackendOption, BatchSize, DataFormat, Device, Epochs, FormatOption, Framework, Kernel, Layers, LearningRate,
-    LrDrops, MaxExamples, ModelOption, Momentum, Overwrite, Postprocess, PostprocessOption, Progress,
-    ProviderOption, Quantization, Seed, Maps, value)
+    BackendName, BackendOption, DataFormat, Device, DeviceOption, Epochs, FormatOption, Framework, Kernel, Layers,
+    LearningRate, LrDrops, Maps, MaxExamples, ModelOption, Momentum, Overwrite, Postprocess, PostprocessOption,
+    Progress, ProviderOption, Quantization, Seed, Threads, network_or_usage_error, value)
 from stereodeploy.cli_options import user_errors as _user_errors
 from stereodeploy.errors import UsageError, UserError
 
@@ -51,7 +51,7 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[Data
            max_examples: Optional[int], seed: int, device: Device, layers: int, maps: int, kernel: int,
            augment: bool, checkpoint_every: int, checkpoint_minutes: float, max_disp: int, resume: bool,
            overwrite: bool, progress: bool, threads: Optional[int], nproc_per_node: Optional[int] = None) -> None:
-    from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+    from stereodeploy.config import SamplerConfig, TrainConfig
     from stereodeploy.train.api import train_from_paths
     from stereodeploy.train.distributed import process_for
     from stereodeploy.train.loop import TrainingInterrupted
@@ -59,8 +59,8 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[Data
     proc = process_for(framework.value)
     if nproc_per_node is not None:
         _relaunch_under_torchrun(framework, nproc_per_node, proc.distributed)
+    network = network_or_usage_error(layers, maps, kernel)
     try:
-        network = NetworkConfig(layers=layers, maps=maps, kernel=kernel)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drop),
                           max_examples=max_examples, seed=seed, checkpoint_every=checkpoint_every,
                           checkpoint_minutes=checkpoint_minutes, device=device.value)
@@ -124,21 +124,21 @@ def _make_train_command(framework: Framework):
     def command(
         data: Annotated[list[Path], typer.Option("--data", help="Dataset folder (repeatable).")] = [],  # noqa: B006
         out: Annotated[Path, typer.Option("--out", help="Run directory to create (or resume).")] = Path("runs/run"),
-        fmt: Annotated[Optional[DataFormat], typer.Option("--format", help="Dataset layout; detected if omitted.")] = None,
+        fmt: FormatOption = None,
         exclude: Annotated[list[str], typer.Option("--exclude", help="Frame/scene name to leave out (repeatable).")] = [],  # noqa: B006
         val: Annotated[list[Path], typer.Option("--val", help="Validation dataset: >=3 px error after each epoch.")] = [],  # noqa: B006
-        epochs: Annotated[int, typer.Option(help="Epochs.")] = 14,
+        epochs: Epochs = 14,
         batch_size: Annotated[int, typer.Option(help="Pairs per batch (128 = 64 positive + 64 negative), for the "
                                                      "whole job: several processes share each batch.")] = 128,
-        lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.002,
-        momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-        lr_drop: Annotated[list[int], typer.Option("--lr-drop", help="Epoch at which lr is multiplied by 0.1 (repeatable).")] = [12],  # noqa: B006
-        max_examples: Annotated[Optional[int], typer.Option(help="Examples per epoch (default: all).")] = None,
-        seed: Annotated[int, typer.Option(help="Seed of initial weights and sampler.")] = 0,
-        device: Annotated[Device, typer.Option(help="cpu or cuda.")] = Device.cpu,
-        layers: Annotated[int, typer.Option(help="Convolution layers.")] = 4,
-        maps: Annotated[int, typer.Option(help="Feature maps per layer.")] = 64,
-        kernel: Annotated[int, typer.Option(help="Kernel size.")] = 3,
+        lr: LearningRate = 0.002,
+        momentum: Momentum = 0.9,
+        lr_drop: LrDrops = [12],  # noqa: B006 - typer reads the default, never mutates it
+        max_examples: MaxExamples = None,
+        seed: Seed = 0,
+        device: DeviceOption = Device.cpu,
+        layers: Layers = 4,
+        maps: Maps = 64,
+        kernel: Kernel = 3,
         augment: Annotated[bool, typer.Option(help="MC-CNN data augmentation.")] = False,
         checkpoint_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: off).")] = 0,
         checkpoint_minutes: Annotated[float, typer.Option(
@@ -147,9 +147,8 @@ def _make_train_command(framework: Framework):
         max_disp: Annotated[int, typer.Option(help="Max disparity for --val.")] = 64,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
-        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-        threads: Annotated[Optional[int], typer.Option(
-            help="CPU threads per operation (default: the free cores, shared by this node's processes).")] = None,
+        progress: Progress = True,
+        threads: Threads = None,
         nproc_per_node: Annotated[Optional[int], typer.Option(
             help="PyTorch: run as N processes on this machine (torchrun --standalone); several nodes: use "
                  "torchrun (docs/training.md).")] = None,

@@ -92,6 +92,8 @@ def value(choice: Optional[Enum]) -> Optional[str]:
 # ------------------------------------------------------------------------------------------------ options
 Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs.")]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
+Threads = Annotated[Optional[int], typer.Option(
+    help="CPU threads per operation (default: the free cores, shared by this node's processes).")]
 FormatOption = Annotated[Optional[DataFormat], typer.Option("--format", help="Dataset layout; detected if omitted.")]
 BackendOption = Annotated[BackendName, typer.Option(help="Feature backend.")]
 ProviderOption = Annotated[Device, typer.Option(help="cpu or cuda (checked as active; no silent fallback).")]

@@ -265,12 +265,6 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     return report
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _differs(a: np.ndarray, b: np.ndarray) -> float:
     """Percentage of pixels where two disparity maps disagree by more than half a pixel (or in validity)."""
     fa, fb = np.isfinite(a), np.isfinite(b)

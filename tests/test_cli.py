@@ -85,3 +85,31 @@ def test_demo_scores_the_shipped_model_and_keeps_an_existing_picture(motorcycle,
     assert res.exit_code == 2 and "--overwrite" in res.output and picture.read_bytes() == before
     assert runner.invoke(app, ["demo", "--out", str(out), "--postprocess", "none", "--overwrite"]).exit_code == 0
     assert (out / "motorcycle_none.png").is_file()
+
+
+@pytest.mark.parametrize("framework, missing, extra", [("tf", "tensorflow", "tf"), ("torch", "torch", "torch")])
+def test_train_checks_its_framework_before_reading_any_data(monkeypatch, tmp_path, framework, missing, extra):
+    from stereodeploy import frameworks
+
+    monkeypatch.setattr(frameworks, "_installed", lambda module: module != missing)
+    res = invoke("train", framework, "--data", tmp_path / "no_such_dataset", "--out", tmp_path / "run")
+    assert res.exit_code == 1
+    assert f"needs {frameworks.FRAMEWORKS[framework].label} ({missing})" in res.output
+    assert f"pip install 'stereodeploy[{extra}]'" in res.output and "no_such_dataset" not in res.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_of_a_tensorflow_run_checks_for_tf2onnx(monkeypatch, tmp_path):
+    from stereodeploy import frameworks
+    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
+    from stereodeploy.config import NetworkConfig
+    from stereodeploy.nets.weights import init_weights
+
+    network = NetworkConfig(layers=2, maps=8, kernel=3)
+    (tmp_path / "run").mkdir()
+    save_checkpoint(tmp_path / "run" / "checkpoint.npz", Checkpoint("tf", network, init_weights(network, 0)))
+    monkeypatch.setattr(frameworks, "_installed", lambda module: module != "tf2onnx")
+    res = invoke("export", tmp_path / "run", "--out", tmp_path / "m.onnx")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "exporting a TensorFlow run needs tf2onnx" in res.output and "pip install 'stereodeploy[tf]'" in res.output
+    assert not (tmp_path / "m.onnx").exists()

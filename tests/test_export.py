@@ -16,7 +16,7 @@ from stereodeploy.errors import UserError  # noqa: E402
 from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, export, read_meta  # noqa: E402
 from stereodeploy.nets.torch_net import native_features  # noqa: E402
 from stereodeploy.train.api import train_run  # noqa: E402
-from stereodeploy.train.loop import load_checkpoint  # noqa: E402
+from stereodeploy.checkpoint import load_checkpoint  # noqa: E402
 
 from conftest import TINY_NET  # noqa: E402
 

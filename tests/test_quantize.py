@@ -35,7 +35,7 @@ def fp32_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised feature model exported through the real export path (a checkpoint on disk)."""
     pytest.importorskip("torch")
     from stereodeploy.export import export
-    from stereodeploy.train.loop import Checkpoint, save_checkpoint
+    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
 
     root = tmp_path_factory.mktemp("quant")
     save_checkpoint(root / "checkpoint.npz", Checkpoint(framework="torch", network=NET, weights=init_weights(NET, 0)))

@@ -179,7 +179,7 @@ def test_frames_without_ground_truth_are_skipped_with_a_warning(tmp_path, synthe
 
 
 def _checkpoint_position(path: Path) -> tuple[int, int] | None:
-    from stereodeploy.train.loop import load_checkpoint
+    from stereodeploy.checkpoint import load_checkpoint
 
     try:
         ckpt = load_checkpoint(path)
@@ -191,7 +191,7 @@ def _checkpoint_position(path: Path) -> tuple[int, int] | None:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path, synthetic_dataset):
     pytest.importorskip("torch")
-    from stereodeploy.train.loop import load_checkpoint
+    from stereodeploy.checkpoint import load_checkpoint
 
     args = ["--data", str(synthetic_dataset), "--epochs", "3", "--max-examples", "3200", "--layers", "2",
             "--maps", "8", "--checkpoint-every", "7", "--seed", "3", "--no-progress"]

@@ -206,7 +206,7 @@ def test_onnx_from_tf_matches_native_tf_and_onnx_from_torch():
 
 
 def _checkpoint(path: Path, framework: str, network: NetworkConfig, weights) -> Path:
-    from stereodeploy.train.loop import Checkpoint, save_checkpoint
+    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
 
     save_checkpoint(path, Checkpoint(framework=framework, network=network, weights=weights,
                                      meta={"framework_version": "test"}))
@@ -276,7 +276,7 @@ def test_cli_train_tf_then_export_and_torch_refuses_to_resume_it(tmp_path: Path)
     from typer.testing import CliRunner
 
     from stereodeploy.cli import app
-    from stereodeploy.train.loop import load_checkpoint
+    from stereodeploy.checkpoint import load_checkpoint
 
     data = _middlebury_folder(tmp_path / "data")
     run = tmp_path / "run"

@@ -14,7 +14,7 @@ from stereodeploy.datasets import synthetic_pair  # noqa: E402
 from stereodeploy.errors import UserError  # noqa: E402
 from stereodeploy.nets.weights import init_weights  # noqa: E402
 from stereodeploy.train.api import train_run  # noqa: E402
-from stereodeploy.train.loop import load_checkpoint  # noqa: E402
+from stereodeploy.checkpoint import load_checkpoint  # noqa: E402
 
 from conftest import TINY_NET  # noqa: E402
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from dataclasses import replace
 
-from stereodeploy.checkpoint import RUN_FILES, clear_run, read_run_config, resume_command  # noqa: F401
+from stereodeploy.checkpoint import RUN_FILES, clear_run, read_run_config, resume_command
 from stereodeploy import frameworks
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig, from_dict
 from stereodeploy.errors import UsageError, UserError
@@ -140,6 +140,7 @@ def train_from_paths(framework: str, data: Sequence[Path], out: Path, fmt: str |
     """
     from stereodeploy.datasets import list_frames
 
+    frameworks.get(framework).require("train")  # before any data is read
     out = Path(out)
     if resume:
         saved = read_run_config(out, required=False).get("data", {})

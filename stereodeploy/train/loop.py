@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stereodeploy.checkpoint import (  # noqa: F401 - re-exported for callers of the old location
+from stereodeploy.checkpoint import (
     FORMAT_VERSION as CHECKPOINT_FORMAT,
     Checkpoint,
     load_checkpoint,
