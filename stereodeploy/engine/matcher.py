@@ -75,7 +75,7 @@ class StereoMatcher:
         return buffers[name]
 
     def _scratch(self, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        return self._buffer("work", shape), self._buffer("aggregated", shape)
+        return self._buffer("sgm_left", shape), self._buffer("sgm_right", shape)
 
     def release_buffers(self) -> None:
         """Free the calling thread's post-processing volumes."""
@@ -136,7 +136,8 @@ class StereoMatcher:
             else:
                 from stereodeploy.engine.postprocess import postprocess
 
-                volume = self._buffer("cost", (cfg.max_disp,) + gl.shape)
+                # stored row by row, as engine.matching.row_major_volume: what SGM reads fastest
+                volume = self._buffer("cost", (gl.shape[0], cfg.max_disp, gl.shape[1])).transpose(1, 0, 2)
                 cost = self.backend.cost_volume(gl, gr, cfg.max_disp, timings, out=volume)
                 disp, stages = postprocess(cost, gl, gr, cfg, self.sgm_preset, scratch=self._scratch)
                 timings.update(stages)

@@ -227,17 +227,19 @@ def _wta_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndar
 
 
 @njit(cache=True, nogil=True)
-def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndarray) -> None:  # pragma: no cover
+def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndarray, row0: int,
+                sd: int) -> None:  # pragma: no cover
+    """Row y's costs into the flat ``out``: cost d of pixel x at ``row0 + d sd + x``."""
     c, h, w = fl.shape
     a, b, wp, pad = _padded_rows(fl, fr, y, max_disp)
     for x0 in range(0, wp, LANES):
         if x0 + LANES <= w:  # a whole tile: straight into the volume
-            _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, out, y * w + x0, h * w)
+            _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, out, row0 + x0, sd)
         else:  # the last, partial tile: through a scratch buffer, never past the row's end
             tail = np.empty(max_disp * LANES, dtype=np.float32)
             _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, tail, 0, LANES)
             for d in range(max_disp):
-                out[d, y, x0:] = tail[d * LANES:d * LANES + w - x0]
+                out[row0 + d * sd + x0:row0 + d * sd + w] = tail[d * LANES:d * LANES + w - x0]
 
 
 # The row functions allocate their own buffers: inside a prange body numba could hoist an allocation it sees
@@ -249,20 +251,26 @@ def _wta_kernel(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray) 
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _volume_kernel(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray) -> None:  # pragma: no cover
+def _volume_kernel(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray, sy: int,
+                   sd: int) -> None:  # pragma: no cover
+    """Into the flat ``out``: cost d of pixel (y, x) at ``y sy + d sd + x``."""
     for y in prange(fl.shape[1]):
-        _volume_row(fl, fr, y, max_disp, out)
+        _volume_row(fl, fr, y, max_disp, out, y * sy, sd)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _argmin_kernel(cost: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+def _argmin_kernel(cost: np.ndarray, shift: int, out: np.ndarray) -> None:  # pragma: no cover
+    """out[y, x] = the first d minimising cost[d, y, x + shift*d], over the d with x + shift*d inside the row."""
     nd, h, w = cost.shape
     for y in prange(h):
         best = np.full(w, np.inf, dtype=np.float32)
         arg = np.zeros(w, dtype=np.int32)
         for d in range(nd):
-            row = cost[d, y]
-            for x in range(w):
+            n = w - shift * d
+            if n <= 0:
+                break
+            row = cost[d, y, shift * d:shift * d + n]
+            for x in range(n):
                 better = row[x] < best[x]
                 best[x] = row[x] if better else best[x]
                 arg[x] = d if better else arg[x]
@@ -285,18 +293,27 @@ def _pair(fl: np.ndarray, fr: np.ndarray, max_disp: int) -> tuple[np.ndarray, np
     return (np.ascontiguousarray(fl, dtype=np.float32), np.ascontiguousarray(fr, dtype=np.float32))
 
 
+def row_major_volume(max_disp: int, height: int, width: int) -> np.ndarray:
+    """An uninitialised (max_disp, H, W) float32 array stored row by row ((H, D, W) in memory), for the ``out`` of
+    :func:`cost_volume`: SGM reads one image row's costs as one contiguous block from it."""
+    return np.empty((height, max_disp, width), dtype=np.float32).transpose(1, 0, 2)
+
+
 def cost_volume(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray | None = None) -> np.ndarray:
     """(C, H, W) left and right features -> (max_disp, H, W) float32 matching cost, left image as reference.
 
-    ``out``, if given, is a C-contiguous float32 (max_disp, H, W) array to fill (and return) instead of a new one.
+    ``out``, if given, is the float32 (max_disp, H, W) array to fill (and return) instead of a new one: either
+    C-contiguous or stored row by row (:func:`row_major_volume`, which post-processing reads fastest).
     """
     a, b = _pair(fl, fr, max_disp)
     shape = (max_disp,) + a.shape[1:]
     if out is None:
         out = np.empty(shape, dtype=np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
-    _volume_kernel(a, b, int(max_disp), out)
+    elif out.shape != shape or out.dtype != np.float32 or not (
+            out.flags.c_contiguous or out.transpose(1, 0, 2).flags.c_contiguous):
+        raise ValueError(f"out must be a float32 array of shape {shape}, C-contiguous or from row_major_volume")
+    flat = out.reshape(-1) if out.flags.c_contiguous else out.transpose(1, 0, 2).reshape(-1)
+    _volume_kernel(a, b, int(max_disp), flat, out.strides[1] // 4, out.strides[0] // 4)
     return out
 
 
@@ -311,10 +328,14 @@ def wta_from_features(fl: np.ndarray, fr: np.ndarray, max_disp: int) -> np.ndarr
     return out.astype(np.float32)
 
 
-def winner_take_all(cost: np.ndarray) -> np.ndarray:
-    """(D, H, W) cost -> (H, W) float32 disparity of the lowest cost (the smallest d on ties; NaN never wins)."""
+def winner_take_all(cost: np.ndarray, derived_right: bool = False) -> np.ndarray:
+    """(D, H, W) cost -> (H, W) float32 disparity of the lowest cost (the smallest d on ties; NaN never wins).
+
+    With ``derived_right`` the left volume is read as the right image's, ``cost_right[d, y, x] = cost[d, y, x + d]``
+    for ``x + d < W`` (see :func:`stereodeploy.engine.postprocess.right_volume`), without storing it.
+    """
     if cost.ndim != 3:
         raise ValueError(f"cost must be (D, H, W), got shape {cost.shape}")
     out = np.empty(cost.shape[1:], dtype=np.int32)
-    _argmin_kernel(np.ascontiguousarray(cost, dtype=np.float32), out)
+    _argmin_kernel(cost if cost.dtype == np.float32 else cost.astype(np.float32), 1 if derived_right else 0, out)
     return out.astype(np.float32)
