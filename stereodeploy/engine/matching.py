@@ -18,6 +18,8 @@ by channel, so results match a float64 reference to about 1e-6.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -27,18 +29,18 @@ from numba.extending import intrinsic
 INVALID_COST = 2.0  # the worst real cost (opposite unit vectors); finite, so sums and SGM stay NaN-free
 
 
-def _simd_shape() -> tuple[int, int]:
+def _simd_shape(forced: str) -> tuple[int, int]:
     """(pixels per vector, disparities per tile) for this CPU: 16 x 16 with AVX-512 (16 of its 32 registers hold
     accumulators; more gains nothing), else 8 x 8 (AVX2 / NEON: 8 accumulators of 16 or 32 registers).
 
-    ``STEREODEPLOY_SIMD=LANESxGROUP`` (e.g. ``8x8``) overrides the choice; the tests use it to run the narrow
-    kernels on a wide CPU.
+    ``forced``, the value of ``STEREODEPLOY_SIMD=LANESxGROUP`` (e.g. ``8x8``), overrides the choice; the tests use
+    it to run the narrow kernels on a wide CPU.
     """
-    import os
-
-    forced = os.environ.get("STEREODEPLOY_SIMD", "")
     if forced:
-        lanes, group = (int(v) for v in forced.lower().split("x"))
+        try:
+            lanes, group = (int(v) for v in forced.lower().split("x"))
+        except ValueError:
+            lanes = group = 0
         if lanes not in (4, 8, 16) or not 1 <= group <= 24:
             raise ValueError(f"STEREODEPLOY_SIMD={forced!r}: use LANESxGROUP with LANES 4, 8 or 16, GROUP 1..24")
         return lanes, group
@@ -51,7 +53,12 @@ def _simd_shape() -> tuple[int, int]:
     return (16, 16) if wide else (8, 8)
 
 
-LANES, GROUP = _simd_shape()
+_FORCED = os.environ.get("STEREODEPLOY_SIMD", "")
+LANES, GROUP = _simd_shape(_FORCED)
+# numba's cache keys a kernel on its code and this CPU, not on the shape chosen above: a kernel compiled for a
+# forced shape would be loaded later for the detected one (and the other way round). So the kernels that embed the
+# shape are cached only for the detected shape, and a forced shape is compiled afresh in every process.
+_CACHE = not _FORCED
 
 
 # ---------------------------------------------------------------------------------------------- LLVM IR helpers
@@ -197,7 +204,7 @@ def _cost_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst, sdst):
 
 
 # ---------------------------------------------------------------------------------------------- kernels
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _padded_rows(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int) -> tuple:  # pragma: no cover
     """Row ``y`` of both (C, H, W) maps as flat per-channel rows: left ``(C, wp)``, right ``(C, pad + wp)`` with
     ``pad`` zeros before every channel (room for the shifted loads) and zeros after ``w``."""
@@ -216,7 +223,7 @@ def _padded_rows(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int) -> tuple
     return a, b, wp, pad
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _wta_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndarray) -> None:  # pragma: no cover
     c, _, w = fl.shape
     a, b, wp, pad = _padded_rows(fl, fr, y, max_disp)
@@ -226,7 +233,7 @@ def _wta_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndar
     out[y] = arg[:w]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndarray, row0: int,
                 sd: int) -> None:  # pragma: no cover
     """Row y's costs into the flat ``out``: cost d of pixel x at ``row0 + d sd + x``."""
@@ -244,13 +251,13 @@ def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.n
 
 # The row functions allocate their own buffers: inside a prange body numba could hoist an allocation it sees
 # no write to (the intrinsics' writes are invisible to it) and share it between threads.
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=_CACHE, nogil=True)
 def _wta_kernel(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray) -> None:  # pragma: no cover
     for y in prange(fl.shape[1]):
         _wta_row(fl, fr, y, max_disp, out)
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=_CACHE, nogil=True)
 def _volume_kernel(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray, sy: int,
                    sd: int) -> None:  # pragma: no cover
     """Into the flat ``out``: cost d of pixel (y, x) at ``y sy + d sd + x``."""
