@@ -221,7 +221,9 @@ def write_png(path: str | os.PathLike[str], arr: np.ndarray, overwrite: bool = F
         raise ValueError(f"write_png takes uint8 (H, W[, 3]) or uint16 (H, W), got {arr.dtype} {arr.shape}")
     im = Image.fromarray(np.ascontiguousarray(arr))
     with atomic_write(path, overwrite) as tmp:
-        im.save(tmp, format="PNG")
+        # zlib level 1: a KITTI-sized map encodes about 4x faster than at the default 6 (27 vs 107 ms for the
+        # uint16 disparity, 41 vs 117 ms for its colour picture) for files 10-20 % larger
+        im.save(tmp, format="PNG", compress_level=1)
     return Path(path)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
@@ -35,7 +36,7 @@ from stereodeploy.engine.filters import (
 from stereodeploy.engine.matching import INVALID_COST, winner_take_all
 from stereodeploy.engine.sgm import SGMParams, aggregate_both, run_split, sgm_preset, with_overrides
 
-__all__ = ["postprocess", "right_volume"]
+__all__ = ["load_kernels", "postprocess", "right_volume"]
 
 LR_THRESHOLD = 1.1  # the original's consistency threshold, in pixels
 _DEFAULT_BLUR = BLUR_PRESETS["middlebury"]  # blur_sigma 6, blur_t 2: the paper's Middlebury values
@@ -172,3 +173,19 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     if cfg.bilateral:
         disp = timed("bilateral", lambda: bilateral(disp, None, blur_sigma, blur_t))
     return disp.astype(np.float32, copy=False), timings
+
+
+def load_kernels(cfg: MatchConfig, sgm_params: SGMParams | str = "middlebury") -> None:
+    """Load the post-processing kernels ``cfg`` needs from numba's cache (or compile them) by running the chain on
+    a tiny volume laid out as the matcher's: what :func:`stereodeploy.engine.matching.load_kernels` does for the
+    matching kernels. Only kernels that run on plain threads are run here (numba's parallel ones are loaded by
+    that function), so this is safe beside any other work."""
+    from stereodeploy.engine.matching import row_major_volume
+
+    if not cfg.sgm:
+        return
+    nd, h, w = 4, 6, 16
+    volume = row_major_volume(nd, h, w)
+    volume[...] = np.linspace(0.0, 2.0, volume.size, dtype=np.float32).reshape(volume.shape)
+    gray = np.linspace(0.0, 255.0, h * w, dtype=np.float32).reshape(h, w)
+    postprocess(volume, gray, gray[:, ::-1].copy(), replace(cfg, max_disp=nd), sgm_params)
