@@ -2,10 +2,11 @@
 peak memory, a stream of pairs; optionally two source trees side by side (issues 15 and 14 item 8).
 
     python scripts/bench_pipeline.py                                  # this tree, 3 rounds
-    python scripts/bench_pipeline.py --tree base=/tmp/base --rounds 4 # before / after, interleaved
+    python scripts/bench_pipeline.py --tree old=/tmp/base --tree new=. # before / after, interleaved
 
-Every measurement runs in a fresh Python process with the tree's code first on PYTHONPATH; a round runs every
-measurement once for every tree, so the trees see the same load. Rows are medians over the rounds; ratios are
+Every measurement runs in a fresh Python process with the tree's code first on PYTHONPATH (after one untimed
+whole-process run per tree, which fills numba's cache); a round runs every measurement once for every tree, so the
+trees see the same load. Rows are medians over the rounds; ratios are
 taken per round (numerator and denominator seconds apart) and then the median.
 
 Measurements (``--only`` picks a subset):
@@ -126,7 +127,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "mccnn_fast_torch.onnx")
     ap.add_argument("--int8-model", type=Path, default=ROOT / "models" / "mccnn_fast_torch_int8.onnx")
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
-                    help="another source tree to measure beside this one (repeatable)")
+                    help="a source tree to measure (repeatable; default: this one)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=3, help="timed calls per in-process measurement")
     ap.add_argument("--stream", type=int, default=6, help="pairs in the stream measurement")
@@ -138,12 +139,17 @@ def main() -> None:
         print(json.dumps(child(args.child, args.model, *args.pair, args.calls, args.stream)))
         return
 
-    trees = {"this": ROOT} | {t.split("=", 1)[0]: Path(t.split("=", 1)[1]).resolve() for t in args.tree}
+    trees = {t.split("=", 1)[0]: Path(t.split("=", 1)[1]).resolve() for t in args.tree} or {"this": ROOT}
     only = [m for m in args.only.split(",") if m]
     tmp = tempfile.TemporaryDirectory(prefix="bench-pipeline-")
     left, right = pair_files(Path(tmp.name))
     results: dict[tuple[str, str, str], list[float]] = {}
     ratios: dict[tuple[str, str], list[float]] = {}
+    for tree in trees.values():  # untimed: numba compiles or loads its cache, the OS caches the files
+        for m in ("cli-full", "cli-wta"):
+            run_child(tree, ["infer", str(left), str(right), "--model", str(args.model), "--postprocess",
+                             "full" if m == "cli-full" else "none", "--max-disp", "228", "--out", str(Path(tmp.name) / "warm"), "--overwrite"],
+                      code=_RUN_CLI)
     loads = [os.getloadavg()[0]]
     for _ in range(args.rounds):
         for name, tree in trees.items():

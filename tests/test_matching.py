@@ -165,3 +165,23 @@ def test_narrow_simd_kernels_match_the_reference(tmp_path: Path) -> None:
     assert run(dict(base, STEREODEPLOY_SIMD="8x8")) == ["8", "8", "0"]  # a forced shape is compiled, not loaded
     again = run(base)  # the detected shape's kernels are still cached, and load
     assert again[:2] == detected[:2] and again[2] != "0"
+
+
+def test_uint16_row_major_volume_holds_the_scaled_costs() -> None:
+    from stereodeploy.engine.matching import COST_SCALE, dequantise, row_major_volume
+
+    rng = np.random.default_rng(12)
+    c, h, w, nd = 16, 3, 2 * LANES + 5, GROUP + 3  # a partial tile and a partial group
+    fl, fr = unit_features(rng, c, h, w), unit_features(rng, c, h, w)
+    ref = reference_volume(fl, fr, nd)
+    for dtype in (np.float32, np.uint16):
+        out = row_major_volume(nd, h, w, dtype)
+        assert cost_volume(fl, fr, nd, out=out) is out and out.transpose(1, 0, 2).flags.c_contiguous
+        if dtype == np.uint16:
+            assert np.abs(out.astype(np.float64) - np.rint(ref * COST_SCALE)).max() <= 1
+            assert np.all(out[:, :, 0][1:] == 65535)  # INVALID_COST, x - d < 0
+            assert np.abs(dequantise(out) - ref).max() < 1.0 / COST_SCALE
+        else:
+            assert np.abs(out - ref).max() < 2e-6
+    with pytest.raises(ValueError, match="float32 or uint16"):
+        cost_volume(fl, fr, nd, out=np.empty((nd, h, w), dtype=np.float64))

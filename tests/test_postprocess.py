@@ -350,3 +350,19 @@ def test_both_references_side_by_side_equal_one_at_a_time() -> None:
     np.testing.assert_array_equal(vol, aggregate(cost, left, right, p, "left")[0])
     np.testing.assert_array_equal(dl, np.argmin(vol, axis=2))
     np.testing.assert_array_equal(dr, aggregate(cost, right, left, p, "right", derived_right=True)[1])
+
+
+def test_sgm_reads_a_uint16_volume_as_its_costs() -> None:
+    from stereodeploy.engine.matching import dequantise, row_major_volume
+
+    fl, fr, truth, _ = _scene(noise=0.3, seed=12)
+    q = cost_volume(fl, fr, 24, out=row_major_volume(24, *truth.shape, np.uint16))
+    rng = np.random.default_rng(13)
+    left, right = (rng.standard_normal(truth.shape).astype(np.float32) * 0.05 for _ in range(2))
+    full = MatchConfig.preset("full", 24)
+    got, _ = postprocess(q, left, right, full, "kitti2015")
+    want, _ = postprocess(dequantise(q), left, right, full, "kitti2015")
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    wta, _ = postprocess(q, left, right, MatchConfig(max_disp=24, lr_check=True), "kitti2015")  # no SGM: float
+    np.testing.assert_array_equal(wta, postprocess(dequantise(q), left, right,
+                                                   MatchConfig(max_disp=24, lr_check=True), "kitti2015")[0])

@@ -27,6 +27,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 INVALID_COST = 2.0  # the worst real cost (opposite unit vectors); finite, so sums and SGM stay NaN-free
+COST_SCALE = 32767.5
+"""A cost volume may also be stored as uint16 (half the memory and traffic): ``round(cost * COST_SCALE)``, so
+INVALID_COST is 65535 and one step is 3e-5 of a cost. :func:`dequantise` turns it back into float32."""
 
 
 def _simd_shape(forced: str) -> tuple[int, int]:
@@ -176,9 +179,11 @@ def _wta_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst):
 
 @intrinsic
 def _cost_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst, sdst):
-    """Costs of the LANES pixels ``x0 ..`` for every ``d < ndisp``: ``dst[idst + d sdst + l]`` (float32), with
-    :data:`INVALID_COST` where ``x0 + l - d < 0``. Operands as in :func:`_wta_tile`."""
+    """Costs of the LANES pixels ``x0 ..`` for every ``d < ndisp``: ``dst[idst + d sdst + l]`` (float32, or uint16
+    scaled by :data:`COST_SCALE`), with :data:`INVALID_COST` where ``x0 + l - d < 0``. Operands as in
+    :func:`_wta_tile`."""
     sig = types.void(a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst, sdst)
+    quantised = dst.dtype == types.uint16
 
     def codegen(context, builder, signature, args):
         (pa, pb, pdst), (ia_, sa_, ib_, sb_, nk_, _, nd_, idst_), vec, ivec, fma, accs, xs = _tile_setup(
@@ -197,7 +202,13 @@ def _cost_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst, sdst):
                     cost = _clamped_cost(builder, builder.load(acc), vec)
                     cost = builder.select(builder.icmp_signed("<", xs, dv), invalid, cost)
                     where = builder.add(idst_, builder.mul(d, sdst_))
-                    builder.store(cost, _vector_at(builder, pdst, where, vec), align=4)
+                    if quantised:  # round(cost * COST_SCALE), at most 65535.5 -> 65535
+                        scaled = builder.fadd(builder.fmul(cost, ir.Constant(vec, [COST_SCALE] * LANES)),
+                                              ir.Constant(vec, [0.5] * LANES))
+                        cost = builder.fptoui(scaled, ir.VectorType(ir.IntType(16), LANES))
+                        builder.store(cost, _vector_at(builder, pdst, where, cost.type), align=2)
+                    else:
+                        builder.store(cost, _vector_at(builder, pdst, where, vec), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -243,7 +254,7 @@ def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.n
         if x0 + LANES <= w:  # a whole tile: straight into the volume
             _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, out, row0 + x0, sd)
         else:  # the last, partial tile: through a scratch buffer, never past the row's end
-            tail = np.empty(max_disp * LANES, dtype=np.float32)
+            tail = out[:max_disp * LANES].copy()  # of out's type
             _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, tail, 0, LANES)
             for d in range(max_disp):
                 out[row0 + d * sd + x0:row0 + d * sd + w] = tail[d * LANES:d * LANES + w - x0]
@@ -300,27 +311,37 @@ def _pair(fl: np.ndarray, fr: np.ndarray, max_disp: int) -> tuple[np.ndarray, np
     return (np.ascontiguousarray(fl, dtype=np.float32), np.ascontiguousarray(fr, dtype=np.float32))
 
 
-def row_major_volume(max_disp: int, height: int, width: int) -> np.ndarray:
-    """An uninitialised (max_disp, H, W) float32 array stored row by row ((H, D, W) in memory), for the ``out`` of
-    :func:`cost_volume`: SGM reads one image row's costs as one contiguous block from it."""
-    return np.empty((height, max_disp, width), dtype=np.float32).transpose(1, 0, 2)
+def row_major_volume(max_disp: int, height: int, width: int, dtype: type = np.float32) -> np.ndarray:
+    """An uninitialised (max_disp, H, W) array stored row by row ((H, D, W) in memory), for the ``out`` of
+    :func:`cost_volume`: SGM reads one image row's costs as one contiguous block from it. ``dtype`` float32, or
+    uint16 for costs scaled by :data:`COST_SCALE`."""
+    return np.empty((height, max_disp, width), dtype=dtype).transpose(1, 0, 2)
+
+
+def dequantise(cost: np.ndarray) -> np.ndarray:
+    """A uint16 volume of :func:`cost_volume` as float32 costs (a float32 volume is returned as it is)."""
+    if cost.dtype != np.uint16:
+        return cost
+    return cost.astype(np.float32) * np.float32(1.0 / COST_SCALE)
 
 
 def cost_volume(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray | None = None) -> np.ndarray:
     """(C, H, W) left and right features -> (max_disp, H, W) float32 matching cost, left image as reference.
 
-    ``out``, if given, is the float32 (max_disp, H, W) array to fill (and return) instead of a new one: either
-    C-contiguous or stored row by row (:func:`row_major_volume`, which post-processing reads fastest).
+    ``out``, if given, is the (max_disp, H, W) array to fill (and return) instead of a new one: either C-contiguous
+    or stored row by row (:func:`row_major_volume`, which post-processing reads fastest); float32, or uint16 for
+    costs stored as ``round(cost * COST_SCALE)`` (half the memory; what the matcher gives SGM).
     """
     a, b = _pair(fl, fr, max_disp)
     shape = (max_disp,) + a.shape[1:]
     if out is None:
         out = np.empty(shape, dtype=np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not (
+    elif out.shape != shape or out.dtype not in (np.float32, np.uint16) or not (
             out.flags.c_contiguous or out.transpose(1, 0, 2).flags.c_contiguous):
-        raise ValueError(f"out must be a float32 array of shape {shape}, C-contiguous or from row_major_volume")
+        raise ValueError(f"out must be a float32 or uint16 array of shape {shape}, C-contiguous or from "
+                         "row_major_volume")
     flat = out.reshape(-1) if out.flags.c_contiguous else out.transpose(1, 0, 2).reshape(-1)
-    _volume_kernel(a, b, int(max_disp), flat, out.strides[1] // 4, out.strides[0] // 4)
+    _volume_kernel(a, b, int(max_disp), flat, out.strides[1] // out.itemsize, out.strides[0] // out.itemsize)
     return out
 
 
@@ -357,7 +378,7 @@ def load_kernels() -> None:
     f = np.zeros((1, 1, 2), dtype=np.float32)
     i32 = np.zeros((1, 2), dtype=np.int32)
     volume = row_major_volume(1, 1, 2)
-    flat = volume.transpose(1, 0, 2).reshape(-1)
-    for kernel, args in ((_wta_kernel, (f, f, 1, i32)), (_volume_kernel, (f, f, 1, flat, 1, 1)),
+    flat16 = np.zeros(2, dtype=np.uint16)
+    for kernel, args in ((_wta_kernel, (f, f, 1, i32)), (_volume_kernel, (f, f, 1, flat16, 1, 1)),
                          (_argmin_kernel, (volume, 1, i32)), (_argmin_kernel, (f, 1, i32))):
         kernel.compile(tuple(typeof(a) for a in args))

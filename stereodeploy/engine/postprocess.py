@@ -33,7 +33,7 @@ from stereodeploy.engine.filters import (
     parabola_refine,
     subpixel,
 )
-from stereodeploy.engine.matching import INVALID_COST, winner_take_all
+from stereodeploy.engine.matching import INVALID_COST, dequantise, winner_take_all
 from stereodeploy.engine.sgm import SGMParams, aggregate_both, run_split, sgm_preset, with_overrides
 
 __all__ = ["load_kernels", "postprocess", "right_volume"]
@@ -132,8 +132,8 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
         return result
 
-    if cost_left.dtype != np.float32:
-        cost_left = cost_left.astype(np.float32)
+    if cost_left.dtype != np.float32 and not (cfg.sgm and cost_left.dtype == np.uint16):  # SGM reads uint16
+        cost_left = dequantise(cost_left).astype(np.float32, copy=False)
     if cfg.sgm:
         left_n, right_n = _normalise(left_gray), _normalise(right_gray)
         if scratch is not None:
@@ -185,7 +185,7 @@ def load_kernels(cfg: MatchConfig, sgm_params: SGMParams | str = "middlebury") -
     if not cfg.sgm:
         return
     nd, h, w = 4, 6, 16
-    volume = row_major_volume(nd, h, w)
-    volume[...] = np.linspace(0.0, 2.0, volume.size, dtype=np.float32).reshape(volume.shape)
+    volume = row_major_volume(nd, h, w, np.uint16)
+    volume[...] = np.arange(volume.size, dtype=np.uint16).reshape(volume.shape)
     gray = np.linspace(0.0, 255.0, h * w, dtype=np.float32).reshape(h, w)
     postprocess(volume, gray, gray[:, ::-1].copy(), replace(cfg, max_disp=nd), sgm_params)

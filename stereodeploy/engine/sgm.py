@@ -69,6 +69,8 @@ from typing import Literal
 import numpy as np
 from numba import njit
 
+from stereodeploy.engine.matching import COST_SCALE
+
 OUT_OF_IMAGE = 1000.0
 """What SGM aggregates for a cell whose matching pixel is outside the other image (recognised by position, whatever
 the input volume holds there). Far above any aggregated valid cost (at most ``2 + P2``), so such a cell never wins;
@@ -200,8 +202,8 @@ _BIG = 3.0e38  # "no such neighbour": finite, as fastmath assumes no infinities
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _row_to_hwd(src, shift, s, invalid, y, o):  # pragma: no cover - compiled
-    """o[x, d] = src[y, d, x + shift*d] where column x + s*d of the other image exists, else ``invalid``: one row
+def _row_to_hwd(src, shift, s, invalid, scale, y, o):  # pragma: no cover - compiled
+    """o[x, d] = scale * src[y, d, x + shift*d] where column x + s*d of the other image exists, else ``invalid``: one row
     of an (H, W, D) copy, in 8 x 8 tiles (constant trip counts, so LLVM unrolls them)."""
     h, nd, w = src.shape
     for x0 in range(0, w, 8):
@@ -215,7 +217,7 @@ def _row_to_hwd(src, shift, s, invalid, y, o):  # pragma: no cover - compiled
                 for d in range(d0, d0 + 8):
                     r = src[y, d, x0 + shift * d:x0 + shift * d + 8]
                     for j in range(8):
-                        o[x0 + j, d] = r[j]
+                        o[x0 + j, d] = np.float32(r[j]) * scale
             else:  # a tile on the edge of the valid triangle or of the volume
                 xe = min(x0 + 8, w)
                 for d in range(d0, min(d0 + 8, nd)):
@@ -227,7 +229,7 @@ def _row_to_hwd(src, shift, s, invalid, y, o):  # pragma: no cover - compiled
                     for x in range(x0, lo):
                         o[x, d] = invalid
                     for x in range(lo, hi):
-                        o[x, d] = row[x + shift * d]
+                        o[x, d] = np.float32(row[x + shift * d]) * scale
                     for x in range(hi, xe):
                         o[x, d] = invalid
 
@@ -329,7 +331,7 @@ def _step(cr, prev, cur, lane, lo_ref, pen, vertical, x, s, m):  # pragma: no co
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _sweep_kernel(src, shift, s, invalid, lo_ref, lo_oth, pen, out, disp, keep):  # pragma: no cover - compiled
+def _sweep_kernel(src, shift, s, invalid, scale, lo_ref, lo_oth, pen, out, disp, keep):  # pragma: no cover
     """All four paths of one reference image in two sweeps over the rows; see :func:`aggregate`.
 
     ``src`` is the cost volume as (H, D, W) (a row's costs contiguous: see :func:`aggregate`). Down the image, per
@@ -358,7 +360,7 @@ def _sweep_kernel(src, shift, s, invalid, lo_ref, lo_oth, pen, out, disp, keep):
     lane_v = np.zeros(w + nd, dtype=np.float32)
     for step in range(h):  # down: left->right with top->bottom, then right->left
         y = step
-        _row_to_hwd(src, shift, s, invalid, y, crow)
+        _row_to_hwd(src, shift, s, invalid, scale, y, crow)
         o = out[y]
         _fill_lane(lane_h, lo_oth[0, y], s)
         _fill_lane(lane_v, lo_oth[2, y], s)
@@ -390,7 +392,7 @@ def _sweep_kernel(src, shift, s, invalid, lo_ref, lo_oth, pen, out, disp, keep):
                 ox[d] += cur[d + 1]
     for step in range(h):  # up: bottom->top, the total and its argmin
         y = h - 1 - step
-        _row_to_hwd(src, shift, s, invalid, y, crow)
+        _row_to_hwd(src, shift, s, invalid, scale, y, crow)
         o = out[y]
         _fill_lane(lane_v, lo_oth[3, y], s)
         for x in range(w):
@@ -427,8 +429,10 @@ def to_dhw(volume: np.ndarray) -> np.ndarray:
 def _rows(cost: np.ndarray) -> np.ndarray:
     """The (D, H, W) volume as an (H, D, W) view: C-contiguous (the fast case) when the volume is stored row by
     row (:func:`stereodeploy.engine.matching.row_major_volume`), strided when it is a plain (D, H, W) array."""
-    if cost.dtype != np.float32 or not (cost.flags.c_contiguous or cost.transpose(1, 0, 2).flags.c_contiguous):
-        cost = np.ascontiguousarray(cost, dtype=np.float32)
+    if cost.dtype not in (np.float32, np.uint16):
+        cost = cost.astype(np.float32)
+    if not (cost.flags.c_contiguous or cost.transpose(1, 0, 2).flags.c_contiguous):
+        cost = np.ascontiguousarray(cost)
     return cost.transpose(1, 0, 2)
 
 
@@ -457,8 +461,9 @@ def aggregate(cost: np.ndarray, ref_gray: np.ndarray, other_gray: np.ndarray, pa
 
     ``cost`` is a (D, H, W) volume; with ``derived_right`` it is the left volume read as the right one,
     ``costR[d, y, x] = cost[d, y, x + d]``. Any (D, H, W) array works; one stored row by row, ``(H, D, W)`` in
-    memory (:func:`stereodeploy.engine.matching.row_major_volume`), is read about twice as fast: a row's costs are
-    then one contiguous block instead of D blocks a plane apart. ``ref_gray`` is the reference image, ``other_gray`` the other one,
+    memory (:func:`stereodeploy.engine.matching.row_major_volume`), is read faster: a row's costs are then one
+    contiguous block instead of D blocks a plane apart. A uint16 volume (costs scaled by
+    :data:`stereodeploy.engine.matching.COST_SCALE`) is read as its float costs. ``ref_gray`` is the reference image, ``other_gray`` the other one,
     both normalised. ``out`` is an optional (H, W, D) float32 scratch buffer to reuse; without ``keep_volume`` it
     is left holding partial sums. Runs on one thread (the paths run down and up the rows); :func:`aggregate_both`
     runs the two references of a left-right check side by side.
@@ -476,7 +481,9 @@ def aggregate_both(jobs: list[tuple], params: SGMParams) -> list[tuple[np.ndarra
         nd, h, w = cost.shape
         out = np.empty((h, w, nd), dtype=np.float32) if out is None else out
         disp = np.empty((h, w), dtype=np.int32)
-        _sweep_kernel(_rows(cost), shift, s, invalid, lo_ref, lo_oth, pen, out, disp, keep_volume)
+        rows = _rows(cost)
+        scale = np.float32(1.0 / COST_SCALE if rows.dtype == np.uint16 else 1.0)
+        _sweep_kernel(rows, shift, s, invalid, scale, lo_ref, lo_oth, pen, out, disp, keep_volume)
         return (out if keep_volume else None), disp
 
     if len(jobs) == 1 or threads() == 1:
