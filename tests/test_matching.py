@@ -135,8 +135,9 @@ def test_user_mistakes() -> None:
 
 @pytest.mark.slow
 def test_narrow_simd_kernels_match_the_reference(tmp_path: Path) -> None:
-    """The 8 x 8 kernels that AVX2 and NEON machines get, compiled fresh in a subprocess (about 20 s)."""
-    code = (
+    """The 8 x 8 kernels that AVX2 and NEON machines get, compiled in a subprocess (about 20 s each), with a numba
+    cache that already holds this CPU's own kernels: STEREODEPLOY_SIMD must not be ignored for them."""
+    check = (
         "import numpy as np\n"
         "from tests.test_matching import SHAPES, reference_volume, unit_features\n"
         "from stereodeploy.engine import matching as m\n"
@@ -147,12 +148,40 @@ def test_narrow_simd_kernels_match_the_reference(tmp_path: Path) -> None:
         "    assert np.abs(m.cost_volume(fl, fr, nd) - ref).max() < 2e-6\n"
         "    d = m.wta_from_features(fl, fr, nd).astype(int)\n"
         "    assert np.abs(np.take_along_axis(ref, d[None], 0)[0] - ref.min(0)).max() < 2e-6\n"
-        "print(m.LANES, m.GROUP)\n"
+        "hits = sum(sum(f.stats.cache_hits.values()) for f in (m._wta_kernel, m._volume_kernel))\n"
+        "print(m.LANES, m.GROUP, hits)\n"
     )
     root = Path(__file__).resolve().parents[1]
-    for simd in ("8x8",):
-        env = dict(os.environ, STEREODEPLOY_SIMD=simd, NUMBA_CACHE_DIR=str(tmp_path / simd))
-        run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
-                             timeout=300)
-        assert run.returncode == 0, run.stderr[-2000:]
-        assert run.stdout.split() == simd.split("x")
+    base = {k: v for k, v in os.environ.items() if k != "STEREODEPLOY_SIMD"}
+    base["NUMBA_CACHE_DIR"] = str(tmp_path)
+
+    def run(env: dict[str, str]) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", check], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    detected = run(base)  # fills the cache with this CPU's kernels
+    assert run(dict(base, STEREODEPLOY_SIMD="8x8")) == ["8", "8", "0"]  # a forced shape is compiled, not loaded
+    again = run(base)  # the detected shape's kernels are still cached, and load
+    assert again[:2] == detected[:2] and again[2] != "0"
+
+
+def test_uint16_row_major_volume_holds_the_scaled_costs() -> None:
+    from stereodeploy.engine.matching import COST_SCALE, dequantise, row_major_volume
+
+    rng = np.random.default_rng(12)
+    c, h, w, nd = 16, 3, 2 * LANES + 5, GROUP + 3  # a partial tile and a partial group
+    fl, fr = unit_features(rng, c, h, w), unit_features(rng, c, h, w)
+    ref = reference_volume(fl, fr, nd)
+    for dtype in (np.float32, np.uint16):
+        out = row_major_volume(nd, h, w, dtype)
+        assert cost_volume(fl, fr, nd, out=out) is out and out.transpose(1, 0, 2).flags.c_contiguous
+        if dtype == np.uint16:
+            assert np.abs(out.astype(np.float64) - np.rint(ref * COST_SCALE)).max() <= 1
+            assert np.all(out[:, :, 0][1:] == 65535)  # INVALID_COST, x - d < 0
+            assert np.abs(dequantise(out) - ref).max() < 1.0 / COST_SCALE
+        else:
+            assert np.abs(out - ref).max() < 2e-6
+    with pytest.raises(ValueError, match="float32 or uint16"):
+        cost_volume(fl, fr, nd, out=np.empty((nd, h, w), dtype=np.float64))

@@ -1,5 +1,8 @@
 """Tests for MC-CNN's post-processing (engine.sgm, engine.filters, engine.postprocess) on synthetic data whose
-answer is known: feature maps built from a known disparity, cost volumes shaped around a known minimum."""
+answer is known: feature maps built from a known disparity, cost volumes shaped around a known minimum.
+
+The volumes of feature maps are made the way production makes them, by :func:`engine.matching.cost_volume`, so
+the cells outside the image hold what production gives the post-processing (INVALID_COST, 2.0)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,18 @@ from stereodeploy.engine.filters import (
     median5,
     subpixel,
 )
-from stereodeploy.engine.postprocess import INVALID_COST, postprocess, right_volume, winner_take_all
-from stereodeploy.engine.sgm import SGM_PRESETS, SGMParams, aggregate, low_gradient_masks, sgm, sgm_preset
+from stereodeploy.engine.matching import INVALID_COST, cost_volume, winner_take_all
+from stereodeploy.engine.postprocess import postprocess, right_volume
+from stereodeploy.engine.sgm import (
+    OUT_OF_IMAGE,
+    SGM_PRESETS,
+    SGMParams,
+    aggregate,
+    aggregate_both,
+    low_gradient_masks,
+    sgm,
+    sgm_preset,
+)
 from stereodeploy.errors import UsageError
 
 # ------------------------------------------------------------------------------------------------ builders
@@ -26,15 +39,6 @@ from stereodeploy.errors import UsageError
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=0, keepdims=True)).astype(np.float32)
-
-
-def _volume(fl: np.ndarray, fr: np.ndarray, nd: int) -> np.ndarray:
-    """cost[d, y, x] = 1 - <fL(y, x), fR(y, x - d)>, INVALID_COST where x - d < 0 (the engine's convention)."""
-    _, h, w = fl.shape
-    cost = np.full((nd, h, w), INVALID_COST, dtype=np.float32)
-    for d in range(nd):
-        cost[d, :, d:] = 1.0 - np.einsum("chw,chw->hw", fl[:, :, d:], fr[:, :, : w - d])
-    return cost
 
 
 def _scene(h: int = 24, w: int = 72, nd: int = 24, d_bg: int = 3, d_fg: int = 11, x_edge: int = 36,
@@ -70,7 +74,7 @@ def _reference_sgm(cost: np.ndarray, ref: np.ndarray, other: np.ndarray, p: SGMP
     nd, h, w = cost.shape
     c = cost.astype(np.float64).copy()
     x = np.arange(w)[None, None, :] + s * np.arange(nd)[:, None, None]
-    c[np.broadcast_to((x < 0) | (x >= w), c.shape)] = INVALID_COST
+    c[np.broadcast_to((x < 0) | (x >= w), c.shape)] = OUT_OF_IMAGE  # by position, whatever the volume holds
     lo_ref, lo_oth = low_gradient_masks(ref, p.D), low_gradient_masks(other, p.D)
     total = np.zeros_like(c)
     for k, (dy, dx) in enumerate([(0, 1), (0, -1), (1, 0), (-1, 0)]):
@@ -129,7 +133,7 @@ def test_sgm_reads_the_right_volume_through_the_left_one() -> None:
 
 def test_sgm_lowers_the_error_of_a_noisy_volume() -> None:
     fl, fr, truth, occluded = _scene(noise=0.3, seed=3)
-    cost = _volume(fl, fr, 24)
+    cost = cost_volume(fl, fr, 24)
     flat = np.zeros(truth.shape, dtype=np.float32)  # textureless images: full penalties everywhere
     valid = ~occluded
     wta_err = np.mean(winner_take_all(cost)[valid] != truth[valid])
@@ -165,7 +169,7 @@ def test_sgm_parameters_presets_and_overrides() -> None:
 
 def test_lr_check_marks_the_occluded_band_and_nothing_else() -> None:
     fl, fr, truth, occluded = _scene()  # background 3, foreground 11 from column 36
-    cost = _volume(fl, fr, 24)
+    cost = cost_volume(fl, fr, 24)
     dl, dr = winner_take_all(cost), winner_take_all(right_volume(cost))
     assert np.array_equal(dl[~occluded], truth[~occluded])  # clean volume: exact where a match exists
     assert np.array_equal(np.nonzero(occluded[0])[0], [0, 1, 2, *range(28, 36)])  # left border, band 28..35
@@ -190,7 +194,7 @@ def test_lr_check_rule_on_a_hand_made_row() -> None:
 
 def test_fill_makes_the_map_dense_with_the_background_in_the_occluded_band() -> None:
     fl, fr, truth, occluded = _scene()
-    cost = _volume(fl, fr, 24)
+    cost = cost_volume(fl, fr, 24)
     dl = winner_take_all(cost)
     labels = left_right_check(dl, winner_take_all(right_volume(cost)), 1.1, 24)
     filled = fill_invalid(dl, labels)
@@ -308,7 +312,7 @@ def test_all_stages_off_is_winner_take_all() -> None:
 
 def test_full_pipeline_is_dense_and_beats_winner_take_all() -> None:
     fl, fr, truth, occluded = _scene(noise=0.3, seed=7)
-    cost = _volume(fl, fr, 24)
+    cost = cost_volume(fl, fr, 24)
     gray = np.zeros(truth.shape, dtype=np.float32)
     full = MatchConfig.preset("full", 24)
     disp, timings = postprocess(cost, gray, gray, full, "kitti2015")
@@ -322,7 +326,43 @@ def test_full_pipeline_is_dense_and_beats_winner_take_all() -> None:
 
 def test_right_volume_matches_a_direct_computation() -> None:
     fl, fr, _, _ = _scene(h=6, w=30)
-    cost_left = _volume(fl, fr, 10)
-    direct = _volume(fr[:, :, ::-1], fl[:, :, ::-1], 10)[:, :, ::-1]  # right reference: x + d, via mirroring
+    cost_left = cost_volume(fl, fr, 10)
+    direct = cost_volume(fr[:, :, ::-1], fl[:, :, ::-1], 10)[:, :, ::-1]  # right reference: x + d, via mirroring
     np.testing.assert_allclose(right_volume(cost_left), direct, atol=1e-6)
     assert np.all(right_volume(cost_left)[5, :, -5:] == INVALID_COST)
+
+
+def test_right_winner_take_all_reads_the_left_volume_through_a_shift() -> None:
+    fl, fr, _, _ = _scene(h=6, w=40, seed=9)
+    cost = cost_volume(fl, fr, 16)
+    np.testing.assert_array_equal(winner_take_all(cost, derived_right=True), winner_take_all(right_volume(cost)))
+
+
+def test_both_references_side_by_side_equal_one_at_a_time() -> None:
+    fl, fr, _, _ = _scene(noise=0.2, seed=10)
+    cost = cost_volume(fl, fr, 24)
+    rng = np.random.default_rng(11)
+    left, right = (rng.standard_normal(cost.shape[1:]).astype(np.float32) * 0.05 for _ in range(2))
+    p = SGM_PRESETS["kitti2012"]
+    (vol, dl), (none, dr) = aggregate_both([(cost, left, right, "left", False, True, None),
+                                            (cost, right, left, "right", True, False, None)], p)
+    assert none is None
+    np.testing.assert_array_equal(vol, aggregate(cost, left, right, p, "left")[0])
+    np.testing.assert_array_equal(dl, np.argmin(vol, axis=2))
+    np.testing.assert_array_equal(dr, aggregate(cost, right, left, p, "right", derived_right=True)[1])
+
+
+def test_sgm_reads_a_uint16_volume_as_its_costs() -> None:
+    from stereodeploy.engine.matching import dequantise, row_major_volume
+
+    fl, fr, truth, _ = _scene(noise=0.3, seed=12)
+    q = cost_volume(fl, fr, 24, out=row_major_volume(24, *truth.shape, np.uint16))
+    rng = np.random.default_rng(13)
+    left, right = (rng.standard_normal(truth.shape).astype(np.float32) * 0.05 for _ in range(2))
+    full = MatchConfig.preset("full", 24)
+    got, _ = postprocess(q, left, right, full, "kitti2015")
+    want, _ = postprocess(dequantise(q), left, right, full, "kitti2015")
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    wta, _ = postprocess(q, left, right, MatchConfig(max_disp=24, lr_check=True), "kitti2015")  # no SGM: float
+    np.testing.assert_array_equal(wta, postprocess(dequantise(q), left, right,
+                                                   MatchConfig(max_disp=24, lr_check=True), "kitti2015")[0])

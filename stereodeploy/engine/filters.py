@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from stereodeploy.engine.sgm import INVALID_COST, run_split
+from stereodeploy.engine.sgm import run_split
 
 MATCH, OCCLUSION, MISMATCH = 0, 1, 2
 """Labels of :func:`left_right_check` (the values the original uses)."""
@@ -221,7 +221,8 @@ def subpixel(disp_int: np.ndarray, cost: np.ndarray, reference: str = "left") ->
     d + 1`` of the (D, H, W) volume ``cost`` and move to its vertex (see :func:`parabola_refine`). ``disp_int``
     holds integer disparities (float or int array; NaN stays NaN). Pixels at ``d = 0``, ``d = D - 1``, or whose
     neighbour cell lies outside the other image (``x - (d + 1) < 0`` for the left reference, ``x + d + 1 >= W``
-    for the right) keep ``d``; so do those with a neighbour cost of :data:`INVALID_COST` or more."""
+    for the right) keep ``d``: the neighbours are chosen by position, so the value a volume holds outside the image
+    (:data:`stereodeploy.engine.matching.INVALID_COST`) never enters a fit."""
     nd, h, w = cost.shape
     d = np.asarray(disp_int, dtype=np.float32)
     finite = np.isfinite(d)
@@ -232,7 +233,6 @@ def subpixel(disp_int: np.ndarray, cost: np.ndarray, reference: str = "left") ->
     cm = np.take_along_axis(cost, np.clip(di - 1, 0, nd - 1)[None], 0)[0]
     cz = np.take_along_axis(cost, np.clip(di, 0, nd - 1)[None], 0)[0]
     cp = np.take_along_axis(cost, np.clip(di + 1, 0, nd - 1)[None], 0)[0]
-    usable &= np.maximum(cm, cp) < INVALID_COST
     out = parabola_refine(d, cm, cz, cp, usable)
     out[~finite] = np.nan
     return out

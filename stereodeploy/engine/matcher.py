@@ -3,13 +3,15 @@
     matcher = StereoMatcher.from_file("model.onnx", max_disp=128, postprocess="full")
     disparity = matcher(left, right)          # (H, W) float32, NaN where the pipeline has no answer
     result = matcher.match(left, right)       # disparity plus the time of every stage
+    for result in matcher.match_many(pairs):  # a stream: the next pair's features beside this one's post-processing
 
 A matcher holds no per-call state, so one instance may serve several threads at once: onnxruntime sessions and
 torch modules in inference mode are safe to call concurrently, and every call keeps its results and timings in
 local variables. With post-processing, each thread keeps its own cost volume and two SGM working volumes between
 calls (for the last image size it saw: 1.3 GB for a KITTI pair at 228 disparities), which saves faulting that
-memory in again on every pair (about 1 s); ``release_buffers()`` drops the calling thread's. The numba kernels of the matching code are serialised only where numba runs on its
-``workqueue`` threading layer, which cannot take concurrent launches (the ``omp`` and ``tbb`` layers can).
+memory in again on every pair (about 1 s); ``release_buffers()`` drops the calling thread's. The numba kernels of
+the matching code are serialised only where numba runs on its ``workqueue`` threading layer, which cannot take
+concurrent launches (the ``omp`` and ``tbb`` layers can).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ContextManager
@@ -65,17 +69,18 @@ class StereoMatcher:
         self.sgm_preset = sgm_preset
         self.patch_size = backend.meta.patch_size
         self._local = threading.local()  # per thread: the volumes of post-processing, kept between calls
+        self._loader: threading.Thread | None = None
 
-    def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A float32 array of ``shape`` owned by the calling thread, reused while the shape stays the same."""
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """An array of ``shape`` owned by the calling thread, reused while the shape stays the same."""
         buffers = self._local.__dict__.setdefault("buffers", {})
-        if name not in buffers or buffers[name].shape != shape:
+        if name not in buffers or buffers[name].shape != shape or buffers[name].dtype != dtype:
             buffers.pop(name, None)  # let the old one go before allocating the new one
-            buffers[name] = np.empty(shape, np.float32)
+            buffers[name] = np.empty(shape, dtype)
         return buffers[name]
 
     def _scratch(self, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        return self._buffer("work", shape), self._buffer("aggregated", shape)
+        return self._buffer("sgm_left", shape), self._buffer("sgm_right", shape)
 
     def release_buffers(self) -> None:
         """Free the calling thread's post-processing volumes."""
@@ -122,24 +127,102 @@ class StereoMatcher:
         cfg = self.config
         return any((cfg.sgm, cfg.lr_check, cfg.subpixel, cfg.median, cfg.bilateral))
 
+    def _load_kernels(self) -> None:
+        """Load the numba kernels this matcher runs, in a thread, while the first pair's features are computed
+        (a fresh process otherwise waits about 0.5 s for them after the features). Once per matcher; a kernel the
+        thread has not loaded yet when it is needed is loaded by the caller, as without this."""
+        if self._loader is not None:
+            return
+
+        def load() -> None:
+            from stereodeploy.engine import matching
+
+            try:
+                matching.load_kernels()
+                if self.postprocessing:
+                    from stereodeploy.engine.postprocess import load_kernels
+
+                    load_kernels(self.config, self.sgm_preset)
+            except Exception:  # noqa: BLE001 - only a head start: the call that needs a kernel loads it itself
+                pass
+
+        self._loader = threading.Thread(target=load, name="stereodeploy-load-kernels", daemon=True)
+        self._loader.start()
+
     def match(self, left: np.ndarray, right: np.ndarray) -> MatchResult:
         """Disparity of the left image and the time of each stage (see :class:`MatchResult`)."""
+        if not self.postprocessing:
+            left, right = np.asarray(left), np.asarray(right)
+            self._check(left, right)
+            self._load_kernels()
+            t0 = time.perf_counter()
+            timings: dict[str, float] = {}
+            with _numba_guard():
+                disp = self.backend.wta(to_gray(left), to_gray(right), self.config.max_disp, timings)
+            return self._result(disp, timings, t0)
+        return self._post(self._front(left, right, "cost"))
+
+    def match_many(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+                   overlap: bool = True) -> Iterator[MatchResult]:
+        """Match a stream of (left, right) image pairs; yields one :class:`MatchResult` per pair, in order.
+
+        With post-processing and ``overlap``, a second thread computes the next pair's features and cost volume
+        (and pulls it from ``pairs``, so reading images overlaps too) while this one post-processes the current
+        pair. That holds two cost volumes instead of one (425 MB more for a KITTI pair at 228 disparities); each
+        result's ``total`` is then its own latency, from its features to its disparity, and pairs come out faster
+        than one ``total`` apart. Without post-processing, or with ``overlap=False``, it equals calling
+        :meth:`match` on each pair. Where numba runs on its ``workqueue`` layer the two stages take turns.
+        """
+        items = iter(pairs)
+        if not overlap or not self.postprocessing:
+            for left, right in items:
+                yield self.match(left, right)
+            return
+
+        def front(slot: str) -> tuple | None:
+            pair = next(items, None)
+            return None if pair is None else self._front(pair[0], pair[1], slot)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stereodeploy-features") as pool:
+            slot = 0
+            pending = pool.submit(front, "cost0")
+            while True:
+                ready = pending.result()
+                if ready is None:
+                    return
+                slot ^= 1
+                pending = pool.submit(front, f"cost{slot}")
+                yield self._post(ready)
+
+    def _front(self, left: np.ndarray, right: np.ndarray, slot: str) -> tuple:
+        """Features and the cost volume of one pair, into the calling thread's volume ``slot``."""
         left, right = np.asarray(left), np.asarray(right)
         self._check(left, right)
+        self._load_kernels()
         cfg = self.config
         t0 = time.perf_counter()
         gl, gr = to_gray(left), to_gray(right)
         timings: dict[str, float] = {}
+        # stored row by row, as engine.matching.row_major_volume, what SGM reads fastest; for SGM as uint16
+        # (round(cost * COST_SCALE)): half the memory and traffic, a step of 3e-5 of a cost
+        dtype = np.uint16 if cfg.sgm else np.float32
+        volume = self._buffer(slot, (gl.shape[0], cfg.max_disp, gl.shape[1]), dtype).transpose(1, 0, 2)
         with _numba_guard():
-            if not self.postprocessing:
-                disp = self.backend.wta(gl, gr, cfg.max_disp, timings)
-            else:
-                from stereodeploy.engine.postprocess import postprocess
+            cost = self.backend.cost_volume(gl, gr, cfg.max_disp, timings, out=volume)
+        return cost, gl, gr, timings, t0
 
-                volume = self._buffer("cost", (cfg.max_disp,) + gl.shape)
-                cost = self.backend.cost_volume(gl, gr, cfg.max_disp, timings, out=volume)
-                disp, stages = postprocess(cost, gl, gr, cfg, self.sgm_preset, scratch=self._scratch)
-                timings.update(stages)
+    def _post(self, front: tuple) -> MatchResult:
+        """The post-processing of a pair prepared by :meth:`_front`."""
+        from stereodeploy.engine.postprocess import postprocess
+
+        cost, gl, gr, timings, t0 = front
+        with _numba_guard():
+            disp, stages = postprocess(cost, gl, gr, self.config, self.sgm_preset, scratch=self._scratch)
+        timings.update(stages)
+        return self._result(disp, timings, t0)
+
+    @staticmethod
+    def _result(disp: np.ndarray, timings: dict[str, float], t0: float) -> MatchResult:
         total = time.perf_counter() - t0
         timings["matching"] = total - timings["features"]
         timings["total"] = total

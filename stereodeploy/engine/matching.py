@@ -18,6 +18,8 @@ by channel, so results match a float64 reference to about 1e-6.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -25,20 +27,23 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 INVALID_COST = 2.0  # the worst real cost (opposite unit vectors); finite, so sums and SGM stay NaN-free
+COST_SCALE = 32767.5
+"""A cost volume may also be stored as uint16 (half the memory and traffic): ``round(cost * COST_SCALE)``, so
+INVALID_COST is 65535 and one step is 3e-5 of a cost. :func:`dequantise` turns it back into float32."""
 
 
-def _simd_shape() -> tuple[int, int]:
+def _simd_shape(forced: str) -> tuple[int, int]:
     """(pixels per vector, disparities per tile) for this CPU: 16 x 16 with AVX-512 (16 of its 32 registers hold
     accumulators; more gains nothing), else 8 x 8 (AVX2 / NEON: 8 accumulators of 16 or 32 registers).
 
-    ``STEREODEPLOY_SIMD=LANESxGROUP`` (e.g. ``8x8``) overrides the choice; the tests use it to run the narrow
-    kernels on a wide CPU.
+    ``forced``, the value of ``STEREODEPLOY_SIMD=LANESxGROUP`` (e.g. ``8x8``), overrides the choice; the tests use
+    it to run the narrow kernels on a wide CPU.
     """
-    import os
-
-    forced = os.environ.get("STEREODEPLOY_SIMD", "")
     if forced:
-        lanes, group = (int(v) for v in forced.lower().split("x"))
+        try:
+            lanes, group = (int(v) for v in forced.lower().split("x"))
+        except ValueError:
+            lanes = group = 0
         if lanes not in (4, 8, 16) or not 1 <= group <= 24:
             raise ValueError(f"STEREODEPLOY_SIMD={forced!r}: use LANESxGROUP with LANES 4, 8 or 16, GROUP 1..24")
         return lanes, group
@@ -51,7 +56,12 @@ def _simd_shape() -> tuple[int, int]:
     return (16, 16) if wide else (8, 8)
 
 
-LANES, GROUP = _simd_shape()
+_FORCED = os.environ.get("STEREODEPLOY_SIMD", "")
+LANES, GROUP = _simd_shape(_FORCED)
+# numba's cache keys a kernel on its code and this CPU, not on the shape chosen above: a kernel compiled for a
+# forced shape would be loaded later for the detected one (and the other way round). So the kernels that embed the
+# shape are cached only for the detected shape, and a forced shape is compiled afresh in every process.
+_CACHE = not _FORCED
 
 
 # ---------------------------------------------------------------------------------------------- LLVM IR helpers
@@ -169,9 +179,11 @@ def _wta_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst):
 
 @intrinsic
 def _cost_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst, sdst):
-    """Costs of the LANES pixels ``x0 ..`` for every ``d < ndisp``: ``dst[idst + d sdst + l]`` (float32), with
-    :data:`INVALID_COST` where ``x0 + l - d < 0``. Operands as in :func:`_wta_tile`."""
+    """Costs of the LANES pixels ``x0 ..`` for every ``d < ndisp``: ``dst[idst + d sdst + l]`` (float32, or uint16
+    scaled by :data:`COST_SCALE`), with :data:`INVALID_COST` where ``x0 + l - d < 0``. Operands as in
+    :func:`_wta_tile`."""
     sig = types.void(a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst, sdst)
+    quantised = dst.dtype == types.uint16
 
     def codegen(context, builder, signature, args):
         (pa, pb, pdst), (ia_, sa_, ib_, sb_, nk_, _, nd_, idst_), vec, ivec, fma, accs, xs = _tile_setup(
@@ -190,14 +202,20 @@ def _cost_tile(typingctx, a, b, ia, sa, ib, sb, nk, x0, ndisp, dst, idst, sdst):
                     cost = _clamped_cost(builder, builder.load(acc), vec)
                     cost = builder.select(builder.icmp_signed("<", xs, dv), invalid, cost)
                     where = builder.add(idst_, builder.mul(d, sdst_))
-                    builder.store(cost, _vector_at(builder, pdst, where, vec), align=4)
+                    if quantised:  # round(cost * COST_SCALE), at most 65535.5 -> 65535
+                        scaled = builder.fadd(builder.fmul(cost, ir.Constant(vec, [COST_SCALE] * LANES)),
+                                              ir.Constant(vec, [0.5] * LANES))
+                        cost = builder.fptoui(scaled, ir.VectorType(ir.IntType(16), LANES))
+                        builder.store(cost, _vector_at(builder, pdst, where, cost.type), align=2)
+                    else:
+                        builder.store(cost, _vector_at(builder, pdst, where, vec), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 # ---------------------------------------------------------------------------------------------- kernels
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _padded_rows(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int) -> tuple:  # pragma: no cover
     """Row ``y`` of both (C, H, W) maps as flat per-channel rows: left ``(C, wp)``, right ``(C, pad + wp)`` with
     ``pad`` zeros before every channel (room for the shifted loads) and zeros after ``w``."""
@@ -216,7 +234,7 @@ def _padded_rows(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int) -> tuple
     return a, b, wp, pad
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _wta_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndarray) -> None:  # pragma: no cover
     c, _, w = fl.shape
     a, b, wp, pad = _padded_rows(fl, fr, y, max_disp)
@@ -226,43 +244,51 @@ def _wta_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndar
     out[y] = arg[:w]
 
 
-@njit(cache=True, nogil=True)
-def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndarray) -> None:  # pragma: no cover
+@njit(cache=_CACHE, nogil=True)
+def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndarray, row0: int,
+                sd: int) -> None:  # pragma: no cover
+    """Row y's costs into the flat ``out``: cost d of pixel x at ``row0 + d sd + x``."""
     c, h, w = fl.shape
     a, b, wp, pad = _padded_rows(fl, fr, y, max_disp)
     for x0 in range(0, wp, LANES):
         if x0 + LANES <= w:  # a whole tile: straight into the volume
-            _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, out, y * w + x0, h * w)
+            _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, out, row0 + x0, sd)
         else:  # the last, partial tile: through a scratch buffer, never past the row's end
-            tail = np.empty(max_disp * LANES, dtype=np.float32)
+            tail = out[:max_disp * LANES].copy()  # of out's type
             _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, tail, 0, LANES)
             for d in range(max_disp):
-                out[d, y, x0:] = tail[d * LANES:d * LANES + w - x0]
+                out[row0 + d * sd + x0:row0 + d * sd + w] = tail[d * LANES:d * LANES + w - x0]
 
 
 # The row functions allocate their own buffers: inside a prange body numba could hoist an allocation it sees
 # no write to (the intrinsics' writes are invisible to it) and share it between threads.
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=_CACHE, nogil=True)
 def _wta_kernel(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray) -> None:  # pragma: no cover
     for y in prange(fl.shape[1]):
         _wta_row(fl, fr, y, max_disp, out)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _volume_kernel(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray) -> None:  # pragma: no cover
+@njit(parallel=True, cache=_CACHE, nogil=True)
+def _volume_kernel(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray, sy: int,
+                   sd: int) -> None:  # pragma: no cover
+    """Into the flat ``out``: cost d of pixel (y, x) at ``y sy + d sd + x``."""
     for y in prange(fl.shape[1]):
-        _volume_row(fl, fr, y, max_disp, out)
+        _volume_row(fl, fr, y, max_disp, out, y * sy, sd)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _argmin_kernel(cost: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+def _argmin_kernel(cost: np.ndarray, shift: int, out: np.ndarray) -> None:  # pragma: no cover
+    """out[y, x] = the first d minimising cost[d, y, x + shift*d], over the d with x + shift*d inside the row."""
     nd, h, w = cost.shape
     for y in prange(h):
         best = np.full(w, np.inf, dtype=np.float32)
         arg = np.zeros(w, dtype=np.int32)
         for d in range(nd):
-            row = cost[d, y]
-            for x in range(w):
+            n = w - shift * d
+            if n <= 0:
+                break
+            row = cost[d, y, shift * d:shift * d + n]
+            for x in range(n):
                 better = row[x] < best[x]
                 best[x] = row[x] if better else best[x]
                 arg[x] = d if better else arg[x]
@@ -285,18 +311,37 @@ def _pair(fl: np.ndarray, fr: np.ndarray, max_disp: int) -> tuple[np.ndarray, np
     return (np.ascontiguousarray(fl, dtype=np.float32), np.ascontiguousarray(fr, dtype=np.float32))
 
 
+def row_major_volume(max_disp: int, height: int, width: int, dtype: type = np.float32) -> np.ndarray:
+    """An uninitialised (max_disp, H, W) array stored row by row ((H, D, W) in memory), for the ``out`` of
+    :func:`cost_volume`: SGM reads one image row's costs as one contiguous block from it. ``dtype`` float32, or
+    uint16 for costs scaled by :data:`COST_SCALE`."""
+    return np.empty((height, max_disp, width), dtype=dtype).transpose(1, 0, 2)
+
+
+def dequantise(cost: np.ndarray) -> np.ndarray:
+    """A uint16 volume of :func:`cost_volume` as float32 costs (a float32 volume is returned as it is)."""
+    if cost.dtype != np.uint16:
+        return cost
+    return cost.astype(np.float32) * np.float32(1.0 / COST_SCALE)
+
+
 def cost_volume(fl: np.ndarray, fr: np.ndarray, max_disp: int, out: np.ndarray | None = None) -> np.ndarray:
     """(C, H, W) left and right features -> (max_disp, H, W) float32 matching cost, left image as reference.
 
-    ``out``, if given, is a C-contiguous float32 (max_disp, H, W) array to fill (and return) instead of a new one.
+    ``out``, if given, is the (max_disp, H, W) array to fill (and return) instead of a new one: either C-contiguous
+    or stored row by row (:func:`row_major_volume`, which post-processing reads fastest); float32, or uint16 for
+    costs stored as ``round(cost * COST_SCALE)`` (half the memory; what the matcher gives SGM).
     """
     a, b = _pair(fl, fr, max_disp)
     shape = (max_disp,) + a.shape[1:]
     if out is None:
         out = np.empty(shape, dtype=np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
-    _volume_kernel(a, b, int(max_disp), out)
+    elif out.shape != shape or out.dtype not in (np.float32, np.uint16) or not (
+            out.flags.c_contiguous or out.transpose(1, 0, 2).flags.c_contiguous):
+        raise ValueError(f"out must be a float32 or uint16 array of shape {shape}, C-contiguous or from "
+                         "row_major_volume")
+    flat = out.reshape(-1) if out.flags.c_contiguous else out.transpose(1, 0, 2).reshape(-1)
+    _volume_kernel(a, b, int(max_disp), flat, out.strides[1] // out.itemsize, out.strides[0] // out.itemsize)
     return out
 
 
@@ -311,10 +356,29 @@ def wta_from_features(fl: np.ndarray, fr: np.ndarray, max_disp: int) -> np.ndarr
     return out.astype(np.float32)
 
 
-def winner_take_all(cost: np.ndarray) -> np.ndarray:
-    """(D, H, W) cost -> (H, W) float32 disparity of the lowest cost (the smallest d on ties; NaN never wins)."""
+def winner_take_all(cost: np.ndarray, derived_right: bool = False) -> np.ndarray:
+    """(D, H, W) cost -> (H, W) float32 disparity of the lowest cost (the smallest d on ties; NaN never wins).
+
+    With ``derived_right`` the left volume is read as the right image's, ``cost_right[d, y, x] = cost[d, y, x + d]``
+    for ``x + d < W`` (see :func:`stereodeploy.engine.postprocess.right_volume`), without storing it.
+    """
     if cost.ndim != 3:
         raise ValueError(f"cost must be (D, H, W), got shape {cost.shape}")
     out = np.empty(cost.shape[1:], dtype=np.int32)
-    _argmin_kernel(np.ascontiguousarray(cost, dtype=np.float32), out)
+    _argmin_kernel(cost if cost.dtype == np.float32 else cost.astype(np.float32), 1 if derived_right else 0, out)
     return out.astype(np.float32)
+
+
+def load_kernels() -> None:
+    """Load this module's kernels from numba's cache (or compile them) without running them, for the argument
+    types the engine passes: a caller may do this in a thread while the network computes features, so that the
+    first pair does not wait for it afterwards (about 0.5 s in a fresh process)."""
+    from numba import typeof
+
+    f = np.zeros((1, 1, 2), dtype=np.float32)
+    i32 = np.zeros((1, 2), dtype=np.int32)
+    volume = row_major_volume(1, 1, 2)
+    flat16 = np.zeros(2, dtype=np.uint16)
+    for kernel, args in ((_wta_kernel, (f, f, 1, i32)), (_volume_kernel, (f, f, 1, flat16, 1, 1)),
+                         (_argmin_kernel, (volume, 1, i32)), (_argmin_kernel, (f, 1, i32))):
+        kernel.compile(tuple(typeof(a) for a in args))

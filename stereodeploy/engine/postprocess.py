@@ -2,13 +2,12 @@
 left and right volumes, left-right check and interpolation, subpixel enhancement, median and bilateral filters,
 each switched on by :class:`stereodeploy.config.MatchConfig`.
 
-Cost convention: ``cost[d, y, x] = 1 - <fL(y, x), fR(y, x - d)>`` in [0, 2], lower is better. That is the
-original's ``-<fL, fR>`` shifted by +1, so its published penalties apply unchanged (see
-:mod:`stereodeploy.engine.sgm`). Cells whose right pixel does not exist (``x - d < 0``) may hold any finite value
-for SGM and the subpixel fit: they treat such cells by their position as costing :data:`INVALID_COST` (1000, far
-above any aggregated real cost), so these never win where a valid disparity exists. Plain winner-take-all takes
-the volume as it is (it equals ``np.argmin(cost, 0)``), so the producer should store a cost there that no real
-one beats: 2.0, the worst real cost, is enough, as ties go to the smaller, valid disparity.
+Cost convention (one for the whole engine): ``cost[d, y, x] = 1 - <fL(y, x), fR(y, x - d)>`` in [0, 2], lower is
+better, as :func:`stereodeploy.engine.matching.cost_volume` produces it. That is the original's ``-<fL, fR>``
+shifted by +1, so its published penalties apply unchanged (see :mod:`stereodeploy.engine.sgm`). Cells whose right
+pixel does not exist (``x - d < 0``) hold :data:`stereodeploy.engine.matching.INVALID_COST` (2.0, the worst real
+cost): winner-take-all takes the volume as it is (ties go to the smaller, valid disparity), and SGM and the
+subpixel fit recognise those cells by position, so they never win where a valid disparity exists.
 
 Like the original this pipeline skips cross-based cost aggregation, which the fast network's published settings
 turn off (``cbca_i1 = cbca_i2 = 0``). Memory: besides the input it holds two (H, W, D) float32 volumes.
@@ -18,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
@@ -33,52 +33,15 @@ from stereodeploy.engine.filters import (
     parabola_refine,
     subpixel,
 )
-from stereodeploy.engine.sgm import INVALID_COST, SGMParams, aggregate, run_split, sgm_preset, with_overrides
+from stereodeploy.engine.matching import INVALID_COST, dequantise, winner_take_all
+from stereodeploy.engine.sgm import SGMParams, aggregate_both, run_split, sgm_preset, with_overrides
 
-__all__ = ["INVALID_COST", "postprocess", "right_volume", "winner_take_all"]
+__all__ = ["load_kernels", "postprocess", "right_volume"]
 
 LR_THRESHOLD = 1.1  # the original's consistency threshold, in pixels
 _DEFAULT_BLUR = BLUR_PRESETS["middlebury"]  # blur_sigma 6, blur_t 2: the paper's Middlebury values
 
 T = TypeVar("T")
-
-
-@njit(cache=True, nogil=True)
-def _wta_kernel(cost, shift, out, y0, y1):  # pragma: no cover - compiled
-    """out[y, x] = the first d minimising cost[d, y, x + shift*d], over the d that stay inside the volume."""
-    nd, h, w = cost.shape
-    best = np.empty(w, dtype=np.float32)
-    arg = np.empty(w, dtype=np.int32)
-    for y in range(y0, y1):
-        best[:] = np.inf
-        arg[:] = 0
-        for d in range(nd):
-            n = w - shift * d
-            if n <= 0:
-                break
-            row = cost[d, y, shift * d:shift * d + n]
-            for i in range(n):
-                v = row[i]
-                if v < best[i]:
-                    best[i] = v
-                    arg[i] = d
-        for x in range(w):
-            out[y, x] = arg[x]
-
-
-def _wta(cost: np.ndarray, derived_right: bool = False) -> np.ndarray:
-    """(H, W) int32 argmin over d of the left volume, or of the right one read through it."""
-    cost = np.ascontiguousarray(cost, dtype=np.float32)
-    nd, h, w = cost.shape
-    out = np.empty((h, w), dtype=np.int32)
-    run_split(lambda a, b: _wta_kernel(cost, 1 if derived_right else 0, out, a, b), h)
-    return out
-
-
-def winner_take_all(cost: np.ndarray) -> np.ndarray:
-    """(D, H, W) -> (H, W) float32 disparity of the lowest cost, the smallest d on ties: ``np.argmin(cost, 0)``
-    (for a NaN-free volume), by a numba kernel several times faster than numpy's argmin over the first axis."""
-    return _wta(cost).astype(np.float32)
 
 
 def right_volume(cost_left: np.ndarray) -> np.ndarray:
@@ -111,14 +74,14 @@ def _gather_kernel(volume, di, cm, cz, cp, y0, y1):  # pragma: no cover - compil
 
 def _gather_hwd(volume: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Costs of the left (H, W, D) volume at d - 1, d, d + 1 of the integer-valued ``disp``, and where the fit is
-    usable (1 <= d <= D - 2, the cell right of d inside the image and not invalid)."""
+    usable (1 <= d <= D - 2, and the cell at d + 1 inside the image: x - (d + 1) >= 0)."""
     h, w, nd = volume.shape
     finite = np.isfinite(disp)
     di = np.where(finite, disp, 0).astype(np.int64)
     cm, cz, cp = (np.empty((h, w), dtype=np.float32) for _ in range(3))
     run_split(lambda a, b: _gather_kernel(volume, di, cm, cz, cp, a, b), h)
     x = np.arange(w)[None, :]
-    usable = finite & (di >= 1) & (di <= nd - 2) & (x - (di + 1) >= 0) & (np.maximum(cm, cp) < INVALID_COST)
+    usable = finite & (di >= 1) & (di <= nd - 2) & (x - (di + 1) >= 0)
     return cm, cz, cp, usable
 
 
@@ -131,21 +94,23 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
 
     Stages, in the original's order, each on when its ``cfg`` flag is:
 
-    - ``sgm``: :func:`stereodeploy.engine.sgm.sgm` on the left volume (and on the right one for the check);
-    - ``lr_check``: the right image's disparity from the right volume derived from the left one, the
-      left-right check and MC-CNN's interpolation: the map is then dense;
+    - ``sgm``: :func:`stereodeploy.engine.sgm.aggregate` on the left volume and, for the check, on the right
+      one read through the left (:func:`right_volume` without storing it), side by side in two threads;
+    - ``lr_check``: the left-right check and MC-CNN's interpolation: the map is then dense;
     - ``subpixel``: parabola fit on the (aggregated, if ``sgm``) left volume;
     - ``median``: 5 x 5 median; ``bilateral``: the original's disparity-gated Gaussian mean.
 
     ``left_gray`` and ``right_gray`` are (H, W) grey images in any units (0..255 usually): they are normalised
     per image here, as SGM's intensity threshold expects. ``sgm_params`` is a preset name of
     :data:`stereodeploy.engine.sgm.SGM_PRESETS` or an :class:`SGMParams`; ``cfg.sgm_params`` overrides its fields.
-    ``scratch(shape)``, if given, returns two float32 (H, W, D) arrays to use as SGM's working volumes (their
-    contents are overwritten); a caller matching many pairs passes buffers it keeps, so the 2 x 425 MB of a
-    KITTI-sized pair are not faulted in afresh on every call (about 1 s). Nothing of them escapes the call.
+    ``scratch(shape)``, if given, returns two float32 (H, W, D) arrays to use as SGM's output volumes, left and
+    right reference (their contents are overwritten); a caller matching many pairs passes buffers it keeps, so the
+    2 x 425 MB of a KITTI-sized pair are not faulted in afresh on every call (about 1 s). Nothing of them escapes
+    the call.
     ``blur`` is (blur_sigma, blur_t); by default the preset's, or the Middlebury values (6, 2). With every stage
     off the result is exactly winner-take-all of ``cost_left``. Timings use the keys ``wta``, ``sgm``,
-    ``lr_check``, ``subpixel``, ``median``, ``bilateral``; ``lr_check`` includes the right volume's SGM.
+    ``lr_check``, ``subpixel``, ``median``, ``bilateral``; with SGM, ``sgm`` includes the right volume's
+    aggregation (without SGM, ``lr_check`` includes the right image's winner-take-all).
     """
     if cost_left.ndim != 3:
         raise ValueError(f"cost volume must be (D, H, W), got shape {cost_left.shape}")
@@ -167,27 +132,26 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
         return result
 
-    cost_left = np.ascontiguousarray(cost_left, dtype=np.float32)
-    left_n = right_n = None
+    if cost_left.dtype != np.float32 and not (cfg.sgm and cost_left.dtype == np.uint16):  # SGM reads uint16
+        cost_left = dequantise(cost_left).astype(np.float32, copy=False)
     if cfg.sgm:
         left_n, right_n = _normalise(left_gray), _normalise(right_gray)
         if scratch is not None:
-            work, aggregated = scratch((h, w, nd))  # work: the transposed cost volume
+            out_left, out_right = scratch((h, w, nd))
         else:
-            work = np.empty((h, w, nd), dtype=np.float32)
-            aggregated = np.empty((h, w, nd), dtype=np.float32)
-        disp_right = None
-        if cfg.lr_check:  # right first, so that its buffers can be reused for the left volume
-            disp_right = timed("lr_check", lambda: aggregate(cost_left, right_n, left_n, params, "right",
-                                                             derived_right=True, keep_volume=False,
-                                                             out=aggregated, work=work)[1])
-        volume, disp_int = timed("sgm", lambda: aggregate(cost_left, left_n, right_n, params, "left",
-                                                          keep_volume=True, out=aggregated, work=work))
-        del work
+            out_left = np.empty((h, w, nd), dtype=np.float32)
+            out_right = np.empty((h, w, nd), dtype=np.float32) if cfg.lr_check else None
+        jobs = [(cost_left, left_n, right_n, "left", False, True, out_left)]
+        if cfg.lr_check:  # the right image's SGM, on the left volume read through a shift, beside the left one
+            jobs.append((cost_left, right_n, left_n, "right", True, False, out_right))
+        results = timed("sgm", lambda: aggregate_both(jobs, params))
+        (volume, disp_int), disp_right = results[0], (results[1][1] if cfg.lr_check else None)
+        del out_right
     else:
         volume = None
-        disp_int = timed("wta", lambda: _wta(cost_left))
-        disp_right = timed("lr_check", lambda: _wta(cost_left, derived_right=True)) if cfg.lr_check else None
+        disp_int = timed("wta", lambda: winner_take_all(cost_left))
+        disp_right = (timed("lr_check", lambda: winner_take_all(cost_left, derived_right=True))
+                      if cfg.lr_check else None)
     disp = disp_int.astype(np.float32)
 
     if cfg.lr_check:
@@ -209,3 +173,19 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     if cfg.bilateral:
         disp = timed("bilateral", lambda: bilateral(disp, None, blur_sigma, blur_t))
     return disp.astype(np.float32, copy=False), timings
+
+
+def load_kernels(cfg: MatchConfig, sgm_params: SGMParams | str = "middlebury") -> None:
+    """Load the post-processing kernels ``cfg`` needs from numba's cache (or compile them) by running the chain on
+    a tiny volume laid out as the matcher's: what :func:`stereodeploy.engine.matching.load_kernels` does for the
+    matching kernels. Only kernels that run on plain threads are run here (numba's parallel ones are loaded by
+    that function), so this is safe beside any other work."""
+    from stereodeploy.engine.matching import row_major_volume
+
+    if not cfg.sgm:
+        return
+    nd, h, w = 4, 6, 16
+    volume = row_major_volume(nd, h, w, np.uint16)
+    volume[...] = np.arange(volume.size, dtype=np.uint16).reshape(volume.shape)
+    gray = np.linspace(0.0, 255.0, h * w, dtype=np.float32).reshape(h, w)
+    postprocess(volume, gray, gray[:, ::-1].copy(), replace(cfg, max_disp=nd), sgm_params)

@@ -1,0 +1,204 @@
+"""The whole pipeline on a KITTI pair (1242x375, 228 disparities): in-process stage times, whole-process time and
+peak memory, a stream of pairs; optionally two source trees side by side (issues 15 and 14 item 8).
+
+    python scripts/bench_pipeline.py                                  # this tree, 3 rounds
+    python scripts/bench_pipeline.py --tree old=/tmp/base --tree new=. # before / after, interleaved
+
+Every measurement runs in a fresh Python process with the tree's code first on PYTHONPATH (after one untimed
+whole-process run per tree, which fills numba's cache); a round runs every measurement once for every tree, so the
+trees see the same load. Rows are medians over the rounds; ratios are
+taken per round (numerator and denominator seconds apart) and then the median.
+
+Measurements (``--only`` picks a subset):
+
+- ``fp32`` / ``int8``: one :class:`StereoMatcher` with the full post-processing (``kitti2015`` preset) over the pair:
+  one untimed call, then ``--calls`` timed ones (median per stage); the process's peak RSS.
+- ``stream``: ``--stream`` pairs through ``StereoMatcher.match_many`` (trees that have it): pairs per second, after
+  one untimed pair.
+- ``cli-full`` / ``cli-wta``: a whole ``python -m stereodeploy infer LEFT RIGHT --postprocess full|none`` process:
+  wall time from the parent, peak RSS (VmHWM) from the child.
+- ``bare-ort``: a whole Python process that reads the two PNGs, converts them to grey and computes the same two
+  feature maps with plain onnxruntime: the yardstick of the whole-process rows.
+
+The pair is KITTI 2015 000005_10 from ../shared/data when present, else a synthetic textured pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KITTI = ROOT.parent / "shared" / "data" / "kitti2015" / "training"
+MEASUREMENTS = ("fp32", "int8", "stream", "cli-full", "cli-wta", "bare-ort")
+
+# Run a module or a code string in this process, then write the peak RSS (VmHWM) to $BENCH_PEAK_FILE at exit.
+_PEAK_HOOK = """
+import atexit, os
+def _peak():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            open(os.environ['BENCH_PEAK_FILE'], 'w').write(line.split()[1])
+atexit.register(_peak)
+"""
+_RUN_CLI = _PEAK_HOOK + "import runpy, sys\nsys.argv[0] = 'stereodeploy'\nrunpy.run_module('stereodeploy', run_name='__main__', alter_sys=True)\n"
+_BARE_ORT = _PEAK_HOOK + """
+import sys
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+model, left, right = sys.argv[1:4]
+gray = [np.asarray(Image.open(p).convert('RGB'), dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        for p in (left, right)]
+session = ort.InferenceSession(model, providers=['CPUExecutionProvider'])
+feats = session.run(None, {session.get_inputs()[0].name: np.stack(gray)[:, None]})[0]
+"""
+
+
+def pair_files(folder: Path) -> tuple[Path, Path]:
+    """The left and right PNG of the benchmark pair."""
+    left, right = KITTI / "image_2" / "000005_10.png", KITTI / "image_3" / "000005_10.png"
+    if left.is_file() and right.is_file():
+        return left, right
+    from stereodeploy.datasets import synthetic_pair
+    from stereodeploy.io import write_png
+
+    s = synthetic_pair(height=375, width=1242, max_disp=200, seed=0)
+    write_png(folder / "left.png", s.left)
+    write_png(folder / "right.png", s.right)
+    return folder / "left.png", folder / "right.png"
+
+
+# --------------------------------------------------------------------------------------------------- children
+def child(kind: str, model: Path, left: Path, right: Path, calls: int, stream: int) -> dict[str, float]:
+    """Runs in the measured process (the tree's code on PYTHONPATH)."""
+    from stereodeploy.config import MatchConfig
+    from stereodeploy.engine.backends import open_backend
+    from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.io import read_image
+
+    images = read_image(left), read_image(right)
+    matcher = StereoMatcher(open_backend(model, "onnx"), MatchConfig.preset("full", 228), sgm_preset="kitti2015")
+    out: dict[str, float] = {}
+    if kind == "stream":
+        if not hasattr(matcher, "match_many"):
+            return {}
+        matcher.match(*images)
+        t = time.perf_counter()
+        n = sum(1 for _ in matcher.match_many([images] * stream))
+        out["pairs/s"] = n / (time.perf_counter() - t)
+        return out
+    matcher.match(*images)
+    runs = [matcher.match(*images).timings for _ in range(calls)]
+    for key in runs[0]:
+        out[key] = statistics.median(r[key] for r in runs)
+    out["post-processing"] = out["total"] - out["features"]
+    status = Path("/proc/self/status").read_text()
+    out["peak RSS (MB)"] = int(status.split("VmHWM:")[1].split()[0]) / 1024
+    return out
+
+
+def run_child(tree: Path, args: list[str], code: str | None = None) -> tuple[float, dict[str, float]]:
+    """(wall seconds, result) of one fresh process with ``tree`` on PYTHONPATH."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
+        env["BENCH_PEAK_FILE"] = peak.name
+        cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, __file__, *args]
+        t = time.perf_counter()
+        run = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=600)
+        wall = time.perf_counter() - t
+        if run.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:6])} failed:\n{run.stderr[-3000:]}")
+        if code:
+            return wall, {"peak RSS (MB)": int(Path(peak.name).read_text() or 0) / 1024}
+        return wall, json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "mccnn_fast_torch.onnx")
+    ap.add_argument("--int8-model", type=Path, default=ROOT / "models" / "mccnn_fast_torch_int8.onnx")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                    help="a source tree to measure (repeatable; default: this one)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=3, help="timed calls per in-process measurement")
+    ap.add_argument("--stream", type=int, default=6, help="pairs in the stream measurement")
+    ap.add_argument("--only", default=",".join(MEASUREMENTS), help=f"subset of {','.join(MEASUREMENTS)}")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--pair", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.model, *args.pair, args.calls, args.stream)))
+        return
+
+    trees = {t.split("=", 1)[0]: Path(t.split("=", 1)[1]).resolve() for t in args.tree} or {"this": ROOT}
+    only = [m for m in args.only.split(",") if m]
+    tmp = tempfile.TemporaryDirectory(prefix="bench-pipeline-")
+    left, right = pair_files(Path(tmp.name))
+    results: dict[tuple[str, str, str], list[float]] = {}
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for tree in trees.values():  # untimed: numba compiles or loads its cache, the OS caches the files
+        for m in ("cli-full", "cli-wta"):
+            run_child(tree, ["infer", str(left), str(right), "--model", str(args.model), "--postprocess",
+                             "full" if m == "cli-full" else "none", "--max-disp", "228", "--out", str(Path(tmp.name) / "warm"), "--overwrite"],
+                      code=_RUN_CLI)
+    loads = [os.getloadavg()[0]]
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            got: dict[str, tuple[float, dict[str, float]]] = {}
+            for m in only:
+                if m in ("fp32", "int8", "stream"):
+                    model = args.int8_model if m == "int8" else args.model
+                    got[m] = run_child(tree, ["--child", m, "--model", str(model), "--pair", str(left), str(right),
+                                              "--calls", str(args.calls), "--stream", str(args.stream)])
+                elif m.startswith("cli-"):
+                    out = Path(tmp.name) / f"out-{name}"
+                    got[m] = run_child(tree, ["infer", str(left), str(right), "--model", str(args.model),
+                                              "--postprocess", "full" if m == "cli-full" else "none", "--max-disp", "228",
+                                              "--out", str(out), "--overwrite"], code=_RUN_CLI)
+                    got[m][1]["seconds"] = got[m][0]
+                else:
+                    got[m] = run_child(tree, [str(args.model), str(left), str(right)], code=_BARE_ORT)
+                    got[m][1]["seconds"] = got[m][0]
+                for key, value in got[m][1].items():
+                    results.setdefault((m, key, name), []).append(value)
+            if "bare-ort" in got:
+                for m in ("cli-full", "cli-wta"):
+                    if m in got:
+                        ratios.setdefault((f"{m} / bare-ort (whole process)", name), []).append(
+                            got[m][0] / got["bare-ort"][0])
+            if "fp32" in got and "stream" in got and got["stream"][1]:
+                ratios.setdefault(("stream: pairs/s x fp32 total (gain over one at a time)", name), []).append(
+                    got["stream"][1]["pairs/s"] * got["fp32"][1]["total"])
+            loads.append(os.getloadavg()[0])
+    tmp.cleanup()
+
+    names = list(trees)
+    print(f"# pipeline, {left.name} ({'KITTI 2015' if KITTI in left.parents else 'synthetic'}) 1242x375, max "
+          f"disparity 228, kitti2015 SGM preset, model {args.model.name}; median of {args.rounds} rounds, "
+          f"{args.calls} calls each in-process")
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}; load average "
+          f"(1 min) during the run: min {min(loads):.1f}, max {max(loads):.1f}; trees: "
+          + ", ".join(f"{n}={p}" for n, p in trees.items()))
+    print("| measurement | value | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    rows = dict.fromkeys((m, k) for m, k, _ in results)
+    for m, k in rows:
+        cells = [results.get((m, k, n)) for n in names]
+        print(f"| {m} | {k} | " + " | ".join(f"{statistics.median(c):.3f}" if c else "" for c in cells) + " |")
+    for label in dict.fromkeys(r for r, _ in ratios):
+        cells = [ratios.get((label, n)) for n in names]
+        print(f"| ratio | {label} | " + " | ".join(f"{statistics.median(c):.2f}" if c else "" for c in cells)
+              + " |")
+
+
+if __name__ == "__main__":
+    main()
