@@ -217,6 +217,7 @@ def infer(
     backend: BackendOption = BackendName.onnx,
     provider: ProviderOption = Device.cpu,
     overwrite: Overwrite = False,
+    threads: Threads = None,
 ) -> None:
     """Disparity maps of one pair, a dataset folder or a list of pairs, with one model load for all.
 
@@ -230,11 +231,16 @@ def infer(
     from stereodeploy.datasets import DEFAULT_PRESET
     from stereodeploy.inference import detected_preset, infer_pairs, resolve_pairs
 
+    if threads is not None:
+        from stereodeploy.threads import configure_threads
+
+        configure_threads(threads)  # before the engine's kernels load
     inputs = list(inputs or [])
     todo = resolve_pairs(inputs, pairs, value(fmt))
     sgm_preset = value(preset) or detected_preset(todo, inputs, value(fmt)) or DEFAULT_PRESET
     matcher = StereoMatcher.from_file(model_path(model), max_disp=max_disp, postprocess=postprocess.value,
-                                      backend=value(backend), provider=provider.value, sgm_preset=sgm_preset)
+                                      backend=value(backend), provider=provider.value, sgm_preset=sgm_preset,
+                                      threads=threads)
     if postprocess is Postprocess.full:
         typer.echo(f"SGM preset {sgm_preset}" + ("" if preset else " (from the data, else the default; --preset "
                                                                     "chooses another)"))

@@ -14,7 +14,7 @@ import typer
 from stereodeploy.cli_options import (
     BackendName, BackendOption, BatchSize, Device, DeviceOption, Epochs, FormatOption, Kernel, Layers, LearningRate,
     LrDrops, Maps, MaxExamples, Momentum, Overwrite, Postprocess, PostprocessOption, Progress, ProviderOption,
-    DataFormat, Seed, network_or_usage_error, user_errors, value)
+    DataFormat, Seed, Threads, network_or_usage_error, user_errors, value)
 
 
 def evaluate_command(
@@ -32,6 +32,7 @@ def evaluate_command(
     provider: ProviderOption = Device.cpu,
     overwrite: Overwrite = False,
     progress: Progress = True,
+    threads: Threads = None,
 ) -> None:
     """Error rates (>=3 px as the study, KITTI >3 px and D1 on noc/occ), density and time per frame and on average."""
     from stereodeploy.evaluate import evaluate_models
@@ -46,7 +47,7 @@ def evaluate_command(
 
     evaluate_models(data, [resolve_model(m) for m in model or []], fmt=value(fmt), backend=value(backend), postprocess=value(postprocess),
                     max_disp=max_disp, json_out=json_out, error_maps=error_maps, frames=frame or [],
-                    provider=value(provider), overwrite=overwrite, progress=progress, on_result=show)
+                    provider=value(provider), overwrite=overwrite, progress=progress, on_result=show, threads=threads)
     if json_out is not None:
         typer.echo(f"wrote {json_out}")
 
@@ -75,6 +76,7 @@ def compare_command(
     validate: Annotated[bool, typer.Option(help="Log the evaluation error after every epoch (untimed).")] = True,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
     progress: Progress = True,
+    threads: Threads = None,
 ) -> None:
     """Train PyTorch and TensorFlow alike, export both to ONNX, evaluate all four runtimes, write a report."""
     from stereodeploy.compare import compare
@@ -84,7 +86,7 @@ def compare_command(
                      device=value(device), network=network_or_usage_error(layers, maps, kernel), batch_size=batch_size,
                      lr=lr, momentum=momentum, lr_drops=tuple(lr_drop), seed=seed, hold_out=hold_out or [],
                      train_format=value(train_format), eval_format=value(eval_format), max_disp=max_disp,
-                     validate=validate, progress=progress, overwrite=overwrite)
+                     validate=validate, progress=progress, overwrite=overwrite, threads=threads)
     typer.echo(comparison_text(report), nl=False)
     typer.echo(f"wrote {out / 'report.md'} and {out / 'report.json'}")
 

@@ -93,7 +93,8 @@ def value(choice: Optional[Enum]) -> Optional[str]:
 Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs.")]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
 Threads = Annotated[Optional[int], typer.Option(
-    help="CPU threads per operation (default: the free cores, shared by this node's processes).")]
+    help="CPU threads per operation (default: training takes the free cores, shared by this node's processes; "
+         "inference all usable cores).")]
 FormatOption = Annotated[Optional[DataFormat], typer.Option("--format", help="Dataset layout; detected if omitted.")]
 BackendOption = Annotated[BackendName, typer.Option(help="Feature backend.")]
 ProviderOption = Annotated[Device, typer.Option(help="cpu or cuda (checked as active; no silent fallback).")]

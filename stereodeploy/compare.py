@@ -112,6 +112,28 @@ def versions() -> dict[str, str | None]:
 # The experiment
 
 
+class PhaseLoad:
+    """The 1-minute load average at the end of each timed phase. The load counts this process's own threads, so a
+    load above the usable cores means other work shared them: that phase's times cannot be compared."""
+
+    def __init__(self, cores: int | None = None):
+        from stereodeploy.threads import usable_cores
+
+        self.cores = cores or usable_cores()
+        self.phases: dict[str, float] = {}
+
+    def record(self, phase: str, load: float | None = None) -> None:
+        if load is None and hasattr(os, "getloadavg"):
+            load = os.getloadavg()[0]
+        if load is not None:
+            self.phases[phase] = round(load, 2)
+
+    def warnings(self) -> list[str]:
+        return [f"the load average was {load:.1f} at the end of {phase}, above the {self.cores} usable cores: other "
+                "work shared them, so its times cannot be compared (rerun on a quiet machine, or with --threads)"
+                for phase, load in self.phases.items() if load > self.cores + 0.5]
+
+
 def _eval_max_disp(option: int | None, samples: Sequence[Any]) -> int:
     """One max disparity for validation and the exported metadata: the option, else the largest hint, else 128."""
     if option is not None:
@@ -157,7 +179,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             batch_size: int = 128, lr: float = 0.002, momentum: float = 0.9, lr_drops: Sequence[int] = (12,),
             seed: int = 0, hold_out: Sequence[str] = (), train_format: str | None = None,
             eval_format: str | None = None, max_disp: int | None = None, validate: bool = True,
-            progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+            progress: bool = True, overwrite: bool = False, threads: int | None = None) -> dict[str, Any]:
     """Run the whole comparison into folder ``out`` and return the report (also written as report.json / .md).
 
     ``hold_out`` names frames (Middlebury scenes, KITTI frame ids) left out of training; when given, only they are
@@ -205,15 +227,18 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     sampler = SamplerConfig(seed=seed)
     weights = init_weights(network, seed)
 
-    # ---- training: same samples, sampler seed, initial weights and schedule for both frameworks
+    # ---- training: same samples, sampler seed, initial weights, schedule and threads for both frameworks
     summaries: dict[str, dict[str, Any]] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
+    load = PhaseLoad()
     for fw in FRAMEWORKS:
         run_dir = out / "runs" / fw
         summaries[fw] = train_run(fw, train, run_dir, network=network, sampler=sampler, cfg=cfg,
                                   validation=scored if validate else (), max_disp=val_disp,
                                   weights=[(k.copy(), b.copy()) for k, b in weights],
-                                  data_sources=[str(p) for p in train_paths], progress=progress, overwrite=overwrite)
+                                  data_sources=[str(p) for p in train_paths], progress=progress, overwrite=overwrite,
+                                  threads=threads)
+        load.record(f"{FRAMEWORKS[fw].label} training")
         histories[fw] = read_metrics(run_dir)
     train_summary = read_run_config(out / "runs" / "torch", required=False).get("data", {})
 
@@ -232,7 +257,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
         path = out / "runs" / fw if source == "run" else out / "models" / FRAMEWORKS[fw].model_file
         for pp in POSTPROCESS:
             matcher = StereoMatcher.from_file(path, max_disp=val_disp, postprocess=pp, backend=backend,
-                                              provider=device, sgm_preset=eval_fmt)
+                                              provider=device, sgm_preset=eval_fmt, threads=threads)
 
             def keep(sample: Any, res: Any, key: tuple[str, str] = (label, pp)) -> None:
                 if sample.name == first.name:
@@ -244,10 +269,13 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
                                progress=progress, on_frame=keep)
             results[(label, pp)] = res
             evaluations.append({"runtime": label, "framework": fw, **res.to_dict()})
+            load.record(f"{label} {pp} evaluation")
+    for warning in load.warnings():
+        warnings.warn(warning, stacklevel=2)
 
     report = _build_report(
         out=out, machine=machine, summaries=summaries, histories=histories, exported=exported, results=results,
-        evaluations=evaluations, captured=captured, first=first,
+        evaluations=evaluations, captured=captured, first=first, load=load,
         config={
             "network": asdict(network), "sampler": asdict(sampler), "train": asdict(cfg), "device": device,
             "max_disp": max_disp if max_disp is not None else "per frame (calib ndisp, else the model's)",
@@ -256,6 +284,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             "threshold": THRESHOLD, "train_data": [str(p) for p in train_paths], "eval_data": str(eval_data),
             "eval_format": eval_fmt, "hold_out": list(hold_out), "validate": validate,
             "world_size": {fw: summaries[fw].get("world_size", 1) for fw in FRAMEWORKS},
+            "threads": {"option": threads, **{fw: summaries[fw].get("threads") for fw in FRAMEWORKS}},
         },
         data={"train_frames": train_summary.get("frames", [s.name for s in train]),
               "train_examples": train_summary.get("examples"), "eval_frames": [s.name for s in scored],
@@ -276,7 +305,7 @@ def _differs(a: np.ndarray, b: np.ndarray) -> float:
 def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, dict[str, Any]], histories: dict[str, list[dict[str, Any]]],
                   exported: dict[str, Any], results: dict[tuple[str, str], EvalResult],
                   evaluations: list[dict[str, Any]], captured: dict[tuple[str, str], np.ndarray], first: Any,
-                  config: dict[str, Any],
+                  load: PhaseLoad, config: dict[str, Any],
                   data: dict[str, Any]) -> dict[str, Any]:
     """Tables, figures and files from the measurements; returns the report dictionary."""
     from stereodeploy.report import (
@@ -320,7 +349,8 @@ def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, di
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "stereodeploy": __version__,
         "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]
-                    if hasattr(os, "getloadavg") else None},
+                    if hasattr(os, "getloadavg") else None, "load_after_phase": load.phases},
+        "warnings": load.warnings(),
         "versions": versions(),
         "configuration": config,
         "data": data,

@@ -384,32 +384,39 @@ def evaluate_models(data: Path, models: Sequence[Path], *, fmt: str | None = Non
                     postprocess: str = "none", max_disp: int | None = None, json_out: Path | None = None,
                     error_maps: Path | None = None, frames: Sequence[str] = (), provider: str = "cpu",
                     overwrite: bool = False, progress: bool = True,
-                    on_result: Callable[[EvalResult], None] | None = None) -> list[EvalResult]:
+                    on_result: Callable[[EvalResult], None] | None = None,
+                    threads: int | None = None) -> list[EvalResult]:
     """What `stereodeploy evaluate` does: every model in ``models`` on the dataset ``data`` (layout ``fmt``, or
     detected; its SGM preset follows the layout), optionally writing error maps and one JSON file of all results.
 
-    ``on_result`` sees each model's result as soon as it is done. Output paths are checked before any work starts.
+    ``on_result`` sees each model's result as soon as it is done. ``threads`` caps the CPU threads (see
+    :func:`stereodeploy.threads.configure_threads`; recorded in the JSON). Output paths are checked before any
+    work starts.
     """
     from stereodeploy.datasets import detect_format, load_dataset
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.io import ensure_writable, write_json
     from stereodeploy.models_dir import default_model_path
 
+    from stereodeploy.threads import configure_threads, thread_report
+
     if json_out is not None:
         ensure_writable(json_out, overwrite)
+    settings = configure_threads(threads) if threads is not None else {"threads": "runtime defaults"}
     models = list(models) or [default_model_path()]
     fmt = fmt or detect_format(data)
     samples = select_frames(load_dataset(data, fmt), frames, data)
     results = []
     for model, maps in zip(models, error_map_dirs(error_maps, models)):
         matcher = StereoMatcher.from_file(model, max_disp=max_disp, postprocess=postprocess, backend=backend,
-                                          provider=provider, sgm_preset=fmt)
+                                          provider=provider, sgm_preset=fmt, threads=threads)
         results.append(evaluate(samples, matcher, model=str(model), max_disp=max_disp, error_maps=maps,
                                 overwrite=overwrite, progress=progress, data_format=fmt))
         if on_result is not None:
             on_result(results[-1])
     if json_out is not None:
-        dicts = [{"dataset": str(data), "format": fmt, **r.to_dict()} for r in results]
+        settings = {**settings, **thread_report()}
+        dicts = [{"dataset": str(data), "format": fmt, "threads": settings, **r.to_dict()} for r in results]
         write_json(json_out, dicts[0] if len(dicts) == 1 else {"dataset": str(data), "format": fmt, "results": dicts},
                    overwrite=overwrite)
     return results

@@ -234,6 +234,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         if data.get("overlap"):
             out += [f"**Warning:** evaluation frames also used for training: {', '.join(data['overlap'])}."]
         out += [""]
+    for warning in report.get("warnings", []):
+        out += [f"**Warning:** {warning}.", ""]
 
     t1 = report.get("table1")
     if t1:

@@ -6,8 +6,9 @@ more threads than the cores this process may use, shared between the processes o
 (``LOCAL_WORLD_SIZE`` under torchrun), and leaves out the cores that other processes are keeping busy.
 
 No framework is imported here: the settings go into the environment variables the frameworks read when they start
-(``OMP_NUM_THREADS``, ``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``), and a framework that is already
-loaded is set through its API as well.
+(``OMP_NUM_THREADS``, ``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``, and ``NUMBA_NUM_THREADS`` for the
+engine's kernels), and a framework that is already loaded is set through its API as well. onnxruntime takes its
+count per session (``open_backend(threads=...)``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def configure_threads(n: int | None = None, frameworks: Sequence[str] = ()) -> d
     os.environ["OMP_NUM_THREADS"] = str(chosen)
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(chosen)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(inter)
+    if "numba" in sys.modules:  # its pool is sized: use at most that many of it from this thread
+        import numba
+
+        numba.set_num_threads(min(chosen, numba.config.NUMBA_NUM_THREADS))
+    else:
+        os.environ["NUMBA_NUM_THREADS"] = str(chosen)  # the engine's kernels and thread pools
     settings: dict[str, Any] = {"threads": chosen, "interop_threads": inter, "source": "option" if n else "default",
                                 "usable_cores": usable_cores(), "load_average": _load()}
     for name in frameworks:

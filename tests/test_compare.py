@@ -196,3 +196,14 @@ def test_comparison_text_wraps_on_a_terminal_and_never_cuts_a_number() -> None:
             assert number in text, (width, number)
         if terminal:
             assert max(len(line) for line in text.splitlines()) <= width
+
+
+def test_a_phase_whose_load_exceeded_the_cores_gets_a_warning_in_the_report() -> None:
+    load = compare_mod.PhaseLoad(cores=2)
+    load.record("PyTorch training", 1.9)  # its own two threads: fine
+    load.record("TensorFlow training", 3.4)  # something else ran too
+    assert load.phases == {"PyTorch training": 1.9, "TensorFlow training": 3.4}
+    [warning] = load.warnings()
+    assert "3.4 at the end of TensorFlow training, above the 2 usable cores" in warning
+    md = markdown({"title": "T", "warnings": load.warnings()})
+    assert f"**Warning:** {warning}." in md

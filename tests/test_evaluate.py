@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -346,3 +347,24 @@ def test_evaluate_command_writes_json_consistent_with_the_library(tmp_path: Path
     res = runner.invoke(app, ["evaluate", "--data", str(data), "--model", str(model), "--frame", "nope",
                               "--no-progress"])
     assert res.exit_code == 1 and "frame(s) nope not found" in res.output
+
+
+def test_evaluate_threads_option_is_applied_and_recorded(tmp_path: Path, monkeypatch) -> None:
+    import numba
+
+    from stereodeploy.cli import app
+
+    for key in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "NUMBA_NUM_THREADS"):
+        monkeypatch.setenv(key, "2")  # restored after the test, whatever the command sets
+    before = numba.get_num_threads()
+    data = _middlebury(tmp_path / "data")
+    model = _tiny_onnx(tmp_path / "m.onnx")
+    try:
+        res = CliRunner().invoke(app, ["evaluate", "--data", str(data), "--model", str(model), "--json",
+                                       str(tmp_path / "out.json"), "--no-progress", "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        assert numba.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        numba.set_num_threads(before)
+    recorded = json.loads((tmp_path / "out.json").read_text())["threads"]
+    assert recorded["threads"] == 1 and recorded["source"] == "option"

@@ -161,19 +161,24 @@ def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarr
     return meta, ckpt.weights
 
 
-def open_backend(path: Path | str, backend: str = "onnx", provider: str = "cpu") -> Backend:
+def open_backend(path: Path | str, backend: str = "onnx", provider: str = "cpu", threads: int | None = None) -> Backend:
     """The backend ``backend`` (onnx, or a framework of :data:`stereodeploy.frameworks.FRAMEWORKS`) for the model at
-    ``path``; ``provider`` is cpu or cuda."""
+    ``path``; ``provider`` is cpu or cuda. ``threads``: CPU threads per operation (None: the runtime's default; see
+    :func:`stereodeploy.threads.configure_threads`, which a native framework reads)."""
     from stereodeploy import frameworks
 
     if provider not in frameworks.DEVICES:
         raise UsageError(f"unknown provider {provider!r}: use {' or '.join(frameworks.DEVICES)}")
     if backend == "onnx":
-        return OnnxBackend(path, provider=provider)
+        return OnnxBackend(path, provider=provider, threads=threads or 0)
     if backend not in frameworks.FRAMEWORKS:
         raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(backend_names())}")
     fw = frameworks.FRAMEWORKS[backend]
     fw.require("backend")
+    if threads is not None:
+        from stereodeploy.threads import configure_threads
+
+        configure_threads(threads, frameworks=[backend])
     return fw.load("backend")(path, device=provider)
 
 

@@ -88,16 +88,19 @@ class StereoMatcher:
 
     @classmethod
     def from_file(cls, path: Path | str, max_disp: int | None = None, postprocess: str = "none",
-                  backend: str = "onnx", provider: str = "cpu", sgm_preset: str = "middlebury") -> "StereoMatcher":
+                  backend: str = "onnx", provider: str = "cpu", sgm_preset: str = "middlebury",
+                  threads: int | None = None) -> "StereoMatcher":
         """Open the model at ``path`` with ``backend`` (onnx, torch or tf) on ``provider`` (cpu or cuda).
 
         ``max_disp`` defaults to the model's; ``postprocess`` is ``none`` (winner-take-all) or ``full``.
+        ``threads`` caps the CPU threads of the backend (see :func:`~stereodeploy.engine.backends.open_backend`);
+        the matching kernels' threads follow :func:`stereodeploy.threads.configure_threads`.
         """
         if postprocess not in ("none", "full"):
             raise UsageError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
         if max_disp is not None and max_disp < 1:
             raise UsageError(f"max disparity must be at least 1, got {max_disp}")
-        be = open_backend(path, backend=backend, provider=provider)
+        be = open_backend(path, backend=backend, provider=provider, threads=threads)
         return cls(be, MatchConfig.preset(postprocess, max_disp or be.meta.max_disp), sgm_preset=sgm_preset)
 
     @property

@@ -156,11 +156,14 @@ def sgm_preset(name: str, overrides: dict[str, float] | None = None) -> SGMParam
 
 
 def threads() -> int:
-    """Worker threads for the kernels: the CPUs this process may use."""
+    """Worker threads for the kernels: the CPUs this process may use, at most NUMBA_NUM_THREADS when that is set
+    (numba's own parallel loops read it too; :func:`stereodeploy.threads.configure_threads` sets it)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = max(1, os.cpu_count() or 1)
+    cap = os.environ.get("NUMBA_NUM_THREADS", "")
+    return min(cpus, int(cap)) if cap.isdigit() and int(cap) > 0 else cpus
 
 
 def run_split(kernel: Callable[[int, int], object], n: int, parts: int | None = None) -> None:
