@@ -51,7 +51,8 @@ def test_train_export_infer(synthetic_dataset, tmp_path):
     disp = read_kitti_disp(out / "im0_disp.png")
     left = read_image(scene / "im0.png")
     assert disp.shape == left.shape[:2] and np.nanmax(disp) < 16
-    assert read_image(out / "im0_disp_color.png").shape == left.shape[:2] + (3,)
+    color = read_image(out / "im0_disp_color.png")  # the map, then its colour bar below
+    assert color.shape[1:] == (left.shape[1], 3) and color.shape[0] > left.shape[0]
 
     # nothing is overwritten without being asked
     before = (out / "im0_disp.png").read_bytes()

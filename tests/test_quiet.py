@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def clean_loggers():
     levels = {name: logging.getLogger(name).level for name in PYTHON_LOGGERS}
+    for name in PYTHON_LOGGERS:  # commands run in this process earlier (CliRunner) may have quietened them
+        logging.getLogger(name).setLevel(logging.NOTSET)
     yield
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
