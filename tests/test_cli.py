@@ -71,6 +71,7 @@ def test_train_needs_data_and_refuses_a_used_run_directory(synthetic_dataset, tm
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_demo_scores_the_shipped_model_and_keeps_an_existing_picture(motorcycle, tmp_path):
     import re
 

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # several processes each: about 90 s together on two cores
 
 from stereodeploy.checkpoint import load_checkpoint, read_metrics  # noqa: E402
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig  # noqa: E402

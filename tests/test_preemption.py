@@ -117,6 +117,7 @@ def test_a_crash_before_any_step_still_leaves_a_run_to_resume(synthetic_dataset,
     assert run(None, tmp_path / "run", resume=True)["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_default_options_then_resume(synthetic_dataset, tmp_path):
     """The issue's case: Ctrl-C mid-epoch, default options (no --checkpoint-every), then --resume."""
     out = tmp_path / "run"

@@ -55,6 +55,7 @@ def _tf_stderr(verbose: bool) -> str:
     return done.stderr
 
 
+@pytest.mark.slow
 def test_tensorflow_import_and_op_print_nothing_unless_verbose() -> None:
     pytest.importorskip("tensorflow")
     quiet = _tf_stderr(verbose=False)

@@ -113,6 +113,7 @@ def test_warning_is_one_line_naming_the_fix() -> None:
     assert "\n" not in text and "91%" in text and "swapped" in text and "left" in text
 
 
+@pytest.mark.slow
 def test_real_pairs_with_the_shipped_model(shared_data: Path) -> None:
     from stereodeploy.engine.backends import open_backend
     from stereodeploy.models_dir import default_model_path
@@ -129,6 +130,7 @@ def test_real_pairs_with_the_shipped_model(shared_data: Path) -> None:
         assert normal < SWAPPED_THRESHOLD - 0.2 and swapped > SWAPPED_THRESHOLD + 0.2, (s.name, normal, swapped)
 
 
+@pytest.mark.slow
 def test_real_pairs_image_score(shared_data: Path) -> None:
     samples = load_dataset(shared_data / "kitti2015") + load_dataset(shared_data / "middlebury")
     for s in samples:
