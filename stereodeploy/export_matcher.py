@@ -27,7 +27,8 @@ never picked; ties pick the smallest disparity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,114 +37,50 @@ import numpy as np
 from stereodeploy.errors import UserError
 from stereodeploy.io import atomic_write, ensure_writable
 
-FORMAT = "matcher/1"
+FORMAT = "matcher/2"
 LEFT, RIGHT, OUTPUT = "left", "right", "disparity"
 DEFAULT_BLOCK = 128  # left columns per MatMul: of 32..256, 128 ran the 1242x375, max_disp 228 loop fastest (1 thread)
-MIN_OPSET = 13  # Slice/Pad/Squeeze/Unsqueeze with tensor inputs, ArgMax select_last_index
-_OUTSIDE = -10.0  # similarity of a right column outside the image; real ones are in [-1, 1]
+MIN_OPSET = 13  # Slice/Pad/Squeeze/Unsqueeze with tensor inputs, ArgMax select_last_index, ReduceSum axes input
+POSTPROCESS = ("none", "full")
 _PREFIX = "features/"
+INPUT_CONTRACT = ("left, right: uint8 (H, W, C), C = 1 gray, 2 gray+alpha, 3 RGB or 4 RGBA (alpha ignored), one "
+                  "size, W > max_disp, H and W >= the network's patch; gray = 0.299 R + 0.587 G + 0.114 B")
+OUTPUT_CONTRACT = {
+    "none": "disparity: float32 (H, W) winner-take-all, integers 0..max_disp-1, smallest d on ties; dense",
+    "full": "disparity: float32 (H, W) after SGM, left-right check and filling, subpixel, median and bilateral; "
+            "dense, in 0..max_disp-1",
+}
 
 
-def _const(name: str, value: Any, dtype: Any = np.int64) -> Any:
-    """A Constant node ``name`` holding ``value`` (a scalar gives a 0-d tensor)."""
-    from onnx import helper, numpy_helper
+def full_settings(preset: str) -> Any:
+    """The full pipeline's settings for SGM preset ``preset`` (a name of engine.sgm.SGM_PRESETS)."""
+    from stereodeploy.engine.filters import BLUR_PRESETS
+    from stereodeploy.engine.sgm import sgm_preset
+    from stereodeploy.onnx_pipeline import FullSettings, Penalties
+    from stereodeploy.patches import NORM_EPS
 
-    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-
-
-def _block_body(max_disp: int, block: int) -> Any:
-    """Loop body: iteration ``b`` -> (H, block) int64 index ``k`` of the best disparity ``max_disp - 1 - k``."""
-    from onnx import TensorProto, helper
-
-    n = helper.make_node
-    span = block + max_disp - 1  # right columns a block of left columns can match
-    nodes = [
-        _const("b_block", [block]), _const("b_span", [span]), _const("b_zero", [0]), _const("b_one", [1]),
-        _const("b_two", [2]), _const("b_d", [max_disp]),
-        _const("b_flat", [0, block * span]), _const("b_skew", [0, block, span + 1]),
-        _const("b_pad", [0, 0, 0, block]),
-        n("Unsqueeze", ["iter", "b_zero"], ["b_iter1"]),
-        n("Mul", ["b_iter1", "b_block"], ["b_start"]),  # first left column of the block (padded coordinates)
-        n("Add", ["b_start", "b_block"], ["b_lend"]),
-        n("Add", ["b_start", "b_span"], ["b_rend"]),
-        n("Slice", ["m_left", "b_start", "b_lend", "b_one"], ["b_lblk"]),  # (H, block, C+1)
-        n("Slice", ["m_right", "b_start", "b_rend", "b_two"], ["b_rwin"]),  # (H, C+1, span)
-        n("MatMul", ["b_lblk", "b_rwin"], ["b_sim"]),  # (H, block, span): sim[i, j] = <fL(x0+i), fR(x0+j-D+1)>
-        # Row i of the flat (block * span) product, read with stride span + 1, starts at its diagonal element:
-        # skew[i, k] = sim[i, i + k], disparity D - 1 - k.
-        n("Reshape", ["b_sim", "b_flat"], ["b_simflat"]),
-        n("Pad", ["b_simflat", "b_pad"], ["b_simpad"]),
-        n("Reshape", ["b_simpad", "b_skew"], ["b_skewed"]),  # (H, block, span + 1)
-        n("Slice", ["b_skewed", "b_zero", "b_d", "b_two"], ["b_band"]),  # (H, block, D)
-        # the largest k on ties = the smallest disparity, as the engine's winner-take-all
-        n("ArgMax", ["b_band"], ["k_block"], axis=2, keepdims=0, select_last_index=1),
-        n("Identity", ["cond_in"], ["cond_out"]),
-    ]
-    return helper.make_graph(
-        nodes, "matcher_block",
-        [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("k_block", TensorProto.INT64, None)],
-    )
+    params = sgm_preset(preset)
+    sigma, threshold = BLUR_PRESETS[preset]
+    return FullSettings(Penalties(params.penalties(), params.D), sigma, threshold, NORM_EPS)
 
 
-def _head_nodes(features: str, max_disp: int, block: int) -> list[Any]:
-    """Nodes from the (2, C, H, W) features of left and right to the (H, W) float32 ``disparity``."""
-    from onnx import helper
-
-    n = helper.make_node
-    return [
-        _const("m_i0", 0), _const("m_i1", 1), _const("m_zero", [0]), _const("m_one", [1]), _const("m_two", [2]),
-        _const("m_three", [3]), _const("m_block", [block]), _const("m_blockm1", [block - 1]),
-        _const("m_dm1", [max_disp - 1]), _const("m_dm1s", max_disp - 1), _const("m_zeros3", [0, 0, 0]),
-        _const("m_1f", 1.0, np.float32), _const("m_outside", -_OUTSIDE, np.float32),
-        _const("m_flat", [0, -1]), _const("m_true", True, np.bool_),
-        n("Gather", [features, "m_i0"], ["m_fl"], axis=0),  # (C, H, W)
-        n("Gather", [features, "m_i1"], ["m_fr"], axis=0),
-        n("Shape", ["m_fl"], ["m_shape"]),
-        n("Slice", ["m_shape", "m_one", "m_two"], ["m_h"]),  # [H]
-        n("Slice", ["m_shape", "m_two", "m_three"], ["m_w"]),  # [W]
-        n("Add", ["m_w", "m_blockm1"], ["m_wb"]),
-        n("Div", ["m_wb", "m_block"], ["m_nb"]),  # [ceil(W / block)]
-        n("Mul", ["m_nb", "m_block"], ["m_wp"]),
-        n("Sub", ["m_wp", "m_w"], ["m_wpad"]),  # columns added on the right to fill the last block
-        n("Concat", ["m_one", "m_h", "m_w"], ["m_chshape"], axis=0),
-        helper.make_node("ConstantOfShape", ["m_chshape"], ["m_ones"],
-                         value=helper.make_tensor("one", 1, [1], [1.0])),  # (1, H, W)
-        # left: features plus a channel of ones, as (H, Wp, C+1)
-        n("Concat", ["m_fl", "m_ones"], ["m_flx"], axis=0),
-        n("Transpose", ["m_flx"], ["m_flt"], perm=[1, 2, 0]),
-        n("Concat", ["m_zeros3", "m_zero", "m_wpad", "m_zero"], ["m_lpads"], axis=0),
-        n("Pad", ["m_flt", "m_lpads"], ["m_left"]),
-        # right: D-1 columns of padding on the left, features 0 and extra channel -10 there, as (H, C+1, Wr)
-        n("Concat", ["m_zero", "m_zero", "m_dm1", "m_zero", "m_zero", "m_wpad"], ["m_rpads"], axis=0),
-        n("Pad", ["m_fr", "m_rpads"], ["m_frp"]),
-        n("Pad", ["m_ones", "m_rpads"], ["m_inside"]),  # 1 inside the image, 0 in the padding
-        n("Sub", ["m_inside", "m_1f"], ["m_in1"]),
-        n("Mul", ["m_in1", "m_outside"], ["m_extra"]),  # 0 inside, -10 outside
-        n("Concat", ["m_frp", "m_extra"], ["m_frx"], axis=0),
-        n("Transpose", ["m_frx"], ["m_right"], perm=[1, 0, 2]),
-        n("Squeeze", ["m_nb", "m_zero"], ["m_trips"]),
-        n("Loop", ["m_trips", "m_true"], ["m_ks"], body=_block_body(max_disp, block)),  # (nb, H, block)
-        n("Transpose", ["m_ks"], ["m_kt"], perm=[1, 0, 2]),
-        n("Reshape", ["m_kt", "m_flat"], ["m_kflat"]),  # (H, Wp)
-        n("Slice", ["m_kflat", "m_zero", "m_w", "m_one"], ["m_k"]),  # (H, W)
-        n("Sub", ["m_dm1s", "m_k"], ["m_disp"]),
-        n("Cast", ["m_disp"], [OUTPUT], to=1),
-    ]
-
-
-def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK) -> Any:
-    """The self-contained matcher (onnx.ModelProto) around a stereodeploy feature model (onnx.ModelProto)."""
+def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK, postprocess: str = "none",
+                  preset: str = "middlebury") -> Any:
+    """The self-contained matcher (onnx.ModelProto) around a stereodeploy feature model (onnx.ModelProto):
+    winner-take-all (``postprocess='none'``) or MC-CNN's whole post-processing with SGM preset ``preset``."""
     import onnx
     from onnx import TensorProto, compose, helper, version_converter
 
     from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, read_meta
+    from stereodeploy.onnx_pipeline import Graph, full_nodes, gray_nodes, input_checks, wta_nodes
 
     meta = read_meta(features_model)
     if max_disp < 1 or block < 1:
         raise UserError(f"max disparity and block must be at least 1, got {max_disp} and {block}")
+    if postprocess not in POSTPROCESS:
+        raise UserError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
+    if postprocess == "full" and max_disp < 3:
+        raise UserError(f"the full pipeline needs a max disparity of at least 3, got {max_disp}")
     graph = features_model.graph
     if [i.name for i in graph.input] != [INPUT_NAME] or [o.name for o in graph.output] != [OUTPUT_NAME]:
         raise UserError(f"the feature model does not have the stereodeploy contract (input '{INPUT_NAME}', output "
@@ -153,20 +90,27 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
         features_model = version_converter.convert_version(features_model, MIN_OPSET)
         opset = MIN_OPSET
     feats = compose.add_prefix(features_model, _PREFIX)
-    n = helper.make_node
-    stem = [
-        _const("m_axes01", [0, 1]),
-        n("Unsqueeze", [LEFT, "m_axes01"], ["m_left1"]),  # (1, 1, H, W)
-        n("Unsqueeze", [RIGHT, "m_axes01"], ["m_right1"]),
-        n("Concat", ["m_left1", "m_right1"], [_PREFIX + INPUT_NAME], axis=0),  # (2, 1, H, W), one batch
-    ]
-    nodes = stem + list(feats.graph.node) + _head_nodes(_PREFIX + OUTPUT_NAME, max_disp, block)
-    image = ["height", "width"]
+    g = Graph("matcher", opset)
+    ok = input_checks(g, LEFT, RIGHT, max_disp, meta.patch_size)
+    gray_l = g.op("Mul", gray_nodes(g, LEFT), ok, label="left_gray")  # (H, W), after the checks passed
+    gray_r = g.op("Mul", gray_nodes(g, RIGHT), ok, label="right_gray")
+    axes = g.i64(0, 1)
+    g.op("Concat", g.op("Unsqueeze", gray_l, axes), g.op("Unsqueeze", gray_r, axes), axis=0,
+         name=_PREFIX + INPUT_NAME)  # (2, 1, H, W): one batch through the feature model
+    head = Graph("matching", opset)
+    if postprocess == "none":
+        disp = wta_nodes(head, _PREFIX + OUTPUT_NAME, max_disp, block)
+    else:
+        disp = full_nodes(head, _PREFIX + OUTPUT_NAME, gray_l, gray_r, max_disp, block, full_settings(preset),
+                          opset)
+    head.op("Identity", disp, name=OUTPUT)
+    nodes = g.nodes + list(feats.graph.node) + head.nodes
+    image = ["height", "width", "channels"]
     out = helper.make_graph(
         nodes, "stereodeploy_matcher",
-        [helper.make_tensor_value_info(LEFT, TensorProto.FLOAT, image),
-         helper.make_tensor_value_info(RIGHT, TensorProto.FLOAT, image)],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, image)],
+        [helper.make_tensor_value_info(LEFT, TensorProto.UINT8, image),
+         helper.make_tensor_value_info(RIGHT, TensorProto.UINT8, image)],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["height", "width"])],
         initializer=list(feats.graph.initializer),
         value_info=list(feats.graph.value_info),
     )
@@ -176,16 +120,29 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     props.update({
         "stereodeploy.format": FORMAT,
         "stereodeploy.max_disp": str(max_disp),
-        "stereodeploy.matcher.inputs": "left, right: float32 (H, W) grayscale 0..255, W > max_disp",
-        "stereodeploy.matcher.output": "disparity: float32 (H, W) winner-take-all, smallest d on ties",
+        "stereodeploy.matcher.postprocess": postprocess,
+        "stereodeploy.matcher.inputs": INPUT_CONTRACT,
+        "stereodeploy.matcher.output": OUTPUT_CONTRACT[postprocess],
         "stereodeploy.matcher.block": str(block),
         "stereodeploy.features_format": meta.format,
     })
+    if postprocess == "full":
+        settings = full_settings(preset)
+        props["stereodeploy.matcher.preset"] = preset
+        props["stereodeploy.matcher.sgm"] = json.dumps(asdict(sgm_params(preset)))
+        props["stereodeploy.matcher.bilateral"] = json.dumps({"sigma": settings.blur_sigma,
+                                                              "threshold": settings.blur_threshold})
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def sgm_params(preset: str) -> Any:
+    from stereodeploy.engine.sgm import sgm_preset
+
+    return sgm_preset(preset)
 
 
 @dataclass
