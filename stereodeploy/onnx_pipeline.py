@@ -283,13 +283,13 @@ def _path_step(g: Graph, prev: str, m: str, c: str, lane: str, maps: list[str], 
     a1, e1, a2, e2 = maps
     p1 = g.op("Add", a1, g.op("Mul", lane, e1), label="P1")
     p2m = g.op("Add", g.op("Add", a2, g.op("Mul", lane, e2)), m, label="P2_plus_min")
-    pp = g.op("Pad", prev, g.i64(0, 0, 1, 0, 0, 1), g.scalar(BIG))
-    below = g.op("Slice", pp, g.i64(0), g.i64(max_disp), g.i64(2))
-    above = g.op("Slice", pp, g.i64(2), g.i64(max_disp + 2), g.i64(2))
+    pp = g.op("Pad", prev, g.i64(0, 0, 0, 1, 0, 0, 0, 1), g.scalar(BIG))
+    below = g.op("Slice", pp, g.i64(0), g.i64(max_disp), g.i64(3))
+    above = g.op("Slice", pp, g.i64(2), g.i64(max_disp + 2), g.i64(3))
     t = g.op("Add", g.op("Min", below, above), p1)
     t = g.op("Min", t, prev, p2m)
     new = g.op("Add", c, g.op("Sub", t, m), label="path_cost")
-    return new, _reduce_min(g, new, 2, opset)
+    return new, _reduce_min(g, new, 3, opset)
 
 
 def _loop_body(name: str, g: Graph, states: list[str], outs: list[str], n_states: int) -> Any:
@@ -308,6 +308,19 @@ def _loop_body(name: str, g: Graph, states: list[str], outs: list[str], n_states
     return helper.make_graph(g.nodes, name, inputs, outputs)
 
 
+def _windows(g: Graph, rows: str, size: int) -> str:
+    """(B, L) -> (B, L - size + 1, size) sliding windows ``out[b, x, k] = rows[b, x + k]``, by a skew rather than
+    a Gather (which onnxruntime runs element by element): ``size`` copies of the row, flattened and re-read with a
+    stride one longer than the row."""
+    shape = g.op("Shape", rows)
+    b, length = g.dim(shape, 0), g.dim(shape, 1)
+    n = g.op("Sub", length, g.i64(size - 1))
+    copies = g.op("Expand", g.op("Unsqueeze", rows, g.i64(1)), g.op("Concat", b, g.i64(size), length, axis=0))
+    flat = g.op("Pad", g.op("Reshape", copies, g.op("Concat", b, g.i64(-1), axis=0)), g.i64(0, 0, 0, size))
+    skew = g.op("Reshape", flat, g.op("Concat", b, g.i64(size), g.op("Add", length, g.i64(1)), axis=0))
+    return g.op("Transpose", g.op("Slice", skew, g.i64(0), n, g.i64(2)), perm=[0, 2, 1], label="windows")
+
+
 def sgm_nodes(g: Graph, cost: str, ref: str, oth: str, pen: Penalties, max_disp: int, opset: int
               ) -> tuple[str, str]:
     """Semi-global matching of the (B, H, W, D) k-ordered volume ``cost`` with MC-CNN's adaptive penalties
@@ -315,69 +328,79 @@ def sgm_nodes(g: Graph, cost: str, ref: str, oth: str, pen: Penalties, max_disp:
     other images. Returns the (H, B, W, D) mean of the four path costs and its (H, B, W) int64 argmin k (the
     largest k, i.e. the smallest disparity, on ties).
 
-    Two Loops: one over columns runs left->right and right->left at once, one over rows top->bottom and
-    bottom->top; the first step of a path starts from a zero state, which gives ``L = C`` exactly."""
+    Two Loops: one over columns runs left->right (column i) and right->left (column W-1-i) as one tensor, one over
+    rows top->bottom and bottom->top likewise. The first step of a path starts from a zero state, which gives
+    ``L = C`` exactly. Per-pixel penalty maps of the second direction are stored mirrored, so that one Gather at
+    ``i`` serves both."""
     from onnx import helper
 
     zero = g.i64(0)
-    d1 = g.i64(max_disp - 1)
     m_ref, m_oth = _masks(g, ref, pen.threshold), _masks(g, oth, pen.threshold)
-    maps = [_penalty_maps(g, m_ref[r], pen.table, int(r >= 2)) for r in range(4)]
-    # the other image's mask at column x - d, read as a window: column x + k of the mask padded by D - 1 on the left
-    lanes = [g.op("Pad", m_oth[r], g.op("Concat", zero, zero, d1, zero, zero, zero, axis=0), label=f"lane{r}")
-             for r in range(4)]
     shape = g.op("Shape", cost)
     b, h, w = (g.dim(shape, i) for i in range(3))
-    w_last = g.op("Squeeze", g.op("Sub", w, g.i64(1)), zero, name="sgm/w_last")
-    h_last = g.op("Squeeze", g.op("Sub", h, g.i64(1)), zero, name="sgm/h_last")
-    zeros_h = g.op("ConstantOfShape", g.op("Concat", b, h, g.i64(max_disp), axis=0),
-                   value=helper.make_tensor("zero", 1, [1], [0.0]))
-    zeros_w = g.op("ConstantOfShape", g.op("Concat", b, w, g.i64(max_disp), axis=0),
-                   value=helper.make_tensor("zero", 1, [1], [0.0]))
-    m0h, m0w = _reduce_min(g, zeros_h, 2, opset), _reduce_min(g, zeros_w, 2, opset)
+    w_last = g.op("Sub", w, g.i64(1), name="sgm/w_last")
+    h_last = g.op("Sub", h, g.i64(1), name="sgm/h_last")
+    lane_pads = g.i64(0, 0, max_disp - 1, 0, 0, 0)
 
-    # ---- horizontal: iteration i handles column i (left->right) and column W-1-i (right->left)
+    def maps(first: int, axis: int) -> list[str]:
+        """A1, E1, A2, E2 of directions ``first`` and ``first + 1`` (mirrored along ``axis``), stacked as
+        (B, H, W, 2, 1) (horizontal) or (B, H, 2, W, 1) (vertical)."""
+        pair = [_penalty_maps(g, m_ref[r], pen.table, int(r >= 2)) for r in (first, first + 1)]
+        stack_axis = 3 if axis == 2 else 2
+        return [g.op("Concat", g.op("Unsqueeze", pair[0][j], g.i64(stack_axis)),
+                     g.op("Unsqueeze", g.flip(pair[1][j], axis), g.i64(stack_axis)), axis=stack_axis)
+                for j in range(4)]
+
+    # the other image's mask at column x - d, read as a window: column x + k of the mask padded by D - 1 on the left
+    lanes_h = [g.op("Unsqueeze", g.op("Pad", m_oth[r], lane_pads), g.i64(2), label=f"lane{r}") for r in (0, 1)]
+    lanes_v = g.op("Concat", g.op("Unsqueeze", g.op("Pad", m_oth[2], lane_pads), g.i64(2)),
+                   g.op("Unsqueeze", g.flip(g.op("Pad", m_oth[3], lane_pads), 1), g.i64(2)), axis=2)  # (B, H, 2, L)
+    maps_h, maps_v = maps(0, 2), maps(2, 1)
+
+    def zeros(*dims: str) -> str:
+        return g.op("ConstantOfShape", g.op("Concat", *dims, axis=0), value=helper.make_tensor("z", 1, [1], [0.0]))
+
+    two, d = g.i64(2), g.i64(max_disp)
+    state_h, state_v = zeros(b, h, two, d), zeros(b, two, w, d)
+    m0h, m0w = _reduce_min(g, state_h, 3, opset), _reduce_min(g, state_v, 3, opset)
+
+    # ---- horizontal: (B, H, 2, D) = column i left->right, column W-1-i right->left
     name = "sgm_horizontal"
     body = g.sub(name)
     i = f"{name}/iter"
-    outs = []
-    states = []
-    for r, x in ((0, i), (1, body.op("Sub", "sgm/w_last", i, label="x_rl"))):
-        c = body.op("Gather", cost, x, axis=2, label=f"cost_column{r}")  # (B, H, D)
-        lane = body.op("Slice", lanes[r], body.op("Unsqueeze", x, body.i64(0)),
-                       body.op("Unsqueeze", body.op("Add", x, body.const(max_disp)), body.i64(0)), body.i64(2))
-        mp = [body.op("Gather", mm, x, axis=2) for mm in maps[r]]  # (B, H, 1)
-        new, mn = _path_step(body, f"{name}/state_in{2 * r}", f"{name}/state_in{2 * r + 1}", c, lane, mp,
-                             max_disp, opset)
-        states += [new, mn]
-        outs.append(new)
-    loop = g.op("Loop", g.op("Squeeze", w, zero), "", zeros_h, m0h, zeros_h, m0h,
-                body=_loop_body(name, body, states, outs, 4), outputs=6, label="sgm_horizontal")
-    horizontal = g.op("Add", loop[4], g.flip(loop[5], 0), label="sgm_horizontal_sum")  # (W, B, H, D)
+    i1 = body.op("Unsqueeze", i, body.i64(0))
+    cols = body.op("Concat", i1, body.op("Sub", "sgm/w_last", i1), axis=0)
+    c = body.op("Gather", cost, cols, axis=2, label="cost_columns")  # (B, H, 2, D)
+    lane = body.op("Concat", body.op("Slice", lanes_h[0], i1, body.op("Add", i1, d), body.i64(3)),
+                   body.op("Slice", lanes_h[1], body.op("Sub", "sgm/w_last", i1),
+                           body.op("Add", body.op("Sub", "sgm/w_last", i1), d), body.i64(3)), axis=2)
+    mp = [body.op("Gather", mm, i, axis=2) for mm in maps_h]  # (B, H, 2, 1)
+    new, mn = _path_step(body, f"{name}/state_in0", f"{name}/state_in1", c, lane, mp, max_disp, opset)
+    loop = g.op("Loop", g.op("Squeeze", w, zero), "", state_h, m0h,
+                body=_loop_body(name, body, [new, mn], [new], 2), outputs=3, label="sgm_horizontal")
+    # (W, B, H, 2, D) -> (W, B, H, D): left->right + right->left, both in column order
+    lr = g.op("Gather", loop[2], g.const(0), axis=3)
+    rl = g.flip(g.op("Gather", loop[2], g.const(1), axis=3), 0)
+    horizontal = g.op("Transpose", g.op("Add", lr, rl), perm=[2, 1, 0, 3], label="sgm_horizontal_sum")  # (H,B,W,D)
 
-    # ---- vertical: row i (top->bottom, added to the horizontal sum) and row H-1-i (bottom->top)
+    # ---- vertical: (B, 2, W, D) = row i top->bottom, row H-1-i bottom->top
     name = "sgm_vertical"
     body = g.sub(name)
     i = f"{name}/iter"
-    window = g.op("Add", g.op("Unsqueeze", g.op("Range", g.const(0), g.op("Squeeze", w, zero), g.const(1)),
-                              g.i64(1)),
-                  g.op("Range", g.const(0), g.const(max_disp), g.const(1)), label="lane_window")  # (W, D): x + k
-    outs, states = [], []
-    for r, y in ((2, i), (3, body.op("Sub", "sgm/h_last", i, label="y_bt"))):
-        c = body.op("Gather", cost, y, axis=1, label=f"cost_row{r}")  # (B, W, D)
-        lane = body.op("Gather", body.op("Gather", lanes[r], y, axis=1), window, axis=1)  # (B, W, D)
-        mp = [body.op("Gather", mm, y, axis=1) for mm in maps[r]]  # (B, W, 1)
-        new, mn = _path_step(body, f"{name}/state_in{2 * (r - 2)}", f"{name}/state_in{2 * (r - 2) + 1}", c, lane,
-                             mp, max_disp, opset)
-        states += [new, mn]
-        if r == 2:
-            row = body.op("Transpose", body.op("Gather", horizontal, y, axis=2), perm=[1, 0, 2])  # (B, W, D)
-            outs.append(body.op("Add", row, new, label="sum_three"))
-        else:
-            outs.append(new)
-    loop = g.op("Loop", g.op("Squeeze", h, zero), "", zeros_w, m0w, zeros_w, m0w,
-                body=_loop_body(name, body, states, outs, 4), outputs=6, label="sgm_vertical")
-    total = g.op("Mul", g.op("Add", loop[4], g.flip(loop[5], 0)), g.scalar(0.25), label="sgm_mean")  # (H, B, W, D)
+    i1 = body.op("Unsqueeze", i, body.i64(0))
+    rows = body.op("Concat", i1, body.op("Sub", "sgm/h_last", i1), axis=0)
+    c = body.op("Gather", cost, rows, axis=1, label="cost_rows")  # (B, 2, W, D)
+    lane_rows = body.op("Gather", lanes_v, i, axis=1)  # (B, 2, L)
+    flat_rows = body.op("Concat", body.i64(-1), body.dim(body.op("Shape", lane_rows), 2), axis=0)
+    lane = body.op("Reshape", _windows(body, body.op("Reshape", lane_rows, flat_rows), max_disp),
+                   body.op("Shape", c))  # (B, 2, W, D)
+    mp = [body.op("Gather", mm, i, axis=1) for mm in maps_v]  # (B, 2, W, 1)
+    new, mn = _path_step(body, f"{name}/state_in0", f"{name}/state_in1", c, lane, mp, max_disp, opset)
+    loop = g.op("Loop", g.op("Squeeze", h, zero), "", state_v, m0w,
+                body=_loop_body(name, body, [new, mn], [new], 2), outputs=3, label="sgm_vertical")
+    tb = g.op("Gather", loop[2], g.const(0), axis=2)  # (H, B, W, D)
+    bt = g.flip(g.op("Gather", loop[2], g.const(1), axis=2), 0)
+    total = g.op("Mul", g.op("Add", g.op("Add", horizontal, tb), bt), g.scalar(0.25), label="sgm_mean")
     k = g.op("ArgMin", total, axis=3, keepdims=0, select_last_index=1, label="sgm_argmin")  # (H, B, W)
     return total, k
 
@@ -578,26 +601,23 @@ def bilateral_nodes(g: Graph, disp: str, sigma: float, threshold: float) -> str:
     shape = g.op("Shape", disp)
     h, w = g.dim(shape, 0), g.dim(shape, 1)
     padded = g.op("Pad", disp, g.i64(r, r, r, r), g.scalar(1.0e30), label="bilateral_pad")  # outside: excluded
-    window = g.op("Add", g.op("Unsqueeze", g.op("Range", g.const(0), g.const(size), g.const(1)), g.i64(1)),
-                  g.op("Unsqueeze", g.op("Range", g.const(0), g.op("Squeeze", w, g.i64(0)), g.const(1)),
-                       g.i64(0)))  # (size, W): dx + x
-    weights = g.const(kernel.reshape(size, 1, size, 1), np.float32)
+    weights = g.const(kernel.reshape(size, 1, size), np.float32)  # row dy: (1, size)
     centre = g.op("Unsqueeze", disp, g.i64(1))  # (H, 1, W)
-    zeros = g.op("ConstantOfShape", g.op("Shape", disp), value=helper.make_tensor("zero", 1, [1], [0.0]))
+    zeros = g.op("ConstantOfShape", g.op("Concat", h, g.i64(1), w, axis=0),
+                 value=helper.make_tensor("zero", 1, [1], [0.0]))  # (H, 1, W)
 
     name = "bilateral_rows"
     body = g.sub(name)
     dy = f"{name}/iter"
     dy1 = body.op("Unsqueeze", dy, body.i64(0))
     rows = body.op("Slice", padded, dy1, body.op("Add", dy1, h), body.i64(0))  # (H, W + 2r)
-    win = body.op("Gather", rows, window, axis=1)  # (H, size, W)
-    keep = body.op("Less", body.op("Abs", body.op("Sub", win, centre)), body.scalar(threshold))
-    wt = body.op("Gather", weights, dy, axis=0)  # (1, size, 1)
-    wk = body.op("Where", keep, wt, body.scalar(0.0))  # (H, size, W)
-    num = body.op("Add", f"{name}/state_in0",
-                  body.reduce("ReduceSum", body.op("Mul", wk, body.op("Where", keep, win, body.scalar(0.0))),
-                              [1], keepdims=0))
-    den = body.op("Add", f"{name}/state_in1", body.reduce("ReduceSum", wk, [1], keepdims=0))
+    cols = [body.op("Unsqueeze", body.op("Slice", rows, body.i64(dx), body.op("Add", w, body.i64(dx)), body.i64(1)),
+                    body.i64(1)) for dx in range(size)]
+    win = body.op("Concat", *cols, axis=1, label="window")  # (H, size, W)
+    keep = body.cast(body.op("Less", body.op("Abs", body.op("Sub", win, centre)), body.scalar(threshold)), 1)
+    wt = body.op("Gather", weights, dy, axis=0)  # (1, size)
+    num = body.op("Add", f"{name}/state_in0", body.op("MatMul", wt, body.op("Mul", keep, win)))  # (H, 1, W)
+    den = body.op("Add", f"{name}/state_in1", body.op("MatMul", wt, keep))
     body.op("Identity", "cond_in", name=f"{name}/cond_out")
     body.op("Identity", num, name=f"{name}/state_out0")
     body.op("Identity", den, name=f"{name}/state_out1")
@@ -611,7 +631,7 @@ def bilateral_nodes(g: Graph, disp: str, sigma: float, threshold: float) -> str:
          value_info(f"{name}/state_out1", TensorProto.FLOAT, None)])
     num, den = g.op("Loop", g.const(size), g.const(True, np.bool_), zeros, zeros, body=graph, outputs=2,
                     label="bilateral")
-    return g.op("Div", num, den, label="bilateral_mean")
+    return g.op("Squeeze", g.op("Div", num, den), g.i64(1), label="bilateral_mean")
 
 
 # ------------------------------------------------------------------------------------------------ assembled
