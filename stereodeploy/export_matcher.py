@@ -1,28 +1,28 @@
-"""A self-contained ONNX matcher: two raw images in, winner-take-all disparity out, in plain onnxruntime.
+"""A self-contained ONNX matcher: two images in, disparity out, in plain onnxruntime (any binding: C, C++, C#,
+Java, Python, Node, web/wasm, mobile): standard operators only.
 
-Contract of the file (``stereodeploy.format = matcher/1`` in ``metadata_props``)::
+Contract of the file (``stereodeploy.format = matcher/2`` in ``metadata_props`` and in the JSON sidecar
+``<file>.json`` written beside it)::
 
-    inputs   left, right   float32 (H, W) grayscale in 0..255, one rectified pair of one size, W > max_disp
-    output   disparity     float32 (H, W) winner-take-all disparity of the left image, in 0..max_disp-1
+    inputs   left, right   uint8 (H, W, C): C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA (alpha ignored); one
+                           rectified pair of one size; W > max_disp; H, W >= the network's patch (9)
+    output   disparity     float32 (H, W) disparity of the left image in pixels, 0..max_disp-1, dense
+
+Gray is BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` inside the graph (as :func:`stereodeploy.io.to_gray`); the
+feature model normalises each image by its own mean and variance, so the scale of the input does not matter.
+Inputs the engine refuses fail inside the graph, in a node whose name says what is wrong
+(``check: image width must be greater than the max disparity 228 fixed in this file``).
+
+``postprocess='none'``: winner-take-all, equal to the engine's up to ties. ``'full'``: MC-CNN's post-processing
+(SGM with the preset's adaptive penalties, left-right check on the right view's volume, occlusion and mismatch
+filling, subpixel, 5 x 5 median, bilateral), built by :mod:`stereodeploy.onnx_pipeline`. ``max_disp`` is fixed
+at export time (``stereodeploy.max_disp``); the feature model's own metadata is kept alongside.
 
 It runs without stereodeploy installed::
 
     import onnxruntime as ort
     session = ort.InferenceSession("matcher.onnx")
-    disparity = session.run(["disparity"], {"left": left_gray, "right": right_gray})[0]
-
-``max_disp`` is fixed at export time and stored as ``stereodeploy.max_disp``; the feature model's own metadata
-(network, source framework, training data) is kept alongside.
-
-How the graph computes it, fast in onnxruntime: both images go through the feature model as one batch; the
-similarity ``<fL(x), fR(x - d)>`` of a block of ``block`` left columns against the ``block + max_disp - 1``
-right columns it can match is one batched MatMul (rows of the image as the batch), and the band of disparities
-``0 <= d < max_disp`` is cut out of that (block, block + max_disp - 1) product by a pad-and-reshape that turns its
-diagonals into columns; ArgMax over the band gives each left pixel's disparity. A ``Loop`` runs over the
-``ceil(W / block)`` blocks, so neither the cost volume nor shifted copies of the features are ever stored. Right
-columns left of the image (``x - d < 0``) get an extra feature channel that makes their similarity -10, below
-any real similarity of unit vectors, so as in :func:`stereodeploy.engine.matching.wta_from_features` they are
-never picked; ties pick the smallest disparity.
+    disparity = session.run(["disparity"], {"left": left_rgb, "right": right_rgb})[0]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import numpy as np
 
 from stereodeploy.errors import UserError
 from stereodeploy.io import atomic_write, ensure_writable
+from stereodeploy.sidecar import write_sidecar
 
 FORMAT = "matcher/2"
 LEFT, RIGHT, OUTPUT = "left", "right", "disparity"
@@ -148,65 +149,153 @@ def sgm_params(preset: str) -> Any:
 @dataclass
 class MatcherReport:
     path: Path
+    sidecar: Path
     max_disp: int
+    postprocess: str
+    preset: str
     checked_pixels: int  # pixels of the check pair
-    differing_pixels: int  # pixels where the matcher and the engine disagree (all ties, or the export fails)
+    differing_pixels: int  # pixels where the file and the engine disagree (WTA: ties; full: by more than 0.5 px)
 
 
-def check_matcher(model: Any, features_model: Any, max_disp: int, size: tuple[int, int] = (64, 0),
-                  seed: int = 0) -> tuple[int, int]:
-    """Run ``model`` and the engine's winner-take-all on a synthetic pair; return (pixels, differing pixels).
+CHECK_HEIGHT = 64  # rows of the synthetic check pair; its width is max_disp + 64
+FULL_MISMATCH_LIMIT = 0.01  # share of check pixels where the full pipeline may differ from the engine by > 0.5 px
 
-    Raises UserError if a differing pixel is not a tie (its two similarities differ by more than 1e-4).
+
+def check_memory_bytes(max_disp: int, postprocess: str, height: int = CHECK_HEIGHT, maps: int = 64) -> int:
+    """About how many bytes running the file on the (height, max_disp + 64) check pair takes: the feature maps
+    with their convolution buffers, and either four copies of one block of the banded matrix product (none) or
+    about seven live (H, W, D) volumes for each of the two references (full). An image of that area needs as
+    much."""
+    width = max_disp + 64
+    features = 4 * 2 * maps * height * width * 3
+    if postprocess == "none":
+        return features + 4 * height * DEFAULT_BLOCK * (DEFAULT_BLOCK + max_disp) * 4
+    return features + 4 * height * width * max_disp * 2 * 7
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo, else the physical memory, in bytes; None if neither can be read."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def refuse_oversized(max_disp: int, postprocess: str, available: int | None = None) -> None:
+    """UserError, before any work, when checking the file would need more memory than is available."""
+    need = check_memory_bytes(max_disp, postprocess)
+    have = available if available is not None else _available_memory()
+    if have is not None and need > have:
+        gib = 2**30
+        raise UserError(f"a matcher with max disparity {max_disp} needs about {need / gib:.1f} GiB to check (and "
+                        f"as much to run on any image wide enough for it), more than the {have / gib:.1f} GiB "
+                        "available: use a smaller --max-disp")
+
+
+def _similarity(fl: np.ndarray, fr: np.ndarray, ys: np.ndarray, xs: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """<fL(y, x), fR(y, x - d)> per pixel; -inf where the right pixel ``x - d`` is outside the image."""
+    xr = xs - d.astype(np.intp)
+    inside = xr >= 0
+    sim = np.full(len(xs), -np.inf, dtype=np.float64)
+    sim[inside] = np.einsum("cn,cn->n", fl[:, ys[inside], xs[inside]], fr[:, ys[inside], xr[inside]])
+    return sim
+
+
+def check_pair(max_disp: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic uint8 RGB pair the export checks run on: CHECK_HEIGHT x (max_disp + 64)."""
+    from stereodeploy.datasets import synthetic_pair
+
+    width = max_disp + 64
+    pair = synthetic_pair(height=CHECK_HEIGHT, width=width, max_disp=min(max_disp, width - 1), layers=2, seed=seed)
+    def rgb(a: np.ndarray) -> np.ndarray:
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
+
+    return rgb(pair.left), rgb(pair.right)
+
+
+def check_matcher(model: Any, features_path: Path | str, max_disp: int, postprocess: str = "none",
+                  preset: str = "middlebury", seed: int = 0) -> tuple[int, int]:
+    """Run ``model`` and the engine on a synthetic pair; return (pixels, differing pixels).
+
+    Winner-take-all must agree except at ties (the two similarities within 1e-4); the full pipeline may differ
+    by more than 0.5 px on at most 1 % of the pixels (float rounding at near-ties of SGM). UserError otherwise.
     """
     import onnxruntime as ort
 
-    from stereodeploy.datasets import synthetic_pair
-    from stereodeploy.engine.matching import wta_from_features
-    from stereodeploy.export import run_onnx
+    from stereodeploy.config import MatchConfig
+    from stereodeploy.engine.backends import OnnxBackend
+    from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.io import to_gray
 
-    height, width = size[0], size[1] or max_disp + 64
-    pair = synthetic_pair(height=height, width=width, max_disp=min(max_disp, width - 1), layers=2, seed=seed)
-    left, right = to_gray(pair.left), to_gray(pair.right)
+    left, right = check_pair(max_disp, seed)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     ours = session.run([OUTPUT], {LEFT: left, RIGHT: right})[0]
-    feats = run_onnx(features_model, np.stack([left, right])[:, None])
-    engine = wta_from_features(feats[0], feats[1], max_disp)
-    differ = np.argwhere(ours != engine)
-    if len(differ):
-        ys, xs = differ[:, 0], differ[:, 1]
-        def sim(d: np.ndarray) -> np.ndarray:
-            xr = xs - d.astype(np.intp)
-            if np.any(xr < 0):
-                return np.full(len(xs), -np.inf)
-            return np.einsum("cn,cn->n", feats[0][:, ys, xs], feats[1][:, ys, xr])
-        gap = np.abs(sim(ours[ys, xs]) - sim(engine[ys, xs]))
-        if not np.all(gap <= 1e-4):
-            raise UserError(f"matcher check failed: it disagrees with the engine at {int(np.sum(gap > 1e-4))} "
-                            "pixels that are not ties; nothing was written")
-    return int(ours.size), int(len(differ))
+    backend = OnnxBackend(features_path)
+    if postprocess == "none":
+        from stereodeploy.engine.matching import wta_from_features
+
+        fl, fr = backend.features_pair(to_gray(left), to_gray(right))
+        engine = wta_from_features(fl, fr, max_disp)
+        differ = np.argwhere(ours != engine)
+        if len(differ):
+            ys, xs = differ[:, 0], differ[:, 1]
+            gap = np.abs(_similarity(fl, fr, ys, xs, ours[ys, xs]) - _similarity(fl, fr, ys, xs, engine[ys, xs]))
+            if not np.all(gap <= 1e-4):  # inf - inf is nan: a pick outside the image is never a tie
+                raise UserError(f"matcher check failed: it disagrees with the engine at {int(np.sum(~(gap <= 1e-4)))} "
+                                "pixels that are not ties; nothing was written")
+        return int(ours.size), int(len(differ))
+    matcher = StereoMatcher(backend, MatchConfig.preset("full", max_disp), sgm_preset=preset)
+    engine = matcher(left, right)
+    far = ~(np.abs(ours - engine) <= 0.5)
+    if far.mean() > FULL_MISMATCH_LIMIT:
+        raise UserError(f"matcher check failed: the full pipeline differs from the engine's by more than 0.5 px at "
+                        f"{100 * far.mean():.1f} % of the check pixels; nothing was written")
+    return int(ours.size), int(far.sum())
 
 
-def export_matcher(features: Path | str, out: Path | str, max_disp: int | None = None, overwrite: bool = False,
-                   block: int = DEFAULT_BLOCK, check: bool = True) -> MatcherReport:
-    """Write the self-contained matcher built from the feature model file ``features`` to ``out``.
+def export_matcher(features: Path | str | None, out: Path | str, max_disp: int | None = None,
+                   overwrite: bool = False, block: int = DEFAULT_BLOCK, check: bool = True,
+                   postprocess: str = "full", preset: str = "middlebury") -> MatcherReport:
+    """Write the self-contained matcher built from the feature model file ``features`` (default: the shipped
+    model) to ``out``, and its JSON sidecar beside it.
 
-    ``max_disp`` defaults to the feature model's; the file is moved into place only after the check against
-    the engine's winner-take-all passed.
+    ``max_disp`` defaults to the feature model's; the file is moved into place only after the check against the
+    engine passed (winner-take-all for ``postprocess='none'``, the full pipeline with ``preset`` for ``'full'``).
     """
     import onnx
 
+    from stereodeploy.engine.sgm import sgm_preset
     from stereodeploy.export import load_onnx, read_meta
+    from stereodeploy.models_dir import default_model_path
+    from stereodeploy.sidecar import sidecar_path
 
-    features, out = Path(features), Path(out)
+    if postprocess not in POSTPROCESS:
+        raise UserError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
+    sgm_preset(preset)  # an unknown preset fails here, before any work
+    features = Path(features) if features is not None else default_model_path()
+    out = Path(out)
     ensure_writable(out, overwrite)
+    ensure_writable(sidecar_path(out), True)
     proto = load_onnx(features, "feature model")
     max_disp = max_disp or read_meta(proto, str(features)).max_disp
-    model = build_matcher(proto, max_disp, block)
+    if check:
+        refuse_oversized(max_disp, postprocess)
+    model = build_matcher(proto, max_disp, block, postprocess, preset)
     pixels = differ = 0
     if check:
-        pixels, differ = check_matcher(model, proto, max_disp)
+        pixels, differ = check_matcher(model, features, max_disp, postprocess, preset)
     with atomic_write(out, overwrite=overwrite) as tmp:
         onnx.save_model(model, str(tmp))
-    return MatcherReport(path=out, max_disp=max_disp, checked_pixels=pixels, differing_pixels=differ)
+    side = write_sidecar(model, out, overwrite=True)
+    return MatcherReport(path=out, sidecar=side, max_disp=max_disp, postprocess=postprocess, preset=preset,
+                         checked_pixels=pixels, differing_pixels=differ)
