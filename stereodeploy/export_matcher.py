@@ -73,7 +73,13 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     from onnx import TensorProto, compose, helper, version_converter
 
     from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, read_meta
-    from stereodeploy.onnx_pipeline import Graph, full_nodes, gray_nodes, input_checks, wta_nodes
+    from stereodeploy.onnx_pipeline import (
+        Graph,
+        full_nodes,
+        gray_nodes,
+        input_checks,
+        wta_nodes,
+    )
 
     meta = read_meta(features_model)
     if max_disp < 1 or block < 1:
@@ -93,8 +99,8 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     feats = compose.add_prefix(features_model, _PREFIX)
     g = Graph("matcher", opset)
     ok = input_checks(g, LEFT, RIGHT, max_disp, meta.patch_size)
-    gray_l = g.op("Mul", gray_nodes(g, LEFT), ok, label="left_gray")  # (H, W), after the checks passed
-    gray_r = g.op("Mul", gray_nodes(g, RIGHT), ok, label="right_gray")
+    gray_l = gray_nodes(g, LEFT, ok)  # (H, W), computed once the checks passed
+    gray_r = gray_nodes(g, RIGHT, ok)
     axes = g.i64(0, 1)
     g.op("Concat", g.op("Unsqueeze", gray_l, axes), g.op("Unsqueeze", gray_r, axes), axis=0,
          name=_PREFIX + INPUT_NAME)  # (2, 1, H, W): one batch through the feature model
@@ -253,7 +259,7 @@ def check_matcher(model: Any, features_path: Path | str, max_disp: int, postproc
             if not np.all(gap <= 1e-4):  # inf - inf is nan: a pick outside the image is never a tie
                 raise UserError(f"matcher check failed: it disagrees with the engine at {int(np.sum(~(gap <= 1e-4)))} "
                                 "pixels that are not ties; nothing was written")
-        return int(ours.size), int(len(differ))
+        return int(ours.size), len(differ)
     matcher = StereoMatcher(backend, MatchConfig.preset("full", max_disp), sgm_preset=preset)
     engine = matcher(left, right)
     far = ~(np.abs(ours - engine) <= 0.5)

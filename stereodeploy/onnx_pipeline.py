@@ -79,7 +79,7 @@ class Graph:
             return self.op(op_type, x, self.i64(*axes), keepdims=keepdims, **kw)
         return self.op(op_type, x, axes=axes, keepdims=keepdims, **kw)
 
-    def sub(self, scope: str) -> "Graph":
+    def sub(self, scope: str) -> Graph:
         """A graph for a Loop body, of the same opset."""
         return Graph(scope, self.opset)
 
@@ -121,14 +121,15 @@ def check(g: Graph, cond: str, message: str) -> str:
     return g.op("Reshape", one, shape, name=f"check: {message}")
 
 
-def gray_nodes(g: Graph, image: str) -> str:
+def gray_nodes(g: Graph, image: str, checked: str) -> str:
     """uint8 (H, W, C) -> float32 (H, W) gray in 0..255: C = 1 (gray) or 2 (gray, alpha) as it is; C = 3 (RGB) or
-    4 (RGBA) by BT.601 luma ``0.299 R + 0.587 G + 0.114 B``, alpha ignored (as :func:`stereodeploy.io.to_gray`)."""
+    4 (RGBA) by BT.601 luma ``0.299 R + 0.587 G + 0.114 B``, alpha ignored (as :func:`stereodeploy.io.to_gray`).
+    ``checked`` (the (1,) output of :func:`input_checks`) scales the weights, so the checks run first."""
     channels = g.dim(g.op("Shape", image), 2)
     few = g.op("Less", channels, g.i64(3))  # [bool]
     weights = g.op("Where", few, g.const([1.0, 0.0, 0.0, 0.0], np.float32),
                    g.const(list(LUMA_601) + [0.0], np.float32))
-    weights = g.op("Slice", weights, g.i64(0), channels, g.i64(0), label="luma_weights")  # (C,)
+    weights = g.op("Mul", g.op("Slice", weights, g.i64(0), channels, g.i64(0)), checked, label="luma_weights")
     return g.op("MatMul", g.cast(image, 1), weights, label="to_gray")
 
 
@@ -338,8 +339,8 @@ def sgm_nodes(g: Graph, cost: str, ref: str, oth: str, pen: Penalties, max_disp:
     m_ref, m_oth = _masks(g, ref, pen.threshold), _masks(g, oth, pen.threshold)
     shape = g.op("Shape", cost)
     b, h, w = (g.dim(shape, i) for i in range(3))
-    w_last = g.op("Sub", w, g.i64(1), name="sgm/w_last")
-    h_last = g.op("Sub", h, g.i64(1), name="sgm/h_last")
+    g.op("Sub", w, g.i64(1), name="sgm/w_last")  # read by the Loop bodies
+    g.op("Sub", h, g.i64(1), name="sgm/h_last")
     lane_pads = g.i64(0, 0, max_disp - 1, 0, 0, 0)
 
     def maps(first: int, axis: int) -> list[str]:
@@ -594,7 +595,7 @@ def bilateral_nodes(g: Graph, disp: str, sigma: float, threshold: float) -> str:
     window's rows; each row's columns at once."""
     from onnx import TensorProto, helper
 
-    r = int(math.ceil(3 * sigma))
+    r = math.ceil(3 * sigma)
     size = 2 * r + 1
     offsets = np.arange(-r, r + 1, dtype=np.float64)
     kernel = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2.0 * sigma**2)).astype(np.float32)

@@ -96,9 +96,9 @@ def test_bare_onnxruntime_matches_engine(model_file, tmp_path):
 
 def test_matcher_never_looks_left_of_the_image(model_file):
     """Right columns x - d < 0 do not exist: a pair whose best match would be there still gets d <= x."""
+    import onnx
     import onnxruntime as ort
 
-    import onnx
     from stereodeploy.export_matcher import build_matcher
 
     rng = np.random.default_rng(0)
