@@ -14,6 +14,7 @@ import functools
 import http.server
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from stereodeploy.errors import UserError
 
@@ -33,7 +34,7 @@ def web_root() -> Path:
 class DemoHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with the isolation headers; ``/ort/`` and ``/model.onnx[.json]`` mapped to their files."""
 
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+    extensions_map: ClassVar[dict[str, str]] = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript",
                       ".onnx": "application/octet-stream", ".json": "application/json"}
 
@@ -57,7 +58,7 @@ class DemoHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header(key, value)
         super().end_headers()
 
-    def log_message(self, format: str, *args) -> None:  # type: ignore[no-untyped-def]  # noqa: A002
+    def log_message(self, format: str, *args) -> None:  # type: ignore[no-untyped-def]
         pass  # quiet: the command prints the address, the browser shows the rest
 
 
