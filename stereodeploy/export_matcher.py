@@ -73,6 +73,7 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     from onnx import TensorProto, compose, helper, version_converter
 
     from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, read_meta
+    from stereodeploy.nets.portable import bound_clips
     from stereodeploy.onnx_pipeline import (
         Graph,
         full_nodes,
@@ -96,6 +97,8 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     if opset < MIN_OPSET:
         features_model = version_converter.convert_version(features_model, MIN_OPSET)
         opset = MIN_OPSET
+    features_model = copy_model(features_model)
+    bound_clips(features_model)  # files exported before Clip had both bounds
     feats = compose.add_prefix(features_model, _PREFIX)
     g = Graph("matcher", opset)
     ok = input_checks(g, LEFT, RIGHT, max_disp, meta.patch_size)
@@ -144,6 +147,14 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
         entry.key, entry.value = key, value
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def copy_model(model: Any) -> Any:
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def sgm_params(preset: str) -> Any:

@@ -279,3 +279,28 @@ def test_full_file_matches_the_engine_on_a_real_pair(shared_data):
                                                                                           sample.right)
     assert abs(error_rate(ours, sample.disp) - error_rate(engine, sample.disp)) <= 0.3
     assert np.mean(np.abs(ours - engine) > 0.5) < 0.01
+
+
+def test_bound_clips_adds_the_missing_bounds_and_changes_nothing():
+    from onnx import helper
+
+    from stereodeploy.nets.portable import FLOAT_MAX, bound_clips
+
+    node = helper.make_node("Clip", ["x", "lo"], ["y"], name="clip")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [3])],
+                              [helper.make_tensor_value_info("y", 1, [3])],
+                              initializer=[onnx.numpy_helper.from_array(np.array(0.5, np.float32), "lo")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    assert bound_clips(model) == 1 and bound_clips(model) == 0
+    assert list(model.graph.node[0].input) == ["x", "lo", "clip/bound2"]
+    x = np.array([0.0, 1.0, FLOAT_MAX], np.float32)
+    out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(out[0], [0.5, 1.0, FLOAT_MAX])
+
+
+def test_shipped_feature_model_clips_have_both_bounds():
+    from stereodeploy.models_dir import DEFAULT_MODEL
+
+    model = onnx.load_model(str(Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL))
+    clips = [n for n in model.graph.node if n.op_type == "Clip"]
+    assert clips and all(len(n.input) == 3 and all(n.input) for n in clips)
