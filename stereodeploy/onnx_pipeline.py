@@ -155,14 +155,14 @@ def input_checks(g: Graph, left: str, right: str, max_disp: int, patch: int) -> 
 
 
 def _band_body(max_disp: int, block: int, mode: str, opset: int) -> Any:
-    """Loop body over blocks of ``block`` left columns. Outer scope: ``band/left`` (N, Wp, C+1) and
+    """Scan body over blocks of ``block`` left columns. Outer scope: ``band/left`` (N, Wp, C+1) and
     ``band/right`` (N, C+1, Wp + D - 1). Output per block: (N, block) int64 argmax index k (``mode='wta'``) or
     the (N, block, D) cost ``1 - similarity`` (``mode='volume'``), both indexed by k = D - 1 - d."""
     from onnx import TensorProto, helper
 
     g = Graph(f"band_{mode}", opset)
     span = block + max_disp - 1  # right columns a block of left columns can meet
-    start = g.op("Mul", g.op("Unsqueeze", "iter", g.i64(0)), g.i64(block), label="first_column")
+    start = g.op("Mul", g.op("Unsqueeze", "block_index", g.i64(0)), g.i64(block), label="first_column")
     lblk = g.op("Slice", "band/left", start, g.op("Add", start, g.i64(block)), g.i64(1))  # (N, block, C+1)
     rwin = g.op("Slice", "band/right", start, g.op("Add", start, g.i64(span)), g.i64(2))  # (N, C+1, span)
     sim = g.op("MatMul", lblk, rwin, label="similarity")  # (N, block, span): <fL(x0+i), fR(x0+j-D+1)>
@@ -178,24 +178,21 @@ def _band_body(max_disp: int, block: int, mode: str, opset: int) -> Any:
     else:
         out = g.op("Max", g.op("Sub", g.scalar(1.0), band), g.scalar(0.0), label="cost")
         elem = TensorProto.FLOAT
-    g.op("Identity", "cond_in", name="cond_out")
     g.op("Identity", out, name="block_out")
-    return helper.make_graph(
-        g.nodes, f"band_{mode}_body",
-        [value_info("iter", TensorProto.INT64, []), value_info("cond_in", TensorProto.BOOL, [])],
-        [value_info("cond_out", TensorProto.BOOL, []), value_info("block_out", elem, None)])
+    return helper.make_graph(g.nodes, f"band_{mode}_body", [value_info("block_index", TensorProto.INT64, [])],
+                             [value_info("block_out", elem, None)])
 
 
 def band_nodes(g: Graph, ref: str, oth: str, max_disp: int, block: int, mode: str) -> str:
     """Banded matching of (B, C, H, W) reference features against (B, C, H, W) features of the other image.
 
     ``mode='wta'``: (B, H, W) int64 k of the best similarity (winner-take-all, :func:`engine.matching.
-    wta_from_features`); ``mode='volume'``: the (B, H, W, D) cost volume (:func:`engine.matching.cost_volume`,
-    k-ordered, 1000 where ``x - d < 0``).
+    wta_from_features`); ``mode='volume'``: the (W, B, H, D) cost volume, column by column
+    (:func:`engine.matching.cost_volume`, k-ordered, 1000 where ``x - d < 0``).
 
     How: the similarity of ``block`` left columns against the ``block + D - 1`` right columns they can match is
     one batched MatMul (rows as the batch), and the band ``0 <= d < D`` is cut out of it by a pad-and-reshape that
-    turns its diagonals into columns; a Loop runs over the blocks, so no shifted copy of the features is stored.
+    turns its diagonals into columns; a Scan runs over the blocks, so no shifted copy of the features is stored.
     Right columns left of the image get an extra channel that makes their similarity -999 (cost 1000).
     """
     from onnx import helper
@@ -222,17 +219,16 @@ def band_nodes(g: Graph, ref: str, oth: str, max_disp: int, block: int, mode: st
     extra = g.op("Mul", g.op("Sub", g.op("Pad", ones_r, pads), g.scalar(1.0)), g.scalar(-_OUTSIDE),
                  label="outside_channel")
     g.op("Concat", rxp, extra, axis=1, name="band/right")
-    trips = g.op("Squeeze", nb, zero)
-    per_block = g.op("Loop", trips, g.const(True, np.bool_), body=_band_body(max_disp, block, mode, g.opset),
-                     label=f"{mode}_blocks")  # (nb, N, block[, D])
+    blocks = g.op("Range", g.const(0), g.op("Squeeze", nb, zero), g.const(1))
+    per_block = g.op("Scan", blocks, body=_band_body(max_disp, block, mode, g.opset), num_scan_inputs=1,
+                     label=f"{mode}_blocks")  # (nb, N, block[, D]), written in place block by block
     if mode == "wta":
         cols = g.op("Reshape", g.op("Transpose", per_block, perm=[1, 0, 2]), g.op("Concat", n, minus1, axis=0))
         cols = g.op("Slice", cols, zero, w, g.i64(1))  # (N, W)
         return g.op("Reshape", cols, g.op("Concat", b, h, w, axis=0))
     d = g.i64(max_disp)
-    cols = g.op("Reshape", g.op("Transpose", per_block, perm=[1, 0, 2, 3]), g.op("Concat", n, minus1, d, axis=0))
-    cols = g.op("Slice", cols, zero, w, g.i64(1))  # (N, W, D)
-    return g.op("Reshape", cols, g.op("Concat", b, h, w, d, axis=0), label="cost_volume")
+    cols = g.op("Reshape", g.op("Transpose", per_block, perm=[0, 2, 1, 3]), g.op("Concat", minus1, b, h, d, axis=0))
+    return g.op("Slice", cols, zero, w, zero, label="cost_volume")  # (W, B, H, D): column-major
 
 
 # --------------------------------------------------------------------------------------------------------- SGM
@@ -322,87 +318,108 @@ def _windows(g: Graph, rows: str, size: int) -> str:
     return g.op("Transpose", g.op("Slice", skew, g.i64(0), n, g.i64(2)), perm=[0, 2, 1], label="windows")
 
 
+def _scan_body(name: str, g: Graph, states: list[str], outs: list[str]) -> Any:
+    """A Scan body: inputs ``<name>/state_in<i>`` then the element ``<name>/i`` of the index sequence; outputs
+    the new states then the per-step outputs."""
+    from onnx import TensorProto, helper
+
+    for i, s in enumerate(states):
+        g.op("Identity", s, name=f"{name}/state_out{i}")
+    for i, s in enumerate(outs):
+        g.op("Identity", s, name=f"{name}/scan_out{i}")
+    inputs = [value_info(f"{name}/state_in{i}", TensorProto.FLOAT, None) for i in range(len(states))]
+    inputs.append(value_info(f"{name}/i", TensorProto.INT64, []))
+    outputs = [value_info(f"{name}/state_out{i}", TensorProto.FLOAT, None) for i in range(len(states))]
+    outputs += [value_info(f"{name}/scan_out{i}", TensorProto.FLOAT, None) for i in range(len(outs))]
+    return helper.make_graph(g.nodes, name, inputs, outputs)
+
+
 def sgm_nodes(g: Graph, cost: str, ref: str, oth: str, pen: Penalties, max_disp: int, opset: int
               ) -> tuple[str, str]:
-    """Semi-global matching of the (B, H, W, D) k-ordered volume ``cost`` with MC-CNN's adaptive penalties
+    """Semi-global matching of the (W, B, H, D) k-ordered volume ``cost`` with MC-CNN's adaptive penalties
     (:func:`engine.sgm.aggregate`, left reference). ``ref`` and ``oth`` are the (B, H, W) normalised reference and
-    other images. Returns the (H, B, W, D) mean of the four path costs and its (H, B, W) int64 argmin k (the
+    other images. Returns the (H, W, B, D) mean of the four path costs and its (H, W, B) int64 argmin k (the
     largest k, i.e. the smallest disparity, on ties).
 
-    Two Loops: one over columns runs left->right (column i) and right->left (column W-1-i) as one tensor, one over
-    rows top->bottom and bottom->top likewise. The first step of a path starts from a zero state, which gives
-    ``L = C`` exactly. Per-pixel penalty maps of the second direction are stored mirrored, so that one Gather at
-    ``i`` serves both."""
+    Two Scans: one over columns runs left->right (column i) and right->left (column W-1-i) as one (2, B, H, D)
+    tensor and writes each direction's column in place (right->left in reverse); one over rows does top->bottom
+    and bottom->top as one (W, B, 2, D) tensor, adding the horizontal sum on the way. The first step of a path
+    starts from a zero state, which gives ``L = C`` exactly. The per-pixel penalty maps of the second direction
+    are stored mirrored, so that one Gather at ``i`` serves both. Live at the peak: the cost volume and three
+    volumes of path costs."""
     from onnx import helper
 
     zero = g.i64(0)
     m_ref, m_oth = _masks(g, ref, pen.threshold), _masks(g, oth, pen.threshold)
     shape = g.op("Shape", cost)
-    b, h, w = (g.dim(shape, i) for i in range(3))
-    g.op("Sub", w, g.i64(1), name="sgm/w_last")  # read by the Loop bodies
-    g.op("Sub", h, g.i64(1), name="sgm/h_last")
+    w, b, h = (g.dim(shape, i) for i in range(3))
+    w_last = g.op("Sub", w, g.i64(1), name="sgm/w_last")
+    h_last = g.op("Sub", h, g.i64(1), name="sgm/h_last")
     lane_pads = g.i64(0, 0, max_disp - 1, 0, 0, 0)
-
-    def maps(first: int, axis: int) -> list[str]:
-        """A1, E1, A2, E2 of directions ``first`` and ``first + 1`` (mirrored along ``axis``), stacked as
-        (B, H, W, 2, 1) (horizontal) or (B, H, 2, W, 1) (vertical)."""
-        pair = [_penalty_maps(g, m_ref[r], pen.table, int(r >= 2)) for r in (first, first + 1)]
-        stack_axis = 3 if axis == 2 else 2
-        return [g.op("Concat", g.op("Unsqueeze", pair[0][j], g.i64(stack_axis)),
-                     g.op("Unsqueeze", g.flip(pair[1][j], axis), g.i64(stack_axis)), axis=stack_axis)
-                for j in range(4)]
-
+    d = g.i64(max_disp)
+    maps_h, maps_v = [], []
+    lr, rl = (_penalty_maps(g, m_ref[r], pen.table, 0) for r in (0, 1))  # (B, H, W, 1) each
+    for j in range(4):  # (W, 2, B, H, 1)
+        cols = [g.op("Transpose", m, perm=[2, 0, 1, 3]) for m in (lr[j], g.flip(rl[j], 2))]
+        maps_h.append(g.op("Concat", *(g.op("Unsqueeze", c, g.i64(1)) for c in cols), axis=1, label="maps_h"))
+    tb, bt = (_penalty_maps(g, m_ref[r], pen.table, 1) for r in (2, 3))
+    for j in range(4):  # (H, W, B, 2, 1)
+        rows = [g.op("Transpose", m, perm=[1, 2, 0, 3]) for m in (tb[j], g.flip(bt[j], 1))]
+        maps_v.append(g.op("Concat", *(g.op("Unsqueeze", r, g.i64(3)) for r in rows), axis=3, label="maps_v"))
     # the other image's mask at column x - d, read as a window: column x + k of the mask padded by D - 1 on the left
-    lanes_h = [g.op("Unsqueeze", g.op("Pad", m_oth[r], lane_pads), g.i64(2), label=f"lane{r}") for r in (0, 1)]
+    lanes_h = [g.op("Unsqueeze", g.op("Pad", m_oth[r], lane_pads), zero, label=f"lane{r}") for r in (0, 1)]
     lanes_v = g.op("Concat", g.op("Unsqueeze", g.op("Pad", m_oth[2], lane_pads), g.i64(2)),
                    g.op("Unsqueeze", g.flip(g.op("Pad", m_oth[3], lane_pads), 1), g.i64(2)), axis=2)  # (B, H, 2, L)
-    maps_h, maps_v = maps(0, 2), maps(2, 1)
 
     def zeros(*dims: str) -> str:
         return g.op("ConstantOfShape", g.op("Concat", *dims, axis=0), value=helper.make_tensor("z", 1, [1], [0.0]))
 
-    two, d = g.i64(2), g.i64(max_disp)
-    state_h, state_v = zeros(b, h, two, d), zeros(b, two, w, d)
-    m0h, m0w = _reduce_min(g, state_h, 3, opset), _reduce_min(g, state_v, 3, opset)
+    two = g.i64(2)
+    state_h, state_v = zeros(two, b, h, d), zeros(w, b, two, d)
+    m0h, m0v = _reduce_min(g, state_h, 3, opset), _reduce_min(g, state_v, 3, opset)
 
-    # ---- horizontal: (B, H, 2, D) = column i left->right, column W-1-i right->left
+    # ---- horizontal: (2, B, H, D) = column i left->right, column W-1-i right->left
     name = "sgm_horizontal"
     body = g.sub(name)
-    i = f"{name}/iter"
+    i = f"{name}/i"
     i1 = body.op("Unsqueeze", i, body.i64(0))
-    cols = body.op("Concat", i1, body.op("Sub", "sgm/w_last", i1), axis=0)
-    c = body.op("Gather", cost, cols, axis=2, label="cost_columns")  # (B, H, 2, D)
+    j1 = body.op("Sub", w_last, i1)
+    c = body.op("Gather", cost, body.op("Concat", i1, j1, axis=0), axis=0, label="cost_columns")  # (2, B, H, D)
     lane = body.op("Concat", body.op("Slice", lanes_h[0], i1, body.op("Add", i1, d), body.i64(3)),
-                   body.op("Slice", lanes_h[1], body.op("Sub", "sgm/w_last", i1),
-                           body.op("Add", body.op("Sub", "sgm/w_last", i1), d), body.i64(3)), axis=2)
-    mp = [body.op("Gather", mm, i, axis=2) for mm in maps_h]  # (B, H, 2, 1)
+                   body.op("Slice", lanes_h[1], j1, body.op("Add", j1, d), body.i64(3)), axis=0)
+    mp = [body.op("Gather", mm, i, axis=0) for mm in maps_h]  # (2, B, H, 1)
     new, mn = _path_step(body, f"{name}/state_in0", f"{name}/state_in1", c, lane, mp, max_disp, opset)
-    loop = g.op("Loop", g.op("Squeeze", w, zero), "", state_h, m0h,
-                body=_loop_body(name, body, [new, mn], [new], 2), outputs=3, label="sgm_horizontal")
-    # (W, B, H, 2, D) -> (W, B, H, D): left->right + right->left, both in column order
-    lr = g.op("Gather", loop[2], g.const(0), axis=3)
-    rl = g.flip(g.op("Gather", loop[2], g.const(1), axis=3), 0)
-    horizontal = g.op("Transpose", g.op("Add", lr, rl), perm=[2, 1, 0, 3], label="sgm_horizontal_sum")  # (H,B,W,D)
+    outs = [body.op("Slice", new, body.i64(k), body.i64(k + 1), zero) for k in (0, 1)]  # (1, B, H, D)
+    columns = g.op("Range", g.const(0), g.op("Squeeze", w, zero), g.const(1))
+    scan = g.op("Scan", state_h, m0h, columns, body=_scan_body(name, body, [new, mn], outs), num_scan_inputs=1,
+                scan_output_directions=[0, 1], outputs=4, label="sgm_horizontal")
+    one = g.i64(1)
+    horizontal = g.op("Reshape", g.op("Add", scan[2], scan[3]), g.op("Concat", w, b, h, one, d, axis=0),
+                      label="sgm_horizontal_sum")  # (W, B, H, 1, D)
 
-    # ---- vertical: (B, 2, W, D) = row i top->bottom, row H-1-i bottom->top
+    # ---- vertical: (W, B, 2, D) = row i top->bottom (plus the horizontal sum), row H-1-i bottom->top
     name = "sgm_vertical"
     body = g.sub(name)
-    i = f"{name}/iter"
+    i = f"{name}/i"
     i1 = body.op("Unsqueeze", i, body.i64(0))
-    rows = body.op("Concat", i1, body.op("Sub", "sgm/h_last", i1), axis=0)
-    c = body.op("Gather", cost, rows, axis=1, label="cost_rows")  # (B, 2, W, D)
+    c = body.op("Gather", cost, body.op("Concat", i1, body.op("Sub", h_last, i1), axis=0), axis=2,
+                label="cost_rows")  # (W, B, 2, D)
     lane_rows = body.op("Gather", lanes_v, i, axis=1)  # (B, 2, L)
     flat_rows = body.op("Concat", body.i64(-1), body.dim(body.op("Shape", lane_rows), 2), axis=0)
     lane = body.op("Reshape", _windows(body, body.op("Reshape", lane_rows, flat_rows), max_disp),
-                   body.op("Shape", c))  # (B, 2, W, D)
-    mp = [body.op("Gather", mm, i, axis=1) for mm in maps_v]  # (B, 2, W, 1)
+                   body.op("Concat", b, two, w, d, axis=0))  # (B, 2, W, D)
+    lane = body.op("Transpose", lane, perm=[2, 0, 1, 3])  # (W, B, 2, D)
+    mp = [body.op("Gather", mm, i, axis=0) for mm in maps_v]  # (W, B, 2, 1)
     new, mn = _path_step(body, f"{name}/state_in0", f"{name}/state_in1", c, lane, mp, max_disp, opset)
-    loop = g.op("Loop", g.op("Squeeze", h, zero), "", state_v, m0w,
-                body=_loop_body(name, body, [new, mn], [new], 2), outputs=3, label="sgm_vertical")
-    tb = g.op("Gather", loop[2], g.const(0), axis=2)  # (H, B, W, D)
-    bt = g.flip(g.op("Gather", loop[2], g.const(1), axis=2), 0)
-    total = g.op("Mul", g.op("Add", g.op("Add", horizontal, tb), bt), g.scalar(0.25), label="sgm_mean")
-    k = g.op("ArgMin", total, axis=3, keepdims=0, select_last_index=1, label="sgm_argmin")  # (H, B, W)
+    outs = [body.op("Add", body.op("Gather", horizontal, i, axis=2), body.op("Slice", new, zero, one, two),
+                    label="sum_three"),
+            body.op("Slice", new, one, two, two)]  # (W, B, 1, D)
+    rows = g.op("Range", g.const(0), g.op("Squeeze", h, zero), g.const(1))
+    scan = g.op("Scan", state_v, m0v, rows, body=_scan_body(name, body, [new, mn], outs), num_scan_inputs=1,
+                scan_output_directions=[0, 1], outputs=4, label="sgm_vertical")
+    total = g.op("Mul", g.op("Add", scan[2], scan[3]), g.scalar(0.25))  # (H, W, B, 1, D)
+    total = g.op("Reshape", total, g.op("Concat", h, w, b, d, axis=0), label="sgm_mean")  # (H, W, B, D)
+    k = g.op("ArgMin", total, axis=3, keepdims=0, select_last_index=1, label="sgm_argmin")  # (H, W, B)
     return total, k
 
 
@@ -672,17 +689,17 @@ def full_nodes(g: Graph, features: str, gray_l: str, gray_r: str, max_disp: int,
     fr = g.op("Slice", features, g.i64(1), g.i64(2), g.i64(0))
     ref = g.op("Concat", fl, g.flip(fr, 3), axis=0, label="reference_features")  # left, mirrored right
     oth = g.op("Concat", fr, g.flip(fl, 3), axis=0, label="other_features")
-    cost = band_nodes(g, ref, oth, max_disp, block, "volume")  # (2, H, W, D)
+    cost = band_nodes(g, ref, oth, max_disp, block, "volume")  # (W, 2, H, D)
     nl, nr = _normalise(g, gray_l, settings.norm_eps), _normalise(g, gray_r, settings.norm_eps)
     axis0 = g.i64(0)
     ref_n = g.op("Concat", g.op("Unsqueeze", nl, axis0), g.op("Unsqueeze", g.flip(nr, 1), axis0), axis=0)
     oth_n = g.op("Concat", g.op("Unsqueeze", nr, axis0), g.op("Unsqueeze", g.flip(nl, 1), axis0), axis=0)
-    total, k = sgm_nodes(g, cost, ref_n, oth_n, settings.penalties, max_disp, opset)  # (H, 2, W, D), (H, 2, W)
+    total, k = sgm_nodes(g, cost, ref_n, oth_n, settings.penalties, max_disp, opset)  # (H, W, 2, D), (H, W, 2)
     disp = g.cast(g.op("Sub", g.const(max_disp - 1), k), 1)
-    dl = g.op("Gather", disp, g.const(0), axis=1, label="sgm_left")
-    dr = g.flip(g.op("Gather", disp, g.const(1), axis=1, label="sgm_right_mirrored"), 1)
+    dl = g.op("Gather", disp, g.const(0), axis=2, label="sgm_left")
+    dr = g.flip(g.op("Gather", disp, g.const(1), axis=2, label="sgm_right_mirrored"), 1)
     filled = lr_check_fill(g, dl, dr, max_disp)
-    volume = g.op("Gather", total, g.const(0), axis=1, label="sgm_left_volume")  # (H, W, D)
+    volume = g.op("Gather", total, g.const(0), axis=2, label="sgm_left_volume")  # (H, W, D)
     refined = subpixel_nodes(g, filled, volume, max_disp)
     smoothed = median_nodes(g, refined)
     return bilateral_nodes(g, smoothed, settings.blur_sigma, settings.blur_threshold)

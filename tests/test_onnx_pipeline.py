@@ -125,7 +125,7 @@ def test_sgm_equals_the_engine(preset):
         return g.op("Concat", g.op("Reshape", total, g.i64(-1)),
                     g.op("Reshape", g.cast(k, 1), g.i64(-1)), axis=0)
 
-    out = run_graph(build, ours_k, ref[None], other[None])
+    out = run_graph(build, np.ascontiguousarray(np.transpose(ours_k, (2, 0, 1, 3))), ref[None], other[None])
     total = out[: h * w * nd].reshape(h, w, nd)[..., ::-1]
     k = out[h * w * nd:].reshape(h, w)
     valid = np.arange(w)[None, :, None] >= np.arange(nd)[None, None, :]
