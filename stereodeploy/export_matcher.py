@@ -72,6 +72,7 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     import onnx
     from onnx import TensorProto, compose, helper, version_converter
 
+    from stereodeploy.engine.sgm import sgm_preset
     from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, read_meta
     from stereodeploy.nets.portable import bound_clips
     from stereodeploy.onnx_pipeline import (
@@ -139,7 +140,7 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     if postprocess == "full":
         settings = full_settings(preset)
         props["stereodeploy.matcher.preset"] = preset
-        props["stereodeploy.matcher.sgm"] = json.dumps(asdict(sgm_params(preset)))
+        props["stereodeploy.matcher.sgm"] = json.dumps(asdict(sgm_preset(preset)))
         props["stereodeploy.matcher.bilateral"] = json.dumps({"sigma": settings.blur_sigma,
                                                               "threshold": settings.blur_threshold})
     for key, value in props.items():
@@ -155,12 +156,6 @@ def copy_model(model: Any) -> Any:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
-
-
-def sgm_params(preset: str) -> Any:
-    from stereodeploy.engine.sgm import sgm_preset
-
-    return sgm_preset(preset)
 
 
 @dataclass

@@ -80,7 +80,7 @@ class Graph:
         return self.op(op_type, x, axes=axes, keepdims=keepdims, **kw)
 
     def sub(self, scope: str) -> Graph:
-        """A graph for a Loop body, of the same opset."""
+        """A graph for a Loop or Scan body, of the same opset."""
         return Graph(scope, self.opset)
 
     # small conveniences
@@ -287,22 +287,6 @@ def _path_step(g: Graph, prev: str, m: str, c: str, lane: str, maps: list[str], 
     t = g.op("Min", t, prev, p2m)
     new = g.op("Add", c, g.op("Sub", t, m), label="path_cost")
     return new, _reduce_min(g, new, 3, opset)
-
-
-def _loop_body(name: str, g: Graph, states: list[str], outs: list[str], n_states: int) -> Any:
-    from onnx import TensorProto, helper
-
-    g.op("Identity", "cond_in", name=f"{name}/cond_out")
-    for i, s in enumerate(states):
-        g.op("Identity", s, name=f"{name}/state_out{i}")
-    for i, s in enumerate(outs):
-        g.op("Identity", s, name=f"{name}/scan_out{i}")
-    inputs = [value_info(f"{name}/iter", TensorProto.INT64, []), value_info("cond_in", TensorProto.BOOL, [])]
-    inputs += [value_info(f"{name}/state_in{i}", TensorProto.FLOAT, None) for i in range(n_states)]
-    outputs = [value_info(f"{name}/cond_out", TensorProto.BOOL, [])]
-    outputs += [value_info(f"{name}/state_out{i}", TensorProto.FLOAT, None) for i in range(n_states)]
-    outputs += [value_info(f"{name}/scan_out{i}", TensorProto.FLOAT, None) for i in range(len(outs))]
-    return helper.make_graph(g.nodes, name, inputs, outputs)
 
 
 def _windows(g: Graph, rows: str, size: int) -> str:
