@@ -87,8 +87,11 @@ def profile(model: Path, left: Path, right: Path, threads: int, top: int = 15) -
         if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
             continue
         name = event["name"][: -len("_kernel_time")]
-        stage = name.split("/")[0] if name.split("/")[0] not in ("matching", "matcher") else name.split("/")[1]
-        key = f"{event['args']['op_name']} in {stage.rsplit('_', 1)[0]}"
+        parts = name.split("/")
+        stage = parts[1] if parts[0] in ("matching", "matcher") and len(parts) > 1 else parts[0]
+        if parts[0] in ("matching", "matcher"):
+            stage = stage.rsplit("_", 1)[0]  # the node's running number
+        key = f"{event['args']['op_name']} in {stage}"
         seconds[key] += event["dur"] / 1e6
         calls[key] += 1
     Path(path).unlink()
@@ -149,8 +152,8 @@ def main() -> None:
     if not node_ready:
         print("\n(onnxruntime-node not installed: run `bash examples/install.sh`)")
     if args.profile:
-        print("\nWhere the file's time goes (onnxruntime profile of one run; operators inside Scan/Loop bodies are "
-              "counted once per step):\n")
+        print("\nWhere the file's time goes (onnxruntime profile of one run; a Scan or Loop row includes the "
+              "operators of its body, which are also listed by type, summed over all steps):\n")
         print("| operator in stage | seconds | calls |")
         print("|---|---:|---:|")
         for key, sec, n in profile(matcher, left, right, args.threads):

@@ -279,7 +279,7 @@ def _path_step(g: Graph, prev: str, m: str, c: str, lane: str, maps: list[str], 
     ``new = C + min(prev, prev[d +- 1] + P1, min(prev) + P2) - min(prev)``; returns (new, min_d new)."""
     a1, e1, a2, e2 = maps
     p1 = g.op("Add", a1, g.op("Mul", lane, e1), label="P1")
-    p2m = g.op("Add", g.op("Add", a2, g.op("Mul", lane, e2)), m, label="P2_plus_min")
+    p2m = g.op("Add", g.op("Add", a2, m), g.op("Mul", lane, e2), label="P2_plus_min")  # a2 + m: one per pixel
     pp = g.op("Pad", prev, g.i64(0, 0, 0, 1, 0, 0, 0, 1), g.scalar(BIG))
     below = g.op("Slice", pp, g.i64(0), g.i64(max_disp), g.i64(3))
     above = g.op("Slice", pp, g.i64(2), g.i64(max_disp + 2), g.i64(3))

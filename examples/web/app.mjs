@@ -23,7 +23,8 @@ async function decode(file) {
 }
 
 async function loadModel(source, sidecar) {
-  state.session = await ort.InferenceSession.create(source, { executionProviders: ['wasm'] });
+  // no memory arena: it would keep every block size it ever held, and wasm stops at 4 GB
+  state.session = await ort.InferenceSession.create(source, { executionProviders: ['wasm'], enableCpuMemArena: false });
   state.maxDisp = null;
   if (sidecar) { // <model>.onnx.json, written by `stereodeploy export-matcher`: the JS API cannot read metadata
     try {
