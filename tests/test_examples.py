@@ -142,3 +142,13 @@ def test_serve_demo_headers_and_paths(matcher_file):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_serve_demo_command_says_what_is_missing(tmp_path):
+    from typer.testing import CliRunner
+
+    from stereodeploy.cli import app
+
+    require((EXAMPLES / "web" / "node_modules" / "onnxruntime-web").is_dir(), "examples/web/node_modules")
+    result = CliRunner().invoke(app, ["serve-demo", "--port", "0", "--model", str(tmp_path / "missing.onnx")])
+    assert result.exit_code == 1 and "missing.onnx does not exist" in result.output

@@ -304,3 +304,14 @@ def test_shipped_feature_model_clips_have_both_bounds():
     model = onnx.load_model(str(Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL))
     clips = [n for n in model.graph.node if n.op_type == "Clip"]
     assert clips and all(len(n.input) == 3 and all(n.input) for n in clips)
+
+
+def test_export_matcher_cli_refuses_an_unknown_preset(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from stereodeploy.cli import app
+
+    result = CliRunner().invoke(app, ["export-matcher", str(tiny_model), "--out", str(tmp_path / "m.onnx"),
+                                      "--preset", "kitti2016"])
+    assert result.exit_code == 2 and "unknown SGM preset 'kitti2016'" in result.output
+    assert not (tmp_path / "m.onnx").exists()
