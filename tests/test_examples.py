@@ -152,3 +152,29 @@ def test_serve_demo_command_says_what_is_missing(tmp_path):
     require((EXAMPLES / "web" / "node_modules" / "onnxruntime-web").is_dir(), "examples/web/node_modules")
     result = CliRunner().invoke(app, ["serve-demo", "--port", "0", "--model", str(tmp_path / "missing.onnx")])
     assert result.exit_code == 1 and "missing.onnx does not exist" in result.output
+
+
+def test_node_example_reads_jpeg(scene, matcher_file, tmp_path):
+    """JPEG through jpeg-js: about the answer of the same JPEG decoded by Pillow (decoders round differently)."""
+    node = shutil.which("node")
+    require(node is not None, "node")
+    require((EXAMPLES / "node" / "node_modules" / "jpeg-js").is_dir(), "examples/node/node_modules")
+    import onnxruntime as ort
+    from PIL import Image
+
+    from stereodeploy.io import read_pfm
+
+    paths = []
+    for name in ("im0", "im1"):
+        path = tmp_path / f"{name}.jpg"
+        Image.open(scene / f"{name}.png").convert("RGB").save(path, quality=95)
+        paths.append(path)
+    out = tmp_path / "disp.pfm"
+    run = subprocess.run([node, str(EXAMPLES / "node" / "match.mjs"), "--model", str(matcher_file), "--left",
+                          str(paths[0]), "--right", str(paths[1]), "--out", str(out)],
+                         check=False, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    session = ort.InferenceSession(str(matcher_file), providers=["CPUExecutionProvider"])
+    pillow = session.run(["disparity"], {"left": np.asarray(Image.open(paths[0])),
+                                         "right": np.asarray(Image.open(paths[1]))})[0]
+    assert np.mean(np.abs(read_pfm(out) - pillow) > 0.5) < 0.05
