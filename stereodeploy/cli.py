@@ -319,7 +319,7 @@ def export_matcher(
                "(H, W, C) gray/RGB/RGBA -> disparity float32 (H, W)")
     if check:
         typer.echo(f"same as the engine on {r.checked_pixels - r.differing_pixels} of {r.checked_pixels} check "
-                   f"pixels ({'the rest are ties' if r.postprocess == 'none' else 'the rest within 1 %'})")
+                   f"pixels ({'the rest are ties' if r.postprocess == 'none' else 'the rest differ by more than 0.5 px'})")
 
 
 # ------------------------------------------------------------------------------------------------ demo

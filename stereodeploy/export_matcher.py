@@ -170,7 +170,8 @@ class MatcherReport:
 
 
 CHECK_HEIGHT = 64  # rows of the synthetic check pair; its width is max_disp + 64
-FULL_MISMATCH_LIMIT = 0.01  # share of check pixels where the full pipeline may differ from the engine by > 0.5 px
+FULL_MISMATCH_LIMIT = 0.05  # share of check pixels where the full pipeline may differ from the engine by > 0.5 px:
+# room for float rounding at SGM's near-ties and for the engine's own evolution; a broken graph differs everywhere
 
 
 def check_memory_bytes(max_disp: int, postprocess: str, height: int = CHECK_HEIGHT, maps: int = 64) -> int:
@@ -240,7 +241,7 @@ def check_matcher(model: Any, features_path: Path | str, max_disp: int, postproc
     """Run ``model`` and the engine on a synthetic pair; return (pixels, differing pixels).
 
     Winner-take-all must agree except at ties (the two similarities within 1e-4); the full pipeline may differ
-    by more than 0.5 px on at most 1 % of the pixels (float rounding at near-ties of SGM). UserError otherwise.
+    by more than 0.5 px on at most 5 % of the pixels (:data:`FULL_MISMATCH_LIMIT`). UserError otherwise.
     """
     import onnxruntime as ort
 

