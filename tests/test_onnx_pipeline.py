@@ -315,3 +315,34 @@ def test_export_matcher_cli_refuses_an_unknown_preset(tiny_model, tmp_path):
                                       "--preset", "kitti2016"])
     assert result.exit_code == 2 and "unknown SGM preset 'kitti2016'" in result.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+def test_full_file_matches_the_engine_on_every_real_pair(shared_data):
+    """Issue 12's bar on every real pair of ../shared/data (18 Middlebury scenes at their ndisp, 2 KITTI 2015
+    frames at 228): the file's >= 3 px error within 0.3 points of the engine's, same max disparity and preset."""
+    from stereodeploy.datasets import list_frames, load_frame
+    from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.evaluate import error_rate, frame_max_disp
+    from stereodeploy.export import load_onnx
+    from stereodeploy.export_matcher import build_matcher
+    from stereodeploy.models_dir import default_model_path
+
+    features = load_onnx(default_model_path())
+    engine = StereoMatcher.from_file(default_model_path(), postprocess="full")
+    sessions: dict[int, object] = {}
+    gaps = {}
+    for root in ("middlebury", "kitti2015"):
+        for frame in list_frames(shared_data / root):
+            sample = load_frame(frame)
+            max_disp = frame_max_disp(None, sample, 228)
+            if max_disp not in sessions:
+                model = build_matcher(features, max_disp, postprocess="full", preset="middlebury")
+                sessions[max_disp] = ort.InferenceSession(model.SerializeToString(),
+                                                          providers=["CPUExecutionProvider"])
+            hwc = [a if a.ndim == 3 else a[..., None] for a in (sample.left, sample.right)]  # gray: (H, W, 1)
+            ours = sessions[max_disp].run(["disparity"], {"left": hwc[0], "right": hwc[1]})[0]
+            theirs = engine.with_max_disp(max_disp)(sample.left, sample.right)
+            gaps[frame.name] = error_rate(ours, sample.disp) - error_rate(theirs, sample.disp)
+    assert len(gaps) >= 20
+    assert all(abs(g) <= 0.3 for g in gaps.values()), gaps
