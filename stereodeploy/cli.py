@@ -256,18 +256,28 @@ def infer(
 @app.command("export-matcher")
 @_user_errors
 def export_matcher(
-    features: Annotated[Path, typer.Argument(help="Feature model written by `stereodeploy export`.")],
-    out: Annotated[Path, typer.Option("--out", help="Matcher ONNX file to write.")] = Path("matcher.onnx"),
+    features: Annotated[Optional[Path], typer.Argument(
+        help="Feature model written by `stereodeploy export`, or a shipped model's name (default: the shipped model).",
+        metavar="[MODEL]", show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", help="Matcher ONNX file to write (and OUT.json beside it).")] = Path("matcher.onnx"),
     max_disp: Annotated[Optional[int], typer.Option(help="Max disparity, fixed in the file (default: the model's).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    postprocess: PostprocessOption = Postprocess.full,
+    preset: Annotated[DataFormat, typer.Option(
+        help="SGM and bilateral settings of the full pipeline, by the data they were tuned on.")] = DataFormat.middlebury,
+    check: Annotated[bool, typer.Option(help="Compare the file with the engine on a synthetic pair before writing it.")] = True,
+    overwrite: Overwrite = False,
 ) -> None:
-    """Write a self-contained ONNX matcher (left, right -> winner-take-all disparity) for plain onnxruntime."""
+    """Write a self-contained ONNX matcher (left, right uint8 images -> disparity) for any onnxruntime binding."""
     from stereodeploy.export_matcher import export_matcher as do_export_matcher
 
-    r = do_export_matcher(features, out, max_disp=max_disp, overwrite=overwrite)
-    typer.echo(f"wrote {r.path}: inputs left, right float32 (H, W) grayscale 0..255 -> disparity (H, W), max "
-               f"disparity {r.max_disp}; same as the engine on {r.checked_pixels - r.differing_pixels} of "
-               f"{r.checked_pixels} check pixels (the rest are ties)")
+    r = do_export_matcher(model_path(features), out, max_disp=max_disp, overwrite=overwrite,
+                          postprocess=postprocess.value, preset=preset.value, check=check)
+    what = "winner-take-all" if r.postprocess == "none" else f"full pipeline, preset {r.preset}"
+    typer.echo(f"wrote {r.path} ({what}, max disparity {r.max_disp}) and {r.sidecar}: inputs left, right uint8 "
+               "(H, W, C) gray/RGB/RGBA -> disparity float32 (H, W)")
+    if check:
+        typer.echo(f"same as the engine on {r.checked_pixels - r.differing_pixels} of {r.checked_pixels} check "
+                   f"pixels ({'the rest are ties' if r.postprocess == 'none' else 'the rest differ by more than 0.5 px'})")
 
 
 # ------------------------------------------------------------------------------------------------ quantize, models
@@ -317,6 +327,18 @@ def demo(
     typer.echo(f"Motorcycle (741x500, max disparity 70), postprocess {postprocess.value}: "
                f">=3 px error {r.error_rate:.1f}% in {r.seconds:.2f} s ({stages})")
     typer.echo(f"left | disparity | error map (blue good ... red >= 3 px off): {r.image}")
+
+
+@app.command("serve-demo")
+@_user_errors
+def serve_demo(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8000,
+    model: Annotated[Optional[Path], typer.Option(help="Matcher ONNX file to offer (default: the page's own).")] = None,
+) -> None:
+    """Serve the browser demo (examples/web) on localhost with the headers that wasm threads need."""
+    from stereodeploy.serve import serve_demo as do_serve
+
+    do_serve(port=port, model=model, announce=typer.echo)
 
 
 register_eval(app)

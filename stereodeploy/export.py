@@ -25,6 +25,7 @@ from stereodeploy.config import NetworkConfig, from_dict
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.frameworks import FRAMEWORKS
 from stereodeploy.io import atomic_write, ensure_writable
+from stereodeploy.sidecar import write_sidecar
 
 FORMAT = "features/1"
 INPUT_NAME = "image"
@@ -166,6 +167,7 @@ def export(checkpoint: Path, out: Path, max_disp: int = 128, overwrite: bool = F
                             f"(> {PARITY_TOLERANCE:.0e}); nothing was written")
     with atomic_write(out, overwrite=overwrite) as tmp:
         onnx.save_model(model, str(tmp))
+    write_sidecar(model, out, overwrite=True)  # out.onnx.json: the contract for clients that cannot read metadata
     return ExportReport(path=out, meta=meta, max_abs_diff=diff, input_shape=shape)
 
 

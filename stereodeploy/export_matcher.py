@@ -1,33 +1,34 @@
-"""A self-contained ONNX matcher: two raw images in, winner-take-all disparity out, in plain onnxruntime.
+"""A self-contained ONNX matcher: two images in, disparity out, in plain onnxruntime (any binding: C, C++, C#,
+Java, Python, Node, web/wasm, mobile): standard operators only.
 
-Contract of the file (``stereodeploy.format = matcher/1`` in ``metadata_props``)::
+Contract of the file (``stereodeploy.format = matcher/2`` in ``metadata_props`` and in the JSON sidecar
+``<file>.json`` written beside it)::
 
-    inputs   left, right   float32 (H, W) grayscale in 0..255, one rectified pair of one size, W > max_disp
-    output   disparity     float32 (H, W) winner-take-all disparity of the left image, in 0..max_disp-1
+    inputs   left, right   uint8 (H, W, C): C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA (alpha ignored); one
+                           rectified pair of one size; W > max_disp; H, W >= the network's patch (9)
+    output   disparity     float32 (H, W) disparity of the left image in pixels, 0..max_disp-1, dense
+
+Gray is BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` inside the graph (as :func:`stereodeploy.io.to_gray`); the
+feature model normalises each image by its own mean and variance, so the scale of the input does not matter.
+Inputs the engine refuses fail inside the graph, in a node whose name says what is wrong
+(``check: image width must be greater than the max disparity 228 fixed in this file``).
+
+``postprocess='none'``: winner-take-all, equal to the engine's up to ties. ``'full'``: MC-CNN's post-processing
+(SGM with the preset's adaptive penalties, left-right check on the right view's volume, occlusion and mismatch
+filling, subpixel, 5 x 5 median, bilateral), built by :mod:`stereodeploy.onnx_pipeline`. ``max_disp`` is fixed
+at export time (``stereodeploy.max_disp``); the feature model's own metadata is kept alongside.
 
 It runs without stereodeploy installed::
 
     import onnxruntime as ort
     session = ort.InferenceSession("matcher.onnx")
-    disparity = session.run(["disparity"], {"left": left_gray, "right": right_gray})[0]
-
-``max_disp`` is fixed at export time and stored as ``stereodeploy.max_disp``; the feature model's own metadata
-(network, source framework, training data) is kept alongside.
-
-How the graph computes it, fast in onnxruntime: both images go through the feature model as one batch; the
-similarity ``<fL(x), fR(x - d)>`` of a block of ``block`` left columns against the ``block + max_disp - 1``
-right columns it can match is one batched MatMul (rows of the image as the batch), and the band of disparities
-``0 <= d < max_disp`` is cut out of that (block, block + max_disp - 1) product by a pad-and-reshape that turns its
-diagonals into columns; ArgMax over the band gives each left pixel's disparity. A ``Loop`` runs over the
-``ceil(W / block)`` blocks, so neither the cost volume nor shifted copies of the features are ever stored. Right
-columns left of the image (``x - d < 0``) get an extra feature channel that makes their similarity -10, below
-any real similarity of unit vectors, so as in :func:`stereodeploy.engine.matching.wta_from_features` they are
-never picked; ties pick the smallest disparity.
+    disparity = session.run(["disparity"], {"left": left_rgb, "right": right_rgb})[0]
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,115 +36,60 @@ import numpy as np
 
 from stereodeploy.errors import UserError
 from stereodeploy.io import atomic_write, ensure_writable
+from stereodeploy.sidecar import write_sidecar
 
-FORMAT = "matcher/1"
+FORMAT = "matcher/2"
 LEFT, RIGHT, OUTPUT = "left", "right", "disparity"
 DEFAULT_BLOCK = 128  # left columns per MatMul: of 32..256, 128 ran the 1242x375, max_disp 228 loop fastest (1 thread)
-MIN_OPSET = 13  # Slice/Pad/Squeeze/Unsqueeze with tensor inputs, ArgMax select_last_index
-_OUTSIDE = -10.0  # similarity of a right column outside the image; real ones are in [-1, 1]
+MIN_OPSET = 13  # Slice/Pad/Squeeze/Unsqueeze with tensor inputs, ArgMax select_last_index, ReduceSum axes input
+POSTPROCESS = ("none", "full")
 _PREFIX = "features/"
+INPUT_CONTRACT = ("left, right: uint8 (H, W, C), C = 1 gray, 2 gray+alpha, 3 RGB or 4 RGBA (alpha ignored), one "
+                  "size, W > max_disp, H and W >= the network's patch; gray = 0.299 R + 0.587 G + 0.114 B")
+OUTPUT_CONTRACT = {
+    "none": "disparity: float32 (H, W) winner-take-all, integers 0..max_disp-1, smallest d on ties; dense",
+    "full": "disparity: float32 (H, W) after SGM, left-right check and filling, subpixel, median and bilateral; "
+            "dense, in 0..max_disp-1",
+}
 
 
-def _const(name: str, value: Any, dtype: Any = np.int64) -> Any:
-    """A Constant node ``name`` holding ``value`` (a scalar gives a 0-d tensor)."""
-    from onnx import helper, numpy_helper
+def full_settings(preset: str) -> Any:
+    """The full pipeline's settings for SGM preset ``preset`` (a name of engine.sgm.SGM_PRESETS)."""
+    from stereodeploy.engine.filters import BLUR_PRESETS
+    from stereodeploy.engine.sgm import sgm_preset
+    from stereodeploy.onnx_pipeline import FullSettings, Penalties
+    from stereodeploy.patches import NORM_EPS
 
-    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-
-
-def _block_body(max_disp: int, block: int) -> Any:
-    """Loop body: iteration ``b`` -> (H, block) int64 index ``k`` of the best disparity ``max_disp - 1 - k``."""
-    from onnx import TensorProto, helper
-
-    n = helper.make_node
-    span = block + max_disp - 1  # right columns a block of left columns can match
-    nodes = [
-        _const("b_block", [block]), _const("b_span", [span]), _const("b_zero", [0]), _const("b_one", [1]),
-        _const("b_two", [2]), _const("b_d", [max_disp]),
-        _const("b_flat", [0, block * span]), _const("b_skew", [0, block, span + 1]),
-        _const("b_pad", [0, 0, 0, block]),
-        n("Unsqueeze", ["iter", "b_zero"], ["b_iter1"]),
-        n("Mul", ["b_iter1", "b_block"], ["b_start"]),  # first left column of the block (padded coordinates)
-        n("Add", ["b_start", "b_block"], ["b_lend"]),
-        n("Add", ["b_start", "b_span"], ["b_rend"]),
-        n("Slice", ["m_left", "b_start", "b_lend", "b_one"], ["b_lblk"]),  # (H, block, C+1)
-        n("Slice", ["m_right", "b_start", "b_rend", "b_two"], ["b_rwin"]),  # (H, C+1, span)
-        n("MatMul", ["b_lblk", "b_rwin"], ["b_sim"]),  # (H, block, span): sim[i, j] = <fL(x0+i), fR(x0+j-D+1)>
-        # Row i of the flat (block * span) product, read with stride span + 1, starts at its diagonal element:
-        # skew[i, k] = sim[i, i + k], disparity D - 1 - k.
-        n("Reshape", ["b_sim", "b_flat"], ["b_simflat"]),
-        n("Pad", ["b_simflat", "b_pad"], ["b_simpad"]),
-        n("Reshape", ["b_simpad", "b_skew"], ["b_skewed"]),  # (H, block, span + 1)
-        n("Slice", ["b_skewed", "b_zero", "b_d", "b_two"], ["b_band"]),  # (H, block, D)
-        # the largest k on ties = the smallest disparity, as the engine's winner-take-all
-        n("ArgMax", ["b_band"], ["k_block"], axis=2, keepdims=0, select_last_index=1),
-        n("Identity", ["cond_in"], ["cond_out"]),
-    ]
-    return helper.make_graph(
-        nodes, "matcher_block",
-        [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("k_block", TensorProto.INT64, None)],
-    )
+    params = sgm_preset(preset)
+    sigma, threshold = BLUR_PRESETS[preset]
+    return FullSettings(Penalties(params.penalties(), params.D), sigma, threshold, NORM_EPS)
 
 
-def _head_nodes(features: str, max_disp: int, block: int) -> list[Any]:
-    """Nodes from the (2, C, H, W) features of left and right to the (H, W) float32 ``disparity``."""
-    from onnx import helper
-
-    n = helper.make_node
-    return [
-        _const("m_i0", 0), _const("m_i1", 1), _const("m_zero", [0]), _const("m_one", [1]), _const("m_two", [2]),
-        _const("m_three", [3]), _const("m_block", [block]), _const("m_blockm1", [block - 1]),
-        _const("m_dm1", [max_disp - 1]), _const("m_dm1s", max_disp - 1), _const("m_zeros3", [0, 0, 0]),
-        _const("m_1f", 1.0, np.float32), _const("m_outside", -_OUTSIDE, np.float32),
-        _const("m_flat", [0, -1]), _const("m_true", True, np.bool_),
-        n("Gather", [features, "m_i0"], ["m_fl"], axis=0),  # (C, H, W)
-        n("Gather", [features, "m_i1"], ["m_fr"], axis=0),
-        n("Shape", ["m_fl"], ["m_shape"]),
-        n("Slice", ["m_shape", "m_one", "m_two"], ["m_h"]),  # [H]
-        n("Slice", ["m_shape", "m_two", "m_three"], ["m_w"]),  # [W]
-        n("Add", ["m_w", "m_blockm1"], ["m_wb"]),
-        n("Div", ["m_wb", "m_block"], ["m_nb"]),  # [ceil(W / block)]
-        n("Mul", ["m_nb", "m_block"], ["m_wp"]),
-        n("Sub", ["m_wp", "m_w"], ["m_wpad"]),  # columns added on the right to fill the last block
-        n("Concat", ["m_one", "m_h", "m_w"], ["m_chshape"], axis=0),
-        helper.make_node("ConstantOfShape", ["m_chshape"], ["m_ones"],
-                         value=helper.make_tensor("one", 1, [1], [1.0])),  # (1, H, W)
-        # left: features plus a channel of ones, as (H, Wp, C+1)
-        n("Concat", ["m_fl", "m_ones"], ["m_flx"], axis=0),
-        n("Transpose", ["m_flx"], ["m_flt"], perm=[1, 2, 0]),
-        n("Concat", ["m_zeros3", "m_zero", "m_wpad", "m_zero"], ["m_lpads"], axis=0),
-        n("Pad", ["m_flt", "m_lpads"], ["m_left"]),
-        # right: D-1 columns of padding on the left, features 0 and extra channel -10 there, as (H, C+1, Wr)
-        n("Concat", ["m_zero", "m_zero", "m_dm1", "m_zero", "m_zero", "m_wpad"], ["m_rpads"], axis=0),
-        n("Pad", ["m_fr", "m_rpads"], ["m_frp"]),
-        n("Pad", ["m_ones", "m_rpads"], ["m_inside"]),  # 1 inside the image, 0 in the padding
-        n("Sub", ["m_inside", "m_1f"], ["m_in1"]),
-        n("Mul", ["m_in1", "m_outside"], ["m_extra"]),  # 0 inside, -10 outside
-        n("Concat", ["m_frp", "m_extra"], ["m_frx"], axis=0),
-        n("Transpose", ["m_frx"], ["m_right"], perm=[1, 0, 2]),
-        n("Squeeze", ["m_nb", "m_zero"], ["m_trips"]),
-        n("Loop", ["m_trips", "m_true"], ["m_ks"], body=_block_body(max_disp, block)),  # (nb, H, block)
-        n("Transpose", ["m_ks"], ["m_kt"], perm=[1, 0, 2]),
-        n("Reshape", ["m_kt", "m_flat"], ["m_kflat"]),  # (H, Wp)
-        n("Slice", ["m_kflat", "m_zero", "m_w", "m_one"], ["m_k"]),  # (H, W)
-        n("Sub", ["m_dm1s", "m_k"], ["m_disp"]),
-        n("Cast", ["m_disp"], [OUTPUT], to=1),
-    ]
-
-
-def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK) -> Any:
-    """The self-contained matcher (onnx.ModelProto) around a stereodeploy feature model (onnx.ModelProto)."""
+def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK, postprocess: str = "none",
+                  preset: str = "middlebury") -> Any:
+    """The self-contained matcher (onnx.ModelProto) around a stereodeploy feature model (onnx.ModelProto):
+    winner-take-all (``postprocess='none'``) or MC-CNN's whole post-processing with SGM preset ``preset``."""
     import onnx
     from onnx import TensorProto, compose, helper, version_converter
 
+    from stereodeploy.engine.sgm import sgm_preset
     from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, read_meta
+    from stereodeploy.nets.portable import bound_clips
+    from stereodeploy.onnx_pipeline import (
+        Graph,
+        full_nodes,
+        gray_nodes,
+        input_checks,
+        wta_nodes,
+    )
 
     meta = read_meta(features_model)
     if max_disp < 1 or block < 1:
         raise UserError(f"max disparity and block must be at least 1, got {max_disp} and {block}")
+    if postprocess not in POSTPROCESS:
+        raise UserError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
+    if postprocess == "full" and max_disp < 3:
+        raise UserError(f"the full pipeline needs a max disparity of at least 3, got {max_disp}")
     graph = features_model.graph
     if [i.name for i in graph.input] != [INPUT_NAME] or [o.name for o in graph.output] != [OUTPUT_NAME]:
         raise UserError(f"the feature model does not have the stereodeploy contract (input '{INPUT_NAME}', output "
@@ -152,21 +98,30 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     if opset < MIN_OPSET:
         features_model = version_converter.convert_version(features_model, MIN_OPSET)
         opset = MIN_OPSET
+    features_model = copy_model(features_model)
+    bound_clips(features_model)  # files exported before Clip had both bounds
     feats = compose.add_prefix(features_model, _PREFIX)
-    n = helper.make_node
-    stem = [
-        _const("m_axes01", [0, 1]),
-        n("Unsqueeze", [LEFT, "m_axes01"], ["m_left1"]),  # (1, 1, H, W)
-        n("Unsqueeze", [RIGHT, "m_axes01"], ["m_right1"]),
-        n("Concat", ["m_left1", "m_right1"], [_PREFIX + INPUT_NAME], axis=0),  # (2, 1, H, W), one batch
-    ]
-    nodes = stem + list(feats.graph.node) + _head_nodes(_PREFIX + OUTPUT_NAME, max_disp, block)
-    image = ["height", "width"]
+    g = Graph("matcher", opset)
+    ok = input_checks(g, LEFT, RIGHT, max_disp, meta.patch_size)
+    gray_l = gray_nodes(g, LEFT, ok)  # (H, W), computed once the checks passed
+    gray_r = gray_nodes(g, RIGHT, ok)
+    axes = g.i64(0, 1)
+    g.op("Concat", g.op("Unsqueeze", gray_l, axes), g.op("Unsqueeze", gray_r, axes), axis=0,
+         name=_PREFIX + INPUT_NAME)  # (2, 1, H, W): one batch through the feature model
+    head = Graph("matching", opset)
+    if postprocess == "none":
+        disp = wta_nodes(head, _PREFIX + OUTPUT_NAME, max_disp, block)
+    else:
+        disp = full_nodes(head, _PREFIX + OUTPUT_NAME, gray_l, gray_r, max_disp, block, full_settings(preset),
+                          opset)
+    head.op("Identity", disp, name=OUTPUT)
+    nodes = g.nodes + list(feats.graph.node) + head.nodes
+    image = ["height", "width", "channels"]
     out = helper.make_graph(
         nodes, "stereodeploy_matcher",
-        [helper.make_tensor_value_info(LEFT, TensorProto.FLOAT, image),
-         helper.make_tensor_value_info(RIGHT, TensorProto.FLOAT, image)],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, image)],
+        [helper.make_tensor_value_info(LEFT, TensorProto.UINT8, image),
+         helper.make_tensor_value_info(RIGHT, TensorProto.UINT8, image)],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["height", "width"])],
         initializer=list(feats.graph.initializer),
         value_info=list(feats.graph.value_info),
     )
@@ -176,11 +131,18 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     props.update({
         "stereodeploy.format": FORMAT,
         "stereodeploy.max_disp": str(max_disp),
-        "stereodeploy.matcher.inputs": "left, right: float32 (H, W) grayscale 0..255, W > max_disp",
-        "stereodeploy.matcher.output": "disparity: float32 (H, W) winner-take-all, smallest d on ties",
+        "stereodeploy.matcher.postprocess": postprocess,
+        "stereodeploy.matcher.inputs": INPUT_CONTRACT,
+        "stereodeploy.matcher.output": OUTPUT_CONTRACT[postprocess],
         "stereodeploy.matcher.block": str(block),
         "stereodeploy.features_format": meta.format,
     })
+    if postprocess == "full":
+        settings = full_settings(preset)
+        props["stereodeploy.matcher.preset"] = preset
+        props["stereodeploy.matcher.sgm"] = json.dumps(asdict(sgm_preset(preset)))
+        props["stereodeploy.matcher.bilateral"] = json.dumps({"sigma": settings.blur_sigma,
+                                                              "threshold": settings.blur_threshold})
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -188,68 +150,165 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     return model
 
 
+def copy_model(model: Any) -> Any:
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
 @dataclass
 class MatcherReport:
     path: Path
+    sidecar: Path
     max_disp: int
+    postprocess: str
+    preset: str
     checked_pixels: int  # pixels of the check pair
-    differing_pixels: int  # pixels where the matcher and the engine disagree (all ties, or the export fails)
+    differing_pixels: int  # pixels where the file and the engine disagree (WTA: ties; full: by more than 0.5 px)
 
 
-def check_matcher(model: Any, features_model: Any, max_disp: int, size: tuple[int, int] = (64, 0),
-                  seed: int = 0) -> tuple[int, int]:
-    """Run ``model`` and the engine's winner-take-all on a synthetic pair; return (pixels, differing pixels).
+CHECK_HEIGHT = 64  # rows of the synthetic check pair; its width is max_disp + 64
+FULL_MISMATCH_LIMIT = 0.05  # share of check pixels where the full pipeline may differ from the engine by > 0.5 px:
+# room for float rounding at SGM's near-ties and for the engine's own evolution; a broken graph differs everywhere
 
-    Raises UserError if a differing pixel is not a tie (its two similarities differ by more than 1e-4).
+
+def check_memory_bytes(max_disp: int, postprocess: str, height: int = CHECK_HEIGHT, maps: int = 64) -> int:
+    """About how many bytes running the file on the (height, max_disp + 64) check pair takes: the feature maps
+    with their convolution buffers, and either four copies of one block of the banded matrix product (none) or
+    about seven live (H, W, D) volumes for each of the two references (full). An image of that area needs as
+    much."""
+    width = max_disp + 64
+    features = 4 * 2 * maps * height * width * 3
+    if postprocess == "none":
+        return features + 4 * height * DEFAULT_BLOCK * (DEFAULT_BLOCK + max_disp) * 4
+    return features + 4 * height * width * max_disp * 2 * 7
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo, else the physical memory, in bytes; None if neither can be read."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def refuse_oversized(max_disp: int, postprocess: str, available: int | None = None) -> None:
+    """UserError, before any work, when checking the file would need more memory than is available."""
+    need = check_memory_bytes(max_disp, postprocess)
+    have = available if available is not None else _available_memory()
+    if have is not None and need > have:
+        gib = 2**30
+        raise UserError(f"a matcher with max disparity {max_disp} needs about {need / gib:.1f} GiB to check (and "
+                        f"as much to run on any image wide enough for it), more than the {have / gib:.1f} GiB "
+                        "available: use a smaller --max-disp")
+
+
+def _similarity(fl: np.ndarray, fr: np.ndarray, ys: np.ndarray, xs: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """<fL(y, x), fR(y, x - d)> per pixel; -inf where the right pixel ``x - d`` is outside the image."""
+    xr = xs - d.astype(np.intp)
+    inside = xr >= 0
+    sim = np.full(len(xs), -np.inf, dtype=np.float64)
+    sim[inside] = np.einsum("cn,cn->n", fl[:, ys[inside], xs[inside]], fr[:, ys[inside], xr[inside]])
+    return sim
+
+
+def check_pair(max_disp: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic uint8 RGB pair the export checks run on: CHECK_HEIGHT x (max_disp + 64)."""
+    from stereodeploy.datasets import synthetic_pair
+
+    width = max_disp + 64
+    pair = synthetic_pair(height=CHECK_HEIGHT, width=width, max_disp=min(max_disp, width - 1), layers=2, seed=seed)
+    def rgb(a: np.ndarray) -> np.ndarray:
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
+
+    return rgb(pair.left), rgb(pair.right)
+
+
+def check_matcher(model: Any, features_path: Path | str, max_disp: int, postprocess: str = "none",
+                  preset: str = "middlebury", seed: int = 0) -> tuple[int, int]:
+    """Run ``model`` and the engine on a synthetic pair; return (pixels, differing pixels).
+
+    Winner-take-all must agree except at ties (the two similarities within 1e-4); the full pipeline may differ
+    by more than 0.5 px on at most 5 % of the pixels (:data:`FULL_MISMATCH_LIMIT`). UserError otherwise.
     """
     import onnxruntime as ort
 
-    from stereodeploy.datasets import synthetic_pair
-    from stereodeploy.engine.matching import wta_from_features
-    from stereodeploy.export import run_onnx
+    from stereodeploy.config import MatchConfig
+    from stereodeploy.engine.backends import OnnxBackend
+    from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.io import to_gray
 
-    height, width = size[0], size[1] or max_disp + 64
-    pair = synthetic_pair(height=height, width=width, max_disp=min(max_disp, width - 1), layers=2, seed=seed)
-    left, right = to_gray(pair.left), to_gray(pair.right)
+    left, right = check_pair(max_disp, seed)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     ours = session.run([OUTPUT], {LEFT: left, RIGHT: right})[0]
-    feats = run_onnx(features_model, np.stack([left, right])[:, None])
-    engine = wta_from_features(feats[0], feats[1], max_disp)
-    differ = np.argwhere(ours != engine)
-    if len(differ):
-        ys, xs = differ[:, 0], differ[:, 1]
-        def sim(d: np.ndarray) -> np.ndarray:
-            xr = xs - d.astype(np.intp)
-            if np.any(xr < 0):
-                return np.full(len(xs), -np.inf)
-            return np.einsum("cn,cn->n", feats[0][:, ys, xs], feats[1][:, ys, xr])
-        gap = np.abs(sim(ours[ys, xs]) - sim(engine[ys, xs]))
-        if not np.all(gap <= 1e-4):
-            raise UserError(f"matcher check failed: it disagrees with the engine at {int(np.sum(gap > 1e-4))} "
-                            "pixels that are not ties; nothing was written")
-    return int(ours.size), int(len(differ))
+    backend = OnnxBackend(features_path)
+    if postprocess == "none":
+        from stereodeploy.engine.matching import wta_from_features
+
+        fl, fr = backend.features_pair(to_gray(left), to_gray(right))
+        engine = wta_from_features(fl, fr, max_disp)
+        differ = np.argwhere(ours != engine)
+        if len(differ):
+            ys, xs = differ[:, 0], differ[:, 1]
+            gap = np.abs(_similarity(fl, fr, ys, xs, ours[ys, xs]) - _similarity(fl, fr, ys, xs, engine[ys, xs]))
+            if not np.all(gap <= 1e-4):  # inf - inf is nan: a pick outside the image is never a tie
+                raise UserError(f"matcher check failed: it disagrees with the engine at {int(np.sum(~(gap <= 1e-4)))} "
+                                "pixels that are not ties; nothing was written")
+        return int(ours.size), len(differ)
+    matcher = StereoMatcher(backend, MatchConfig.preset("full", max_disp), sgm_preset=preset)
+    engine = matcher(left, right)
+    far = ~(np.abs(ours - engine) <= 0.5)
+    if far.mean() > FULL_MISMATCH_LIMIT:
+        raise UserError(f"matcher check failed: the full pipeline differs from the engine's by more than 0.5 px at "
+                        f"{100 * far.mean():.1f} % of the check pixels; nothing was written")
+    return int(ours.size), int(far.sum())
 
 
-def export_matcher(features: Path | str, out: Path | str, max_disp: int | None = None, overwrite: bool = False,
-                   block: int = DEFAULT_BLOCK, check: bool = True) -> MatcherReport:
-    """Write the self-contained matcher built from the feature model file ``features`` to ``out``.
+def export_matcher(features: Path | str | None, out: Path | str, max_disp: int | None = None,
+                   overwrite: bool = False, block: int = DEFAULT_BLOCK, check: bool = True,
+                   postprocess: str = "full", preset: str = "middlebury") -> MatcherReport:
+    """Write the self-contained matcher built from the feature model file ``features`` (default: the shipped
+    model) to ``out``, and its JSON sidecar beside it.
 
-    ``max_disp`` defaults to the feature model's; the file is moved into place only after the check against
-    the engine's winner-take-all passed.
+    ``max_disp`` defaults to the feature model's; the file is moved into place only after the check against the
+    engine passed (winner-take-all for ``postprocess='none'``, the full pipeline with ``preset`` for ``'full'``).
     """
     import onnx
 
+    from stereodeploy.engine.sgm import sgm_preset
     from stereodeploy.export import load_onnx, read_meta
+    from stereodeploy.models_dir import default_model_path
+    from stereodeploy.sidecar import sidecar_path
 
-    features, out = Path(features), Path(out)
+    if postprocess not in POSTPROCESS:
+        raise UserError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
+    sgm_preset(preset)  # an unknown preset fails here, before any work
+    features = Path(features) if features is not None else default_model_path()
+    out = Path(out)
     ensure_writable(out, overwrite)
+    ensure_writable(sidecar_path(out), True)
     proto = load_onnx(features, "feature model")
     max_disp = max_disp or read_meta(proto, str(features)).max_disp
-    model = build_matcher(proto, max_disp, block)
+    if check:
+        refuse_oversized(max_disp, postprocess)
+    model = build_matcher(proto, max_disp, block, postprocess, preset)
     pixels = differ = 0
     if check:
-        pixels, differ = check_matcher(model, proto, max_disp)
+        pixels, differ = check_matcher(model, features, max_disp, postprocess, preset)
     with atomic_write(out, overwrite=overwrite) as tmp:
         onnx.save_model(model, str(tmp))
-    return MatcherReport(path=out, max_disp=max_disp, checked_pixels=pixels, differing_pixels=differ)
+    side = write_sidecar(model, out, overwrite=True)
+    return MatcherReport(path=out, sidecar=side, max_disp=max_disp, postprocess=postprocess, preset=preset,
+                         checked_pixels=pixels, differing_pixels=differ)

@@ -37,6 +37,7 @@ import numpy as np
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ExportReport, ModelMeta, export, read_meta
 from stereodeploy.io import atomic_write, ensure_writable, read_image, to_gray
+from stereodeploy.sidecar import write_sidecar
 
 QUANT_KEY = "stereodeploy.quantization"
 ProgressCallback = Callable[[int, int], None]  # (steps done, steps in all): the calibration crops, quantise, check
@@ -281,6 +282,7 @@ def quantize_model(model: Path | str, out: Path | str, calibration: Sequence[Pat
     onnx.checker.check_model(qmodel)
     with atomic_write(out, overwrite=overwrite) as tmp_out:
         onnx.save_model(qmodel, str(tmp_out))
+    write_sidecar(qmodel, out, overwrite=True)
     return QuantizeReport(path=out, meta=meta, images=len(images), crops=len(crops),
                           crop_size=int(crops[0].shape[-1]), sources=sources, excluded=excluded,
                           cosine_mean=cos_mean, cosine_p01=cos_p01)

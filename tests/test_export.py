@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,9 @@ def test_export_contract_metadata_and_parity(run_dir, tmp_path):
     assert dims[1].dim_value == 1 and all(d.dim_param for d in (dims[0], dims[2], dims[3]))  # dynamic N, H, W
     meta = read_meta(model)
     assert meta.network == TINY_NET and meta.max_disp == 40 and meta.patch_size == 5
+    sidecar = json.loads((tmp_path / "m.onnx.json").read_text())  # for clients that cannot read metadata_props
+    assert sidecar["metadata"] == {p.key: p.value for p in model.metadata_props}
+    assert all(len(n.input) == 3 and all(n.input) for n in model.graph.node if n.op_type == "Clip")  # WebGL
     assert meta.source_framework == "torch" and meta.source_framework_version == torch.__version__
     assert meta.training_data["examples"] > 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,12 @@ np.savez(sys.argv[1].replace(".npz", "_out.npz"), **out)
 """
 
 
+def as_uint8(image: np.ndarray) -> np.ndarray:
+    """A synthetic float image as a decoder would give it: uint8 (H, W, C)."""
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return image[..., None] if image.ndim == 2 else image
+
+
 def engine_wta(model_file: Path, left: np.ndarray, right: np.ndarray, max_disp: int):
     from stereodeploy.engine.backends import OnnxBackend
     from stereodeploy.engine.matching import wta_from_features
@@ -48,12 +55,13 @@ def test_bare_onnxruntime_matches_engine(model_file, tmp_path):
 
     # 101 columns: one padded block of the default size, and seven blocks of 16 with a partial last one
     sample = synthetic_pair(height=45, width=101, max_disp=20, layers=3, seed=4)
-    left, right = to_gray(sample.left), to_gray(sample.right)
-    report = export_matcher(model_file, tmp_path / "matcher.onnx", max_disp=20)
+    left8, right8 = as_uint8(sample.left), as_uint8(sample.right)  # (H, W, 1) as a gray PNG decodes
+    left, right = to_gray(left8), to_gray(right8)
+    report = export_matcher(model_file, tmp_path / "matcher.onnx", max_disp=20, postprocess="none")
     assert report.path.is_file() and report.max_disp == 20 and report.checked_pixels > 0
     small = build_matcher(onnx.load_model(str(model_file)), 20, block=16)
     onnx.save_model(small, str(tmp_path / "matcher16.onnx"))
-    np.savez(tmp_path / "pair.npz", left=left, right=right)
+    np.savez(tmp_path / "pair.npz", left=left8, right=right8)
     subprocess.run([sys.executable, "-c", BARE_RUN, str(tmp_path / "pair.npz"), str(tmp_path / "matcher.onnx"),
                     str(tmp_path / "matcher16.onnx")], check=True, cwd=tmp_path)
     out = np.load(tmp_path / "pair_out.npz")
@@ -72,18 +80,18 @@ def test_bare_onnxruntime_matches_engine(model_file, tmp_path):
 
 def test_matcher_never_looks_left_of_the_image(model_file):
     """Right columns x - d < 0 do not exist: a pair whose best match would be there still gets d <= x."""
+    import onnx
     import onnxruntime as ort
 
-    import onnx
     from stereodeploy.export_matcher import build_matcher
 
     rng = np.random.default_rng(0)
-    left = rng.uniform(0, 255, (24, 40)).astype(np.float32)
+    left = rng.integers(0, 256, (24, 40, 1), dtype=np.uint8)
     model = build_matcher(onnx.load_model(str(model_file)), 12, block=8)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     disp = session.run(["disparity"], {"left": left, "right": np.zeros_like(left)})[0]
     assert np.all(disp <= np.arange(40)) and np.all(disp >= 0)
-    engine, _, _ = engine_wta(model_file, left, np.zeros_like(left), 12)
+    engine, _, _ = engine_wta(model_file, to_gray(left), np.zeros((24, 40), np.float32), 12)
     assert np.mean(disp == engine) > 0.99
 
 
@@ -93,9 +101,15 @@ def test_matcher_metadata_and_engine_refuses_it(model_file, tmp_path):
     from stereodeploy.engine.backends import OnnxBackend
     from stereodeploy.export_matcher import export_matcher
 
-    path = export_matcher(model_file, tmp_path / "m.onnx").path
+    report = export_matcher(model_file, tmp_path / "m.onnx", postprocess="none")
+    path = report.path
     props = {p.key: p.value for p in onnx.load_model(str(path)).metadata_props}
-    assert props["stereodeploy.format"] == "matcher/1" and props["stereodeploy.max_disp"] == "16"  # the model's
+    assert props["stereodeploy.format"] == "matcher/2" and props["stereodeploy.max_disp"] == "16"  # the model's
+    assert props["stereodeploy.matcher.postprocess"] == "none"
+    sidecar = json.loads(report.sidecar.read_text())  # the same contract for clients that cannot read metadata
+    assert report.sidecar == tmp_path / "m.onnx.json" and sidecar["metadata"] == props
+    assert sidecar["inputs"][0] == {"name": "left", "type": "uint8", "shape": ["height", "width", "channels"]}
+    assert sidecar["outputs"] == [{"name": "disparity", "type": "float", "shape": ["height", "width"]}]
     assert props["stereodeploy.network"]  # the feature model's contract travels along
     with pytest.raises(UserError, match="self-contained matcher"):
         OnnxBackend(path)
@@ -105,10 +119,10 @@ def test_export_matcher_cli(model_file, tmp_path):
     from stereodeploy.cli import app
 
     out = tmp_path / "m.onnx"
-    args = ["export-matcher", str(model_file), "--out", str(out), "--max-disp", "24"]
+    args = ["export-matcher", str(model_file), "--out", str(out), "--max-disp", "24", "--postprocess", "none"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert out.is_file() and "max disparity 24" in res.output
+    assert out.is_file() and (tmp_path / "m.onnx.json").is_file() and "max disparity 24" in res.output
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "exists" in res.output
     res = CliRunner().invoke(app, ["export-matcher", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "x.onnx")])

@@ -128,10 +128,13 @@ def to_onnx_model(network: NetworkConfig, weights: Weights, opset: int):
     ``features`` (N, C, H, W), N, H and W dynamic, normalisation inside the graph."""
     import tf2onnx
 
+    from stereodeploy.nets.portable import bound_clips
+
     with tf.device("/CPU:0"):
         func = nchw_function(network, weights)
         model, _ = tf2onnx.convert.from_function(func, input_signature=func.input_signature, opset=opset)
     _rename_output(model, "features")
+    bound_clips(model)  # any one-sided Clip gets both bounds (WebGL)
     for value in (model.graph.input[0], model.graph.output[0]):  # dynamic axes named as in the PyTorch export
         dims = value.type.tensor_type.shape.dim
         for i, dim_name in ((0, "batch"), (2, "height"), (3, "width")):

@@ -86,6 +86,8 @@ def to_onnx_model(network: NetworkConfig, weights: list[tuple], opset: int):
 
     import onnx
 
+    from stereodeploy.nets.portable import bound_clips
+
     module = RawImageFeatures(build(network, weights)).eval()
     example = torch.zeros(1, 1, 32, 48)
     buffer = io.BytesIO()
@@ -97,7 +99,9 @@ def to_onnx_model(network: NetworkConfig, weights: list[tuple], opset: int):
                           "features": {0: "batch", 2: "height", 3: "width"}},
             dynamo=False,
         )
-    return onnx.load_from_string(buffer.getvalue())
+    model = onnx.load_from_string(buffer.getvalue())
+    bound_clips(model)  # F.normalize's Clip gets its max too: WebGL rejects a Clip without one
+    return model
 
 
 def resolve_device(device: str, option: str = "--device", index: int = 0) -> tuple[torch.device, str]:

@@ -1,0 +1,180 @@
+"""The example clients in other languages, run for real: the Node.js example (onnxruntime-node) and the browser
+page (onnxruntime-web in headless Chromium), each on a real pair, against the Python engine's full pipeline.
+
+They need the npm packages of examples/ and Debian's chromium (``bash examples/install.sh``). Without them the
+tests skip on a developer's machine and fail in CI (``CI`` set), so CI cannot pass without running them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+MAX_DISP = 24  # tsukuba's ndisp
+SCENE = "tsukuba"  # 384x288, a scene the shipped model never saw
+
+
+def require(ok: bool, what: str) -> None:
+    if ok:
+        return
+    message = f"{what} is missing: run `bash examples/install.sh`"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def scene(shared_data: Path) -> Path:
+    return shared_data / "middlebury" / SCENE
+
+
+@pytest.fixture(scope="module")
+def matcher_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("onnxruntime")
+    from stereodeploy.export_matcher import export_matcher
+
+    return export_matcher(None, tmp_path_factory.mktemp("matcher") / "matcher.onnx", max_disp=MAX_DISP,
+                          postprocess="full", preset="middlebury").path
+
+
+@pytest.fixture(scope="module")
+def engine_result(scene: Path) -> np.ndarray:
+    from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.io import read_image
+    from stereodeploy.models_dir import default_model_path
+
+    matcher = StereoMatcher.from_file(default_model_path(), max_disp=MAX_DISP, postprocess="full")
+    return matcher(read_image(scene / "im0.png"), read_image(scene / "im1.png"))
+
+
+def assert_agrees(pfm: Path, engine: np.ndarray, scene: Path) -> None:
+    from stereodeploy.evaluate import error_rate
+    from stereodeploy.io import read_pfm
+
+    ours, truth = read_pfm(pfm), read_pfm(scene / "disp0GT.pfm")
+    assert ours.shape == engine.shape and np.isfinite(ours).all()
+    assert abs(error_rate(ours, truth) - error_rate(engine, truth)) <= 0.3
+    assert np.mean(np.abs(ours - engine) > 0.5) < 0.05  # not bit for bit: the engine may change
+
+
+def test_node_example_matches_the_engine(scene, matcher_file, engine_result, tmp_path):
+    node = shutil.which("node")
+    require(node is not None, "node")
+    require((EXAMPLES / "node" / "node_modules" / "onnxruntime-node").is_dir(), "examples/node/node_modules")
+    out = tmp_path / "disp.pfm"
+    run = subprocess.run([node, str(EXAMPLES / "node" / "match.mjs"), "--model", str(matcher_file),
+                          "--left", str(scene / "im0.png"), "--right", str(scene / "im1.png"), "--out", str(out)],
+                         check=False, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert f"{out}: 384x288 disparity in" in run.stdout
+    assert_agrees(out, engine_result, scene)
+
+
+def test_node_example_says_what_is_wrong(matcher_file, tmp_path):
+    node = shutil.which("node")
+    require(node is not None, "node")
+    require((EXAMPLES / "node" / "node_modules" / "onnxruntime-node").is_dir(), "examples/node/node_modules")
+    from stereodeploy.io import write_png
+
+    narrow = tmp_path / "narrow.png"
+    write_png(narrow, np.zeros((30, MAX_DISP, 3), np.uint8))  # not wider than the max disparity
+    run = subprocess.run([node, str(EXAMPLES / "node" / "match.mjs"), "--model", str(matcher_file), "--left",
+                          str(narrow), "--right", str(narrow), "--out", str(tmp_path / "d.pfm")],
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and f"image width must be greater than the max disparity {MAX_DISP}" in run.stderr
+    assert not (tmp_path / "d.pfm").exists()
+
+
+def test_browser_page_matches_the_engine(scene, matcher_file, engine_result, tmp_path):
+    from stereodeploy.serve import make_server
+
+    node, chromium = shutil.which("node"), shutil.which("chromium")
+    require(node is not None, "node")
+    require(chromium is not None, "chromium (Debian package)")
+    require((EXAMPLES / "web" / "node_modules" / "puppeteer-core").is_dir(), "examples/web/node_modules")
+    server = make_server(0, matcher_file)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        out = tmp_path / "disp.pfm"
+        run = subprocess.run([node, str(EXAMPLES / "web" / "test" / "drive.mjs"), "--chromium", chromium,
+                              "--url", f"http://127.0.0.1:{server.server_address[1]}/",
+                              "--left", str(scene / "im0.png"), "--right", str(scene / "im1.png"), "--out", str(out)],
+                             check=False, capture_output=True, text=True, timeout=900)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["isolated"] is True  # the headers of serve-demo made SharedArrayBuffer (threads) available
+    assert report["status"].startswith("384x288: ")
+    assert_agrees(out, engine_result, scene)
+
+
+def test_serve_demo_headers_and_paths(matcher_file):
+    import urllib.request
+
+    from stereodeploy.serve import make_server
+
+    require((EXAMPLES / "web" / "node_modules" / "onnxruntime-web").is_dir(), "examples/web/node_modules")
+    server = make_server(0, matcher_file)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(base + "/") as page:
+            assert page.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert page.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert b"app.mjs" in page.read()
+        with urllib.request.urlopen(base + "/ort/ort-wasm-simd-threaded.wasm") as wasm:
+            assert wasm.headers["Content-Type"] == "application/wasm"
+        with urllib.request.urlopen(base + "/model.onnx.json") as sidecar:
+            assert json.load(sidecar)["metadata"]["stereodeploy.max_disp"] == str(MAX_DISP)
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/ort/../../../pyproject.toml")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_demo_command_says_what_is_missing(tmp_path):
+    from typer.testing import CliRunner
+
+    from stereodeploy.cli import app
+
+    require((EXAMPLES / "web" / "node_modules" / "onnxruntime-web").is_dir(), "examples/web/node_modules")
+    result = CliRunner().invoke(app, ["serve-demo", "--port", "0", "--model", str(tmp_path / "missing.onnx")])
+    assert result.exit_code == 1 and "missing.onnx does not exist" in result.output
+
+
+def test_node_example_reads_jpeg(scene, matcher_file, tmp_path):
+    """JPEG through jpeg-js: about the answer of the same JPEG decoded by Pillow (decoders round differently)."""
+    node = shutil.which("node")
+    require(node is not None, "node")
+    require((EXAMPLES / "node" / "node_modules" / "jpeg-js").is_dir(), "examples/node/node_modules")
+    import onnxruntime as ort
+    from PIL import Image
+
+    from stereodeploy.io import read_pfm
+
+    paths = []
+    for name in ("im0", "im1"):
+        path = tmp_path / f"{name}.jpg"
+        Image.open(scene / f"{name}.png").convert("RGB").save(path, quality=95)
+        paths.append(path)
+    out = tmp_path / "disp.pfm"
+    run = subprocess.run([node, str(EXAMPLES / "node" / "match.mjs"), "--model", str(matcher_file), "--left",
+                          str(paths[0]), "--right", str(paths[1]), "--out", str(out)],
+                         check=False, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    session = ort.InferenceSession(str(matcher_file), providers=["CPUExecutionProvider"])
+    pillow = session.run(["disparity"], {"left": np.asarray(Image.open(paths[0])),
+                                         "right": np.asarray(Image.open(paths[1]))})[0]
+    assert np.mean(np.abs(read_pfm(out) - pillow) > 0.5) < 0.05
