@@ -68,6 +68,10 @@ class ModelMeta:
         if fmt is None:
             raise UserError(f"{where} is ONNX but not a stereodeploy feature model (no stereodeploy metadata): "
                             "export it with `stereodeploy export`")
+        if fmt.split("/")[0] == "matcher":
+            raise UserError(f"{where} is a self-contained matcher (written by `stereodeploy export-matcher`), not a "
+                            "feature model: run it with onnxruntime directly, or give the feature model it was "
+                            "built from")
         if fmt.split("/")[0] != FORMAT.split("/")[0] or int(fmt.split("/")[1]) > int(FORMAT.split("/")[1]):
             raise UserError(f"{where} has format {fmt}, which this stereodeploy {__version__} cannot read: upgrade stereodeploy")
         try:

@@ -83,7 +83,7 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
         wta_nodes,
     )
 
-    meta = read_meta(features_model)
+    meta = read_meta(features_model, "the feature model")
     if max_disp < 1 or block < 1:
         raise UserError(f"max disparity and block must be at least 1, got {max_disp} and {block}")
     if postprocess not in POSTPROCESS:
@@ -300,7 +300,8 @@ def export_matcher(features: Path | str | None, out: Path | str, max_disp: int |
     ensure_writable(out, overwrite)
     ensure_writable(sidecar_path(out), True)
     proto = load_onnx(features, "feature model")
-    max_disp = max_disp or read_meta(proto, str(features)).max_disp
+    meta = read_meta(proto, str(features))  # refuses a matcher file, and an older or newer format, in one line
+    max_disp = max_disp or meta.max_disp
     if check:
         refuse_oversized(max_disp, postprocess)
     model = build_matcher(proto, max_disp, block, postprocess, preset)

@@ -126,4 +126,17 @@ def test_export_matcher_cli(model_file, tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "exists" in res.output
     res = CliRunner().invoke(app, ["export-matcher", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "x.onnx")])
-    assert res.exit_code == 1 and "does not exist" in res.output
+    assert res.exit_code == 1 and "none.onnx not found" in res.output and "stereodeploy models" in res.output
+
+
+def test_a_matcher_given_where_a_feature_model_belongs_says_what_it_is(model_file, tmp_path):
+    from stereodeploy.cli import app
+
+    matcher = tmp_path / "m.onnx"
+    args = ["export-matcher", str(model_file), "--out", str(matcher), "--max-disp", "16", "--postprocess", "none"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    for command in (["export-matcher", str(matcher), "--out", str(tmp_path / "again.onnx")],
+                    ["infer", str(matcher), str(matcher), "--model", str(matcher), "--out", str(tmp_path / "o")]):
+        res = CliRunner().invoke(app, command)
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert f"{matcher} is a self-contained matcher" in res.output and "upgrade" not in res.output

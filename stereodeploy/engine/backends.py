@@ -21,8 +21,6 @@ from stereodeploy.engine.matching import INVALID_COST, check_max_disp, cost_volu
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ModelMeta, load_onnx, read_meta
 
-MATCHER_FORMAT = "matcher/1"  # metadata format of the self-contained matcher written by export_matcher
-
 
 class Backend(ABC):
     """Turns a pair of (H, W) float32 grayscale images into (C, H, W) features each, and matches them.
@@ -85,10 +83,6 @@ class OnnxBackend(Backend):
 
         path = Path(path)
         proto = load_onnx(path)
-        props = {p.key: p.value for p in proto.metadata_props}
-        if props.get("stereodeploy.format", "").split("/")[0] == MATCHER_FORMAT.split("/")[0]:
-            raise UserError(f"{path} is a self-contained matcher (inputs 'left', 'right'), not a feature model: run "
-                            "it with onnxruntime directly, or give the feature model it was built from")
         self.meta = read_meta(proto, str(path))
         inputs, outputs = proto.graph.input, proto.graph.output
         if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
