@@ -154,7 +154,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def full_file(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-
     return export_matcher(tiny_model, tmp_path_factory.mktemp("full") / "full.onnx", max_disp=16,
                           postprocess="full", preset="kitti2015").path
 
