@@ -49,6 +49,7 @@ def test_python_snippet_runs(folder, index):
     assert run.stdout.strip()  # every snippet prints what it got
 
 
+@pytest.mark.slow
 def test_node_snippet_runs(folder):
     node = shutil.which("node")
     modules = ROOT / "examples" / "node" / "node_modules" / "onnxruntime-node"

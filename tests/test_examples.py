@@ -65,6 +65,7 @@ def assert_agrees(pfm: Path, engine: np.ndarray, scene: Path) -> None:
     assert np.mean(np.abs(ours - engine) > 0.5) < 0.05  # not bit for bit: the engine may change
 
 
+@pytest.mark.slow
 def test_node_example_matches_the_engine(scene, matcher_file, engine_result, tmp_path):
     node = shutil.which("node")
     require(node is not None, "node")
@@ -93,6 +94,7 @@ def test_node_example_says_what_is_wrong(matcher_file, tmp_path):
     assert not (tmp_path / "d.pfm").exists()
 
 
+@pytest.mark.slow
 def test_browser_page_matches_the_engine(scene, matcher_file, engine_result, tmp_path):
     from stereodeploy.serve import make_server
 
@@ -154,6 +156,7 @@ def test_serve_demo_command_says_what_is_missing(tmp_path):
     assert result.exit_code == 1 and "missing.onnx does not exist" in result.output
 
 
+@pytest.mark.slow
 def test_node_example_reads_jpeg(scene, matcher_file, tmp_path):
     """JPEG through jpeg-js: about the answer of the same JPEG decoded by Pillow (decoders round differently)."""
     node = shutil.which("node")
