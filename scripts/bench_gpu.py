@@ -41,9 +41,9 @@ def model_path(folder: Path) -> Path:
     shipped = ROOT / "models" / "mccnn_fast_torch.onnx"
     if shipped.is_file():
         return shipped
+    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
     from stereodeploy.config import NetworkConfig
     from stereodeploy.nets.weights import init_weights
-    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
 
     net = NetworkConfig()
     save_checkpoint(folder / "checkpoint.npz", Checkpoint(framework="torch", network=net, weights=init_weights(net, 0)))
@@ -167,7 +167,7 @@ def wta_bmm(torch, fl, fr, max_disp: int, rows: int = 64, bf16: bool = False):
     Per row, similarities to every right pixel as one (W x C) @ (C x W) product (right columns reversed, so the
     first maximum is the smallest disparity), pixels outside ``0 <= x - xr < max_disp`` masked, argmax.
     """
-    c, h, w = fl.shape
+    _, h, w = fl.shape
     a = fl.permute(1, 2, 0)  # (H, W, C)
     b = fr.flip(-1).permute(1, 0, 2)  # (H, C, W), column j = right pixel W - 1 - j
     x = torch.arange(w, device=fl.device)
@@ -186,8 +186,8 @@ def wta_bmm(torch, fl, fr, max_disp: int, rows: int = 64, bf16: bool = False):
 def bench_engine(torch, args, device, model: Path) -> tuple[dict[str, float], dict[str, float], str]:
     from stereodeploy.config import MatchConfig
     from stereodeploy.datasets import synthetic_pair
-    from stereodeploy.engine.torch_backend import TorchBackend
     from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.engine.torch_backend import TorchBackend
     from stereodeploy.io import to_gray
 
     h, w = args.frame

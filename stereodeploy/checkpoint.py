@@ -57,9 +57,8 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
         "progress": ckpt.progress, "meta": ckpt.meta, "has_momentum": ckpt.momentum is not None,
     }
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    with atomic_write(path, overwrite=True) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    with atomic_write(path, overwrite=True) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def resume_command(framework: str, run_dir: Path | str) -> str:

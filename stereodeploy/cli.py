@@ -9,15 +9,39 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from stereodeploy.cli_eval import register as register_eval
 from stereodeploy.cli_options import (
-    BackendName, BackendOption, DataFormat, Device, DeviceOption, Epochs, FormatOption, Framework, Kernel, Layers,
-    LearningRate, LrDrops, Maps, MaxExamples, ModelOption, Momentum, Overwrite, Postprocess, PostprocessOption,
-    Progress, ProviderOption, Quantization, Seed, Threads, network_or_usage_error, value)
+    BackendName,
+    BackendOption,
+    DataFormat,
+    Device,
+    DeviceOption,
+    Epochs,
+    FormatOption,
+    Framework,
+    Kernel,
+    Layers,
+    LearningRate,
+    LrDrops,
+    Maps,
+    MaxExamples,
+    ModelOption,
+    Momentum,
+    Overwrite,
+    Postprocess,
+    PostprocessOption,
+    Progress,
+    ProviderOption,
+    Quantization,
+    Seed,
+    Threads,
+    network_or_usage_error,
+    value,
+)
 from stereodeploy.cli_options import user_errors as _user_errors
 from stereodeploy.errors import UsageError, UserError
 
@@ -38,7 +62,7 @@ def _root(verbose: Annotated[bool, typer.Option(
     quiet_tensorflow(verbose)
 
 
-def model_path(model: Optional[Path]) -> Path:
+def model_path(model: Path | None) -> Path:
     """The model a --model option names (a path or a shipped model's name), or the default model."""
     from stereodeploy.models_dir import default_model_path, resolve_model
 
@@ -46,11 +70,11 @@ def model_path(model: Optional[Path]) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ train
-def _train(framework: Framework, data: list[Path], out: Path, fmt: Optional[DataFormat], exclude: list[str],
+def _train(framework: Framework, data: list[Path], out: Path, fmt: DataFormat | None, exclude: list[str],
            val: list[Path], epochs: int, batch_size: int, lr: float, momentum: float, lr_drop: list[int],
-           max_examples: Optional[int], seed: int, device: Device, layers: int, maps: int, kernel: int,
+           max_examples: int | None, seed: int, device: Device, layers: int, maps: int, kernel: int,
            augment: bool, checkpoint_every: int, checkpoint_minutes: float, max_disp: int, resume: bool,
-           overwrite: bool, progress: bool, threads: Optional[int], nproc_per_node: Optional[int] = None) -> None:
+           overwrite: bool, progress: bool, threads: int | None, nproc_per_node: int | None = None) -> None:
     from stereodeploy.config import SamplerConfig, TrainConfig
     from stereodeploy.train.api import train_from_paths
     from stereodeploy.train.distributed import process_for
@@ -149,7 +173,7 @@ def _make_train_command(framework: Framework):
         overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
         progress: Progress = True,
         threads: Threads = None,
-        nproc_per_node: Annotated[Optional[int], typer.Option(
+        nproc_per_node: Annotated[int | None, typer.Option(
             help="PyTorch: run as N processes on this machine (torchrun --standalone); several nodes: use "
                  "torchrun (docs/training.md).")] = None,
     ) -> None:
@@ -176,9 +200,9 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")] = Path("model.onnx"),
     max_disp: Annotated[int, typer.Option(help="Default max disparity stored in the model.")] = 128,
     overwrite: Overwrite = False,
-    quantize: Annotated[Optional[Quantization], typer.Option(
+    quantize: Annotated[Quantization | None, typer.Option(
         help="Also write <out stem>_int8.onnx next to --out: onnxruntime static int8, calibrated on --calibration.")] = None,
-    calibration: Annotated[Optional[list[Path]], typer.Option(
+    calibration: Annotated[list[Path] | None, typer.Option(
         "--calibration", help="Image or dataset folder to calibrate --quantize on (repeatable; default: "
                               "scikit-image's Motorcycle pair).")] = None,
 ) -> None:
@@ -200,18 +224,18 @@ def export(
 @app.command()
 @_user_errors
 def infer(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(
+    inputs: Annotated[list[Path] | None, typer.Argument(
         help="LEFT RIGHT images, or one dataset folder (KITTI 2012/2015 or Middlebury layout).",
         metavar="LEFT RIGHT | DATASET", show_default=False)] = None,
-    pairs: Annotated[Optional[Path], typer.Option(
+    pairs: Annotated[Path | None, typer.Option(
         "--pairs", help="Text file, one 'LEFT RIGHT [NAME]' line per pair (paths relative to the file's folder; "
                         "NAME names the outputs, default the left image's stem).")] = None,
     fmt: FormatOption = None,
     model: ModelOption = None,
-    max_disp: Annotated[Optional[int], typer.Option(help="Max disparity (default: the model's).")] = None,
+    max_disp: Annotated[int | None, typer.Option(help="Max disparity (default: the model's).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("."),
     postprocess: PostprocessOption = Postprocess.none,
-    preset: Annotated[Optional[DataFormat], typer.Option(
+    preset: Annotated[DataFormat | None, typer.Option(
         help="SGM parameters of --postprocess full, by the data they were tuned on (default: a dataset folder's "
              "layout, else middlebury).")] = None,
     backend: BackendOption = BackendName.onnx,
@@ -227,8 +251,8 @@ def infer(
 
     Every output path is checked before any work starts; an image that cannot be matched stops the run there.
     """
-    from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.datasets import DEFAULT_PRESET
+    from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.inference import detected_preset, infer_pairs, resolve_pairs
 
     if threads is not None:
@@ -256,11 +280,11 @@ def infer(
 @app.command("export-matcher")
 @_user_errors
 def export_matcher(
-    features: Annotated[Optional[Path], typer.Argument(
+    features: Annotated[Path | None, typer.Argument(
         help="Feature model written by `stereodeploy export`, or a shipped model's name (default: the shipped model).",
         metavar="[MODEL]", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", help="Matcher ONNX file to write (and OUT.json beside it).")] = Path("matcher.onnx"),
-    max_disp: Annotated[Optional[int], typer.Option(help="Max disparity, fixed in the file (default: the model's).")] = None,
+    max_disp: Annotated[int | None, typer.Option(help="Max disparity, fixed in the file (default: the model's).")] = None,
     postprocess: PostprocessOption = Postprocess.full,
     preset: Annotated[DataFormat, typer.Option(
         help="SGM and bilateral settings of the full pipeline, by the data they were tuned on.")] = DataFormat.middlebury,
@@ -286,8 +310,8 @@ def export_matcher(
 def quantize(
     model: Annotated[Path, typer.Argument(help="Float32 feature model written by `stereodeploy export`.",
                                           metavar="MODEL", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", help="int8 ONNX file (default: <MODEL stem>_int8.onnx).")] = None,
-    calibration: Annotated[Optional[list[Path]], typer.Option(
+    out: Annotated[Path | None, typer.Option("--out", help="int8 ONNX file (default: <MODEL stem>_int8.onnx).")] = None,
+    calibration: Annotated[list[Path] | None, typer.Option(
         "--calibration", metavar="PATH", help="Image or dataset folder to calibrate on (repeatable; default: "
                                               "scikit-image's Motorcycle pair).")] = None,
     overwrite: Overwrite = False,
@@ -315,7 +339,7 @@ def models() -> None:
 @_user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the picture.")] = Path("demo"),
-    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped model).")] = None,
+    model: Annotated[Path | None, typer.Option(help="ONNX model (default: the shipped model).")] = None,
     postprocess: PostprocessOption = Postprocess.full,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing picture.")] = False,
 ) -> None:
@@ -333,7 +357,7 @@ def demo(
 @_user_errors
 def serve_demo(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8000,
-    model: Annotated[Optional[Path], typer.Option(help="Matcher ONNX file to offer (default: the page's own).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Matcher ONNX file to offer (default: the page's own).")] = None,
 ) -> None:
     """Serve the browser demo (examples/web) on localhost with the headers that wasm threads need."""
     from stereodeploy.serve import serve_demo as do_serve

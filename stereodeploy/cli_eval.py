@@ -7,28 +7,51 @@ Each command parses its options and calls one library function, :func:`stereodep
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from stereodeploy.cli_options import (
-    BackendName, BackendOption, BatchSize, Device, DeviceOption, Epochs, FormatOption, Kernel, Layers, LearningRate,
-    LrDrops, Maps, MaxExamples, Momentum, Overwrite, Postprocess, PostprocessOption, Progress, ProviderOption,
-    DataFormat, Seed, Threads, network_or_usage_error, user_errors, value)
+    BackendName,
+    BackendOption,
+    BatchSize,
+    DataFormat,
+    Device,
+    DeviceOption,
+    Epochs,
+    FormatOption,
+    Kernel,
+    Layers,
+    LearningRate,
+    LrDrops,
+    Maps,
+    MaxExamples,
+    Momentum,
+    Overwrite,
+    Postprocess,
+    PostprocessOption,
+    Progress,
+    ProviderOption,
+    Seed,
+    Threads,
+    network_or_usage_error,
+    user_errors,
+    value,
+)
 
 
 def evaluate_command(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (KITTI 2012/2015 or Middlebury layout).")],
-    model: Annotated[Optional[list[Path]], typer.Option(
+    model: Annotated[list[Path] | None, typer.Option(
         "--model", metavar="MODEL", help="ONNX file, shipped model name, or run directory / checkpoint with a native "
                                          "--backend; repeatable. Default: the shipped model.")] = None,
     fmt: FormatOption = None,
     backend: BackendOption = BackendName.onnx,
     postprocess: PostprocessOption = Postprocess.none,
-    max_disp: Annotated[Optional[int], typer.Option(help="Max disparity (default: the frame's ndisp, else the model's).")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
-    error_maps: Annotated[Optional[Path], typer.Option(help="Folder for an error-map PNG per frame.")] = None,
-    frame: Annotated[Optional[list[str]], typer.Option("--frame", metavar="NAME", help="Evaluate only this frame / scene (repeatable).")] = None,
+    max_disp: Annotated[int | None, typer.Option(help="Max disparity (default: the frame's ndisp, else the model's).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    error_maps: Annotated[Path | None, typer.Option(help="Folder for an error-map PNG per frame.")] = None,
+    frame: Annotated[list[str] | None, typer.Option("--frame", metavar="NAME", help="Evaluate only this frame / scene (repeatable).")] = None,
     provider: ProviderOption = Device.cpu,
     overwrite: Overwrite = False,
     progress: Progress = True,
@@ -37,7 +60,8 @@ def evaluate_command(
     """Error rates (>=3 px as the study, KITTI >3 px and D1 on noc/occ), density and time per frame and on average."""
     from stereodeploy.evaluate import evaluate_models
     from stereodeploy.models_dir import resolve_model
-    from stereodeploy.report import fmt as fmt_num, render_eval_table
+    from stereodeploy.report import fmt as fmt_num
+    from stereodeploy.report import render_eval_table
 
     def show(result) -> None:
         typer.echo(render_eval_table(result), nl=False)
@@ -59,11 +83,11 @@ def compare_command(
     epochs: Epochs = 14,
     max_examples: MaxExamples = None,
     device: DeviceOption = Device.cpu,
-    hold_out: Annotated[Optional[list[str]], typer.Option(
+    hold_out: Annotated[list[str] | None, typer.Option(
         "--hold-out", metavar="NAME", help="Frame / scene left out of training and evaluated (repeatable; default: evaluate all "
                            "of --eval-data).")] = None,
-    train_format: Annotated[Optional[DataFormat], typer.Option(help="Layout of --train-data; detected if omitted.")] = None,
-    eval_format: Annotated[Optional[DataFormat], typer.Option(help="Layout of --eval-data; detected if omitted.")] = None,
+    train_format: Annotated[DataFormat | None, typer.Option(help="Layout of --train-data; detected if omitted.")] = None,
+    eval_format: Annotated[DataFormat | None, typer.Option(help="Layout of --eval-data; detected if omitted.")] = None,
     batch_size: BatchSize = 128,
     lr: LearningRate = 0.002,
     momentum: Momentum = 0.9,
@@ -72,7 +96,7 @@ def compare_command(
     layers: Layers = 4,
     maps: Maps = 64,
     kernel: Kernel = 3,
-    max_disp: Annotated[Optional[int], typer.Option(help="Max disparity (default: each frame's ndisp, else 128).")] = None,
+    max_disp: Annotated[int | None, typer.Option(help="Max disparity (default: each frame's ndisp, else 128).")] = None,
     validate: Annotated[bool, typer.Option(help="Log the evaluation error after every epoch (untimed).")] = True,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
     progress: Progress = True,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -44,7 +44,7 @@ def user_errors(func: Callable) -> Callable:
 def warnings_as_lines() -> Iterator[None]:
     """Show each distinct warning once, as ``warning: <message>`` on stderr (no file name, no source line)."""
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - warnings' signature
+    def show(message, category, filename, lineno, file=None, line=None):
         typer.echo(f"warning: {message}", err=True)
 
     with warnings.catch_warnings():
@@ -84,7 +84,7 @@ class Quantization(str, Enum):
     int8 = "int8"
 
 
-def value(choice: Optional[Enum]) -> Optional[str]:
+def value(choice: Enum | None) -> str | None:
     """The string of an optional choice."""
     return None if choice is None else choice.value
 
@@ -92,15 +92,15 @@ def value(choice: Optional[Enum]) -> Optional[str]:
 # ------------------------------------------------------------------------------------------------ options
 Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs.")]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
-Threads = Annotated[Optional[int], typer.Option(
+Threads = Annotated[int | None, typer.Option(
     help="CPU threads per operation (default: training takes the free cores, shared by this node's processes; "
          "inference all usable cores).")]
-FormatOption = Annotated[Optional[DataFormat], typer.Option("--format", help="Dataset layout; detected if omitted.")]
+FormatOption = Annotated[DataFormat | None, typer.Option("--format", help="Dataset layout; detected if omitted.")]
 BackendOption = Annotated[BackendName, typer.Option(help="Feature backend.")]
 ProviderOption = Annotated[Device, typer.Option(help="cpu or cuda (checked as active; no silent fallback).")]
 DeviceOption = Annotated[Device, typer.Option(help="cpu or cuda.")]
 PostprocessOption = Annotated[Postprocess, typer.Option(help="none: winner-take-all; full: MC-CNN post-processing.")]
-ModelOption = Annotated[Optional[Path], typer.Option(
+ModelOption = Annotated[Path | None, typer.Option(
     help="Model: ONNX file, a shipped model's name (`stereodeploy models`), or a run directory / checkpoint for a "
          "native --backend (default: the shipped model).")]
 
@@ -110,7 +110,7 @@ BatchSize = Annotated[int, typer.Option(help="Pairs per batch (128 = 64 positive
 LearningRate = Annotated[float, typer.Option("--lr", help="Learning rate.")]
 Momentum = Annotated[float, typer.Option(help="SGD momentum.")]
 LrDrops = Annotated[list[int], typer.Option("--lr-drop", help="Epoch at which lr is multiplied by 0.1 (repeatable).")]
-MaxExamples = Annotated[Optional[int], typer.Option(help="Examples per epoch (default: all).")]
+MaxExamples = Annotated[int | None, typer.Option(help="Examples per epoch (default: all).")]
 Seed = Annotated[int, typer.Option(help="Seed of the initial weights and of the sampler.")]
 Layers = Annotated[int, typer.Option(help="Convolution layers.")]
 Maps = Annotated[int, typer.Option(help="Feature maps per layer.")]

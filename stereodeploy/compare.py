@@ -186,11 +186,11 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     evaluated. ``validate`` logs the evaluation set's winner-take-all error after every epoch (untimed). The
     defaults are the study's: 14 epochs, learning rate 0.002 dropped tenfold at epoch 12, batches of 128 pairs.
     """
+    from stereodeploy.checkpoint import read_metrics, read_run_config
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.export import export
     from stereodeploy.nets.weights import init_weights
     from stereodeploy.train.api import train_run
-    from stereodeploy.checkpoint import read_metrics, read_run_config
 
     out = Path(out)
     train_paths = [Path(train_data)] if isinstance(train_data, (str, Path)) else [Path(p) for p in train_data]
@@ -308,9 +308,8 @@ def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, di
                   load: PhaseLoad, config: dict[str, Any],
                   data: dict[str, Any]) -> dict[str, Any]:
     """Tables, figures and files from the measurements; returns the report dictionary."""
-    from stereodeploy.report import (
-        markdown, plot_accuracy, plot_disparities, plot_errors, training_table)
     from stereodeploy.io import write_json, write_text
+    from stereodeploy.report import markdown, plot_accuracy, plot_disparities, plot_errors, training_table
 
     kind = "noc" if first.disp_noc is not None else "occ"
     table2_rows, time_rows = [], []

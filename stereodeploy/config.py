@@ -110,7 +110,7 @@ class MatchConfig:
         object.__setattr__(self, "sgm_params", tuple(sorted((str(k), float(v)) for k, v in pairs)))
 
     @classmethod
-    def preset(cls, postprocess: str, max_disp: int, sgm_params: dict[str, float] | None = None) -> "MatchConfig":
+    def preset(cls, postprocess: str, max_disp: int, sgm_params: dict[str, float] | None = None) -> MatchConfig:
         """``none`` = winner-take-all only; ``full`` = every stage of MC-CNN's post-processing."""
         if postprocess == "none":
             return cls(max_disp=max_disp)

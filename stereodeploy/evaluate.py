@@ -397,7 +397,6 @@ def evaluate_models(data: Path, models: Sequence[Path], *, fmt: str | None = Non
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.io import ensure_writable, write_json
     from stereodeploy.models_dir import default_model_path
-
     from stereodeploy.threads import configure_threads, thread_report
 
     if json_out is not None:

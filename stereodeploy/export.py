@@ -63,7 +63,7 @@ class ModelMeta:
         }
 
     @classmethod
-    def from_props(cls, props: dict[str, str], where: str = "model") -> "ModelMeta":
+    def from_props(cls, props: dict[str, str], where: str = "model") -> ModelMeta:
         fmt = props.get("stereodeploy.format")
         if fmt is None:
             raise UserError(f"{where} is ONNX but not a stereodeploy feature model (no stereodeploy metadata): "

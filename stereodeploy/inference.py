@@ -97,7 +97,15 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
     from stereodeploy.engine.sanity import SWAPPED_THRESHOLD, image_swapped_score, swapped_warning
     from stereodeploy.evaluate import postprocess_name
     from stereodeploy.io import (
-        colorize_with_bar, ensure_writable, read_image, to_gray, write_json, write_kitti_disp, write_pfm, write_png)
+        colorize_with_bar,
+        ensure_writable,
+        read_image,
+        to_gray,
+        write_json,
+        write_kitti_disp,
+        write_pfm,
+        write_png,
+    )
 
     out = Path(out)
     for pair in pairs:

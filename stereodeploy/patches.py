@@ -76,7 +76,7 @@ class Draw:
     neg_offset: np.ndarray  # negative patch at xr + neg_offset
     augmentation: dict[str, np.ndarray] | None = None
 
-    def slice(self, lo: int, hi: int) -> "Draw":
+    def slice(self, lo: int, hi: int) -> Draw:
         aug = None if self.augmentation is None else {k: v[lo:hi] for k, v in self.augmentation.items()}
         return Draw(self.frame[lo:hi], self.y[lo:hi], self.x[lo:hi], self.xr[lo:hi], self.pos_offset[lo:hi],
                     self.neg_offset[lo:hi], aug)
@@ -87,7 +87,7 @@ class _Spool:
 
     def __init__(self, dtype: Any, folder: str | None):
         self.dtype = np.dtype(dtype)
-        self._file = tempfile.TemporaryFile(dir=folder, prefix="stereodeploy-patches-")
+        self._file = tempfile.TemporaryFile(dir=folder, prefix="stereodeploy-patches-")  # noqa: SIM115 - lives as long as the object
         self.size = 0
         self._view: np.ndarray | None = None
         self._map: mmap.mmap | None = None

@@ -229,8 +229,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     out += [f"Created {report.get('created', '')} with stereodeploy {report.get('stereodeploy', '')}.", ""]
     data = report.get("data", {})
     if data:
-        out += [f"Trained on {len(data.get('train_frames', []))} frames "
-                f"({data.get('train_examples', 'n/a')} examples); evaluated on {len(data.get('eval_frames', []))} frames: {', '.join(data.get('eval_frames', []))}."]
+        out += [(f"Trained on {len(data.get('train_frames', []))} frames ({data.get('train_examples', 'n/a')} "
+                 f"examples); evaluated on {len(data.get('eval_frames', []))} frames: "
+                 f"{', '.join(data.get('eval_frames', []))}.")]
         if data.get("overlap"):
             out += [f"**Warning:** evaluation frames also used for training: {', '.join(data['overlap'])}."]
         out += [""]
@@ -247,9 +248,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         if diff:
             rows.append(["Difference (%)", *(fmt_signed(diff.get(k), 1) for k in TABLE1_KEYS), ""])
         out += _md_table(["Framework", "Total (s)", "Mean epoch (s)", "Mean step (ms)", "Examples/s"], rows)
-        out += [f"Difference = {t1.get('difference_formula', DIFFERENCE_FORMULA)}. A step is one network forward, "
-                "backward and SGD update on a batch, timed after the device synchronised; the epoch and total times "
-                "include batch assembly but not validation.", ""]
+        out += [(f"Difference = {t1.get('difference_formula', DIFFERENCE_FORMULA)}. A step is one network forward, "
+                 "backward and SGD update on a batch, timed after the device synchronised; the epoch and total times "
+                 "include batch assembly but not validation."), ""]
     figures = report.get("figures", {})
     if figures.get("accuracy"):
         out += [f"![Patch accuracy per epoch]({figures['accuracy']})", ""]
@@ -265,10 +266,10 @@ def markdown(report: Mapping[str, Any]) -> str:
                 for r in t2["rows"]]
         out += _md_table(["Runtime", "Post-processing", f"{single} (single image)", f"Whole set ({n} images)",
                           "> 3 px (KITTI)", "D1 (KITTI 2015)", "Density (%)"], rows, "llrrrrr")
-        out += [f"Error: the study's rule (|d − gt| ≥ 3 px counts as wrong) over the pixels with ground truth "
-                f"({t2.get('ground_truth', 'non-occluded where known')}); missing predictions count as wrong. "
-                "The whole-set value is the mean of the per-image rates. KITTI columns use the "
-                f"{t2.get('kitti_kind', 'noc')} ground truth.", ""]
+        out += [(f"Error: the study's rule (|d − gt| ≥ 3 px counts as wrong) over the pixels with ground truth "
+                 f"({t2.get('ground_truth', 'non-occluded where known')}); missing predictions count as wrong. "
+                 "The whole-set value is the mean of the per-image rates. KITTI columns use the "
+                 f"{t2.get('kitti_kind', 'noc')} ground truth."), ""]
 
     tt = report.get("execution_time")
     if tt:
@@ -276,9 +277,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         rows = [[r["runtime"], r["postprocess"], fmt(r.get("mean_seconds"), 3), fmt(r.get("features_seconds"), 3),
                  fmt(r.get("matching_seconds"), 3)] for r in tt["rows"]]
         out += _md_table(["Runtime", "Post-processing", "Total", "Features", "Matching"], rows, "llrrr")
-        out += [f"Mean over the {tt.get('images', 0)} evaluation images at their own size, after one untimed "
-                "warm-up frame; features = the network on both images, matching = cost volume, winner-take-all and "
-                "any post-processing.", ""]
+        out += [(f"Mean over the {tt.get('images', 0)} evaluation images at their own size, after one untimed "
+                 "warm-up frame; features = the network on both images, matching = cost volume, winner-take-all and "
+                 "any post-processing."), ""]
 
     if figures.get("disparity") or figures.get("error"):
         out += ["## Figures", ""]

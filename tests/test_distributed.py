@@ -8,6 +8,7 @@ processes uneven slices (5 and 6), which a plain average of per-process means wo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,10 +23,10 @@ import pytest
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow  # several processes each: about 90 s together on two cores
 
-from stereodeploy.checkpoint import load_checkpoint, read_metrics  # noqa: E402
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig  # noqa: E402
-from stereodeploy.train.api import train_from_paths  # noqa: E402
-from stereodeploy.train.loop import TrainingInterrupted  # noqa: E402
+from stereodeploy.checkpoint import load_checkpoint, read_metrics
+from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+from stereodeploy.train.api import train_from_paths
+from stereodeploy.train.loop import TrainingInterrupted
 
 NET = NetworkConfig(layers=2, maps=8)
 CFG = TrainConfig(epochs=2, batch_size=22, max_examples=1100, seed=3, checkpoint_every=10)  # 2 x 100 steps
@@ -76,11 +77,9 @@ def start_workers(args: list[str], world: int = 2) -> list[subprocess.Popen]:
 def wait_for_mid_epoch_checkpoint(run: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
+        with contextlib.suppress(Exception):  # not written yet, or being replaced: look again
             if load_checkpoint(run).batch > 0:
                 return
-        except Exception:  # noqa: BLE001 - not written yet
-            pass
         time.sleep(0.02)
     pytest.fail("no mid-epoch checkpoint appeared")
 

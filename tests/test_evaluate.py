@@ -28,10 +28,10 @@ from stereodeploy.io import (
     ERROR_RED,
     error_legend,
     read_image,
+    write_json,
     write_pfm,
     write_png,
 )
-from stereodeploy.io import write_json
 from stereodeploy.report import render_eval_table, text_table
 
 TIMINGS = {"features": 0.25, "matching": 0.5, "total": 0.75}
@@ -47,7 +47,7 @@ class FakeMatcher:
                                        meta=SimpleNamespace(source_framework="torch"))
         self.calls = [] if calls is None else calls
 
-    def with_max_disp(self, max_disp: int) -> "FakeMatcher":
+    def with_max_disp(self, max_disp: int) -> FakeMatcher:
         return FakeMatcher(self.answers, max_disp, self.calls)
 
     def match(self, left: np.ndarray, right: np.ndarray) -> SimpleNamespace:

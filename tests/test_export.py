@@ -11,16 +11,16 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from stereodeploy.config import TrainConfig  # noqa: E402
-from stereodeploy.datasets import synthetic_pair  # noqa: E402
-from stereodeploy.engine.backends import OnnxBackend  # noqa: E402
-from stereodeploy.errors import UserError  # noqa: E402
-from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, export, read_meta  # noqa: E402
-from stereodeploy.nets.torch_net import native_features  # noqa: E402
-from stereodeploy.train.api import train_run  # noqa: E402
-from stereodeploy.checkpoint import load_checkpoint  # noqa: E402
+from conftest import TINY_NET
 
-from conftest import TINY_NET  # noqa: E402
+from stereodeploy.checkpoint import load_checkpoint
+from stereodeploy.config import TrainConfig
+from stereodeploy.datasets import synthetic_pair
+from stereodeploy.engine.backends import OnnxBackend
+from stereodeploy.errors import UserError
+from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, export, read_meta
+from stereodeploy.nets.torch_net import native_features
+from stereodeploy.train.api import train_run
 
 
 @pytest.fixture(scope="module")

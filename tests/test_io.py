@@ -57,10 +57,9 @@ def test_atomic_write_renames_temp_file_with_same_suffix(tmp_path: Path) -> None
 def test_atomic_write_removes_temp_and_keeps_old_file_on_error(tmp_path: Path) -> None:
     target = tmp_path / "model.onnx"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_write(target, overwrite=True) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_write(target, overwrite=True) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
     assert target.read_bytes() == b"old"
     assert _siblings(tmp_path) == ["model.onnx"]
 
@@ -68,9 +67,8 @@ def test_atomic_write_removes_temp_and_keeps_old_file_on_error(tmp_path: Path) -
 def test_atomic_write_refuses_existing_file_unless_overwrite(tmp_path: Path) -> None:
     target = tmp_path / "a.txt"
     target.write_text("keep")
-    with pytest.raises(UsageError, match=r"a\.txt exists: pass --overwrite to replace it") as info:
-        with atomic_write(target):
-            pytest.fail("must not yield")
+    with pytest.raises(UsageError, match=r"a\.txt exists: pass --overwrite to replace it") as info, atomic_write(target):
+        pytest.fail("must not yield")
     assert info.value.exit_code == 2
     assert target.read_text() == "keep"
     with atomic_write(target, overwrite=True) as tmp:

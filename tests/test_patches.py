@@ -127,7 +127,7 @@ def test_offsets_and_frame_coverage_keep_the_old_samplers_statistics():
     assert abs(np.mean(d.neg_offset > 0) - 0.5) < 0.06 and abs(np.mean(d.pos_offset == 0) - 1 / 3) < 0.06
     # positions are spread over each frame, not clustered: mean row and column of the draws near the index's
     f, y, x, _ = index.locate(first)
-    all_f, all_y, all_x, _ = index.locate(np.arange(n))
+    _, all_y, all_x, _ = index.locate(np.arange(n))
     for a, b in ((y, all_y), (x, all_x)):
         assert abs(a.mean() - b.mean()) < 4 * b.std() / np.sqrt(len(a))
 

@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 
-from stereodeploy.checkpoint import load_checkpoint, read_metrics, read_run_config  # noqa: E402
-from stereodeploy.cli import app  # noqa: E402
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig  # noqa: E402
-from stereodeploy.train import loop  # noqa: E402
-from stereodeploy.train.api import train_from_paths  # noqa: E402
-from stereodeploy.train.loop import TrainingInterrupted  # noqa: E402
+from stereodeploy.checkpoint import load_checkpoint, read_metrics, read_run_config
+from stereodeploy.cli import app
+from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+from stereodeploy.train import loop
+from stereodeploy.train.api import train_from_paths
+from stereodeploy.train.loop import TrainingInterrupted
 
 NET = NetworkConfig(layers=2, maps=8)
 CFG = TrainConfig(epochs=2, max_examples=1280, seed=4, lr=0.01)  # 20 steps of 64 examples per epoch

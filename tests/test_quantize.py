@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime.quantization")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from stereodeploy.quantize import (  # noqa: E402
+from stereodeploy.quantize import (
     QUANT_KEY,
     calibration_crops,
     int8_path,
@@ -34,8 +34,8 @@ NET = NetworkConfig(layers=3, maps=16, kernel=3)  # first conv stays float, two 
 def fp32_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised feature model exported through the real export path (a checkpoint on disk)."""
     pytest.importorskip("torch")
-    from stereodeploy.export import export
     from stereodeploy.checkpoint import Checkpoint, save_checkpoint
+    from stereodeploy.export import export
 
     root = tmp_path_factory.mktemp("quant")
     save_checkpoint(root / "checkpoint.npz", Checkpoint(framework="torch", network=NET, weights=init_weights(NET, 0)))

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import onnxruntime_has_cuda, write_feature_model
 from PIL import Image
 from typer.testing import CliRunner
 
 from stereodeploy.cli import app
 from stereodeploy.io import write_png
-
-from conftest import onnxruntime_has_cuda, write_feature_model
 
 runner = CliRunner()
 
@@ -215,7 +214,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path,
     assert position is not None and position[1] > 0
 
     res = subprocess.run(cmd + ["--resume", "--out", str(tmp_path / "killed"), "--no-progress"], env=env,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     a = load_checkpoint(tmp_path / "straight").weights
     b = load_checkpoint(tmp_path / "killed").weights

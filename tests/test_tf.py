@@ -16,15 +16,15 @@ pytest.importorskip("tf2onnx")
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig  # noqa: E402
-from stereodeploy.datasets import synthetic_pair  # noqa: E402
-from stereodeploy.errors import UserError  # noqa: E402
-from stereodeploy.io import to_gray, write_pfm, write_png  # noqa: E402
-from stereodeploy.nets import tf_net, torch_net  # noqa: E402
-from stereodeploy.nets.weights import init_weights, keras_to_torch, torch_to_keras  # noqa: E402
-from stereodeploy.patches import PatchIndex, normalize  # noqa: E402
-from stereodeploy.train.tf_trainer import TFStepper  # noqa: E402
-from stereodeploy.train.torch_trainer import TorchStepper  # noqa: E402
+from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+from stereodeploy.datasets import synthetic_pair
+from stereodeploy.errors import UserError
+from stereodeploy.io import to_gray, write_pfm, write_png
+from stereodeploy.nets import tf_net, torch_net
+from stereodeploy.nets.weights import init_weights, keras_to_torch, torch_to_keras
+from stereodeploy.patches import PatchIndex, normalize
+from stereodeploy.train.tf_trainer import TFStepper
+from stereodeploy.train.torch_trainer import TorchStepper
 
 TINY = NetworkConfig(layers=2, maps=8)
 STEPS = 50
@@ -275,8 +275,8 @@ def _middlebury_folder(root: Path) -> Path:
 def test_cli_train_tf_then_export_and_torch_refuses_to_resume_it(tmp_path: Path):
     from typer.testing import CliRunner
 
-    from stereodeploy.cli import app
     from stereodeploy.checkpoint import load_checkpoint
+    from stereodeploy.cli import app
 
     data = _middlebury_folder(tmp_path / "data")
     run = tmp_path / "run"

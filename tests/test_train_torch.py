@@ -9,14 +9,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from stereodeploy.config import SamplerConfig, TrainConfig  # noqa: E402
-from stereodeploy.datasets import synthetic_pair  # noqa: E402
-from stereodeploy.errors import UserError  # noqa: E402
-from stereodeploy.nets.weights import init_weights  # noqa: E402
-from stereodeploy.train.api import train_run  # noqa: E402
-from stereodeploy.checkpoint import load_checkpoint  # noqa: E402
+from conftest import TINY_NET
 
-from conftest import TINY_NET  # noqa: E402
+from stereodeploy.checkpoint import load_checkpoint
+from stereodeploy.config import SamplerConfig, TrainConfig
+from stereodeploy.datasets import synthetic_pair
+from stereodeploy.errors import UserError
+from stereodeploy.nets.weights import init_weights
+from stereodeploy.train.api import train_run
 
 
 def samples(n: int = 2):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stereodeploy.engine.matching import INVALID_COST, check_max_disp, cost_volume, wta_from_features
+from stereodeploy.engine.matching import cost_volume, wta_from_features
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ModelMeta, load_onnx, read_meta
 

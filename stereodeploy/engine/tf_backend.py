@@ -17,8 +17,8 @@ class TFBackend(Backend):
     def __init__(self, path: Path | str, device: str = "cpu"):
         import tensorflow as tf
 
-        from stereodeploy.nets import tf_net
         from stereodeploy.frameworks import FRAMEWORKS
+        from stereodeploy.nets import tf_net
 
         self.tf_device, _ = FRAMEWORKS["tf"].resolve_device(device, "--provider")
         self.device = "cuda" if "GPU" in self.tf_device else "cpu"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+import itertools
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -25,7 +26,7 @@ class FastMCCNN(nn.Module):
         self.config = config
         channels = [1] + [config.maps] * config.layers
         self.convs = nn.ModuleList(
-            nn.Conv2d(cin, cout, config.kernel) for cin, cout in zip(channels[:-1], channels[1:])
+            nn.Conv2d(cin, cout, config.kernel) for cin, cout in itertools.pairwise(channels)
         )
 
     def forward(self, x: torch.Tensor, padding: bool = False) -> torch.Tensor:
@@ -74,7 +75,7 @@ def build(network: NetworkConfig, weights: list[tuple]) -> FastMCCNN:
 
 
 @torch.no_grad()
-def native_features(network: NetworkConfig, weights: list[tuple], image) -> "np.ndarray":
+def native_features(network: NetworkConfig, weights: list[tuple], image) -> np.ndarray:
     """Raw (N, 1, H, W) 0..255 -> (N, C, H, W) features with the native PyTorch network (CPU)."""
     return RawImageFeatures(build(network, weights))(torch.from_numpy(image)).numpy()
 

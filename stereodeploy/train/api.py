@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dataclasses import replace
-
-from stereodeploy.checkpoint import RUN_FILES, clear_run, read_run_config, resume_command
 from stereodeploy import frameworks
+from stereodeploy.checkpoint import clear_run, read_run_config, resume_command
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig, from_dict
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.nets.weights import Weights, init_weights

@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from stereodeploy.checkpoint import (
-    FORMAT_VERSION as CHECKPOINT_FORMAT,
     Checkpoint,
     load_checkpoint,
     read_metrics,
@@ -43,6 +42,9 @@ from stereodeploy.errors import UserError
 from stereodeploy.io import atomic_write
 from stereodeploy.nets.weights import Weights
 from stereodeploy.patches import Batch, PatchIndex
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; only read by type checkers here
 
 
 class Stepper(Protocol):
@@ -97,13 +99,13 @@ class _StopSignals:
         if self.received is None:
             self.received, self._first = signum, time.monotonic()
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
 
@@ -315,7 +317,14 @@ def validation_error(stepper: Stepper, samples: Sequence[Any], max_disp: int) ->
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), disable=not enabled, transient=False)

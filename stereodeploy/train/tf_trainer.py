@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from stereodeploy.config import NetworkConfig, TrainConfig
 from stereodeploy.errors import UserError
+from stereodeploy.frameworks import FRAMEWORKS
 from stereodeploy.nets import tf_net
 from stereodeploy.nets.weights import Weights, keras_to_torch, torch_to_keras
-from stereodeploy.frameworks import FRAMEWORKS
 from stereodeploy.patches import Batch
 from stereodeploy.train.distributed import tf_process
 

@@ -19,8 +19,8 @@ from stereodeploy.config import NetworkConfig, TrainConfig
 from stereodeploy.errors import UserError
 from stereodeploy.frameworks import FRAMEWORKS
 from stereodeploy.nets.torch_net import FastMCCNN, RawImageFeatures, get_weights, set_weights
-from stereodeploy.patches import Batch
 from stereodeploy.nets.weights import Weights
+from stereodeploy.patches import Batch
 from stereodeploy.train.distributed import torch_process
 
 
