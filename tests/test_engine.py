@@ -196,7 +196,7 @@ def test_full_pipeline_reuses_its_volumes_without_mixing_calls(model_file):
     matcher = StereoMatcher.from_file(model_file, max_disp=16, postprocess="full")
     for p, e in zip(order, expected):
         np.testing.assert_array_equal(matcher(p.left, p.right), e)
-    assert set(matcher._local.buffers) == {"cost", "sgm_left", "sgm_right"}
+    assert set(matcher._local.buffers) == {"cost", "work", "aggregated"}
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda i: matcher(order[i % 4].left, order[i % 4].right), range(8)))
     for i, g in enumerate(got):

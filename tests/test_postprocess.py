@@ -27,7 +27,6 @@ from stereodeploy.engine.sgm import (
     SGM_PRESETS,
     SGMParams,
     aggregate,
-    aggregate_both,
     low_gradient_masks,
     sgm,
     sgm_preset,
@@ -336,20 +335,6 @@ def test_right_winner_take_all_reads_the_left_volume_through_a_shift() -> None:
     fl, fr, _, _ = _scene(h=6, w=40, seed=9)
     cost = cost_volume(fl, fr, 16)
     np.testing.assert_array_equal(winner_take_all(cost, derived_right=True), winner_take_all(right_volume(cost)))
-
-
-def test_both_references_side_by_side_equal_one_at_a_time() -> None:
-    fl, fr, _, _ = _scene(noise=0.2, seed=10)
-    cost = cost_volume(fl, fr, 24)
-    rng = np.random.default_rng(11)
-    left, right = (rng.standard_normal(cost.shape[1:]).astype(np.float32) * 0.05 for _ in range(2))
-    p = SGM_PRESETS["kitti2012"]
-    (vol, dl), (none, dr) = aggregate_both([(cost, left, right, "left", False, True, None),
-                                            (cost, right, left, "right", True, False, None)], p)
-    assert none is None
-    np.testing.assert_array_equal(vol, aggregate(cost, left, right, p, "left")[0])
-    np.testing.assert_array_equal(dl, np.argmin(vol, axis=2))
-    np.testing.assert_array_equal(dr, aggregate(cost, right, left, p, "right", derived_right=True)[1])
 
 
 def test_sgm_reads_a_uint16_volume_as_its_costs() -> None:

@@ -7,9 +7,9 @@
 
 A matcher holds no per-call state, so one instance may serve several threads at once: onnxruntime sessions and
 torch modules in inference mode are safe to call concurrently, and every call keeps its results and timings in
-local variables. With post-processing, each thread keeps its own cost volume and two SGM working volumes between
-calls (for the last image size it saw: 1.3 GB for a KITTI pair at 228 disparities), which saves faulting that
-memory in again on every pair (about 1 s); ``release_buffers()`` drops the calling thread's. The numba kernels of
+local variables. With post-processing, each thread keeps its own cost volume (uint16) and two SGM volumes (float32)
+between calls (for the last image size it saw: 10 bytes per pixel and disparity, 1.06 GB for a KITTI pair at 228
+disparities), which saves faulting that memory in again on every pair (about 1 s); ``release_buffers()`` drops the calling thread's. The numba kernels of
 the matching code are serialised only where numba runs on its ``workqueue`` threading layer, which cannot take
 concurrent launches (the ``omp`` and ``tbb`` layers can).
 """
@@ -80,7 +80,7 @@ class StereoMatcher:
         return buffers[name]
 
     def _scratch(self, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        return self._buffer("sgm_left", shape), self._buffer("sgm_right", shape)
+        return self._buffer("work", shape), self._buffer("aggregated", shape)
 
     def release_buffers(self) -> None:
         """Free the calling thread's post-processing volumes."""

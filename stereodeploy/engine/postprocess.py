@@ -34,7 +34,7 @@ from stereodeploy.engine.filters import (
     subpixel,
 )
 from stereodeploy.engine.matching import INVALID_COST, dequantise, winner_take_all
-from stereodeploy.engine.sgm import SGMParams, aggregate_both, run_split, sgm_preset, with_overrides
+from stereodeploy.engine.sgm import SGMParams, aggregate, run_split, sgm_preset, with_overrides
 
 __all__ = ["load_kernels", "postprocess", "right_volume"]
 
@@ -94,23 +94,22 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
 
     Stages, in the original's order, each on when its ``cfg`` flag is:
 
-    - ``sgm``: :func:`stereodeploy.engine.sgm.aggregate` on the left volume and, for the check, on the right
-      one read through the left (:func:`right_volume` without storing it), side by side in two threads;
-    - ``lr_check``: the left-right check and MC-CNN's interpolation: the map is then dense;
+    - ``sgm``: :func:`stereodeploy.engine.sgm.aggregate` on the left volume (and on the right one for the check);
+    - ``lr_check``: the right image's disparity from the right volume read through the left one (without storing
+      it), the left-right check and MC-CNN's interpolation: the map is then dense;
     - ``subpixel``: parabola fit on the (aggregated, if ``sgm``) left volume;
     - ``median``: 5 x 5 median; ``bilateral``: the original's disparity-gated Gaussian mean.
 
     ``left_gray`` and ``right_gray`` are (H, W) grey images in any units (0..255 usually): they are normalised
     per image here, as SGM's intensity threshold expects. ``sgm_params`` is a preset name of
     :data:`stereodeploy.engine.sgm.SGM_PRESETS` or an :class:`SGMParams`; ``cfg.sgm_params`` overrides its fields.
-    ``scratch(shape)``, if given, returns two float32 (H, W, D) arrays to use as SGM's output volumes, left and
-    right reference (their contents are overwritten); a caller matching many pairs passes buffers it keeps, so the
-    2 x 425 MB of a KITTI-sized pair are not faulted in afresh on every call (about 1 s). Nothing of them escapes
-    the call.
+    ``scratch(shape)``, if given, returns two float32 (H, W, D) arrays to use as SGM's working volumes (their
+    contents are overwritten); a caller matching many pairs passes buffers it keeps, so the 2 x 425 MB of a
+    KITTI-sized pair are not faulted in afresh on every call (about 1 s). Nothing of them escapes the call.
     ``blur`` is (blur_sigma, blur_t); by default the preset's, or the Middlebury values (6, 2). With every stage
     off the result is exactly winner-take-all of ``cost_left``. Timings use the keys ``wta``, ``sgm``,
-    ``lr_check``, ``subpixel``, ``median``, ``bilateral``; with SGM, ``sgm`` includes the right volume's
-    aggregation (without SGM, ``lr_check`` includes the right image's winner-take-all).
+    ``lr_check``, ``subpixel``, ``median``, ``bilateral``; ``lr_check`` includes the right volume's SGM (or
+    winner-take-all).
     """
     if cost_left.ndim != 3:
         raise ValueError(f"cost volume must be (D, H, W), got shape {cost_left.shape}")
@@ -137,16 +136,18 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     if cfg.sgm:
         left_n, right_n = _normalise(left_gray), _normalise(right_gray)
         if scratch is not None:
-            out_left, out_right = scratch((h, w, nd))
+            work, aggregated = scratch((h, w, nd))  # work: the transposed cost volume
         else:
-            out_left = np.empty((h, w, nd), dtype=np.float32)
-            out_right = np.empty((h, w, nd), dtype=np.float32) if cfg.lr_check else None
-        jobs = [(cost_left, left_n, right_n, "left", False, True, out_left)]
-        if cfg.lr_check:  # the right image's SGM, on the left volume read through a shift, beside the left one
-            jobs.append((cost_left, right_n, left_n, "right", True, False, out_right))
-        results = timed("sgm", lambda: aggregate_both(jobs, params))
-        (volume, disp_int), disp_right = results[0], (results[1][1] if cfg.lr_check else None)
-        del out_right
+            work = np.empty((h, w, nd), dtype=np.float32)
+            aggregated = np.empty((h, w, nd), dtype=np.float32)
+        disp_right = None
+        if cfg.lr_check:  # right first, so that its buffers can be reused for the left volume
+            disp_right = timed("lr_check", lambda: aggregate(cost_left, right_n, left_n, params, "right",
+                                                             derived_right=True, keep_volume=False,
+                                                             out=aggregated, work=work)[1])
+        volume, disp_int = timed("sgm", lambda: aggregate(cost_left, left_n, right_n, params, "left",
+                                                          keep_volume=True, out=aggregated, work=work))
+        del work
     else:
         volume = None
         disp_int = timed("wta", lambda: winner_take_all(cost_left))

@@ -46,16 +46,12 @@ volume holds there, so paths never run through them and they never win where a v
 output volume they hold ``OUT_OF_IMAGE`` or more; nothing after SGM reads them by value (the subpixel fit checks
 positions too).
 
-Speed: the aggregation is bound by memory traffic (a KITTI pair at 228 disparities is a 106 M-cell volume, 425 MB
-in float32), so each reference image is one numba kernel that sweeps the rows twice and keeps everything but one
-(H, W, D) volume in cache. Down the image, each row of the (D, H, W) cost volume is transposed in cache to (W, D),
-so that a path step is one vectorised loop over contiguous disparities; both horizontal paths run along it and the
-top->bottom path continues from the previous row's state (one (W, D) array); their sum is written to the output
-volume. Up the image, the row is transposed again, the bottom->top path added, and the argmin taken (with the
-mean of the four paths written back when the volume is kept). The output volume is written once and read once;
-the cost volume is read twice. The left and right references of a left-right check run side by side, one thread
-each (:func:`aggregate_both`); the kernels are compiled with fastmath (the costs must be finite) and release the
-GIL.
+Speed: numba kernels, compiled with fastmath (the costs must be finite), run on row ranges (horizontal paths)
+or column ranges (vertical paths) in threads, with the GIL released. Each image row of the cost volume (fastest
+when it is stored row by row, and as uint16: see :func:`aggregate`) is transposed in cache to (W, D), so that a
+path step is one vectorised loop over contiguous disparities; the horizontal pass does that while it aggregates
+the row, and keeps the transposed rows for the two vertical passes.
+The mean of the four paths and its argmin come out of the last pass, so a volume is read three times in all.
 """
 
 from __future__ import annotations
@@ -206,8 +202,8 @@ _BIG = 3.0e38  # "no such neighbour": finite, as fastmath assumes no infinities
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _row_to_hwd(src, shift, s, invalid, scale, y, o):  # pragma: no cover - compiled
-    """o[x, d] = scale * src[y, d, x + shift*d] where column x + s*d of the other image exists, else ``invalid``: one row
-    of an (H, W, D) copy, in 8 x 8 tiles (constant trip counts, so LLVM unrolls them)."""
+    """o[x, d] = scale * src[y, d, x + shift*d] where column x + s*d of the other image exists, else ``invalid``:
+    one row of an (H, W, D) copy, in 8 x 8 tiles (constant trip counts, so LLVM unrolls them)."""
     h, nd, w = src.shape
     for x0 in range(0, w, 8):
         for d0 in range(0, nd, 8):
@@ -310,112 +306,107 @@ def _path_step(cr, pp, cc, lane, off, b1, e1, b2m, e2, m):  # pragma: no cover -
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _first(cr, state):  # pragma: no cover - compiled
-    """A path's first pixel: L = C. Returns min_d."""
-    nd = cr.shape[0]
-    m = np.float32(_BIG)
-    new = state[1:nd + 1]
-    for d in range(nd):
-        new[d] = cr[d]
-        m = min(m, cr[d])
-    return m
+def _horizontal_kernel(src, shift, s, invalid, scale, c, lo_ref, lo_oth, pen, out, y0, y1):  # pragma: no cover
+    """For rows y0..y1-1: c[y] = the row of the (H, D, W) volume ``src`` as (W, D) (see _row_to_hwd), then
+    out[y] = L_{left->right} + L_{right->left} on it while it is in cache."""
+    h, w, nd = c.shape
+    big = np.float32(_BIG)
+    state = np.empty((2, nd + 2), dtype=np.float32)
+    state[:, 0] = big
+    state[:, nd + 1] = big
+    lane = np.zeros(w + nd, dtype=np.float32)
+    for y in range(y0, y1):
+        _row_to_hwd(src, shift, s, invalid, scale, y, c[y])
+        for k in range(2):  # 0: left->right, 1: right->left
+            _fill_lane(lane, lo_oth[k, y], s)
+            x = 0 if k == 0 else w - 1
+            pp = state[0]
+            cr = c[y, x]
+            o = out[y, x]
+            m = big
+            for d in range(nd):
+                v = cr[d]
+                pp[d + 1] = v
+                m = min(m, v)
+                if k == 0:
+                    o[d] = v
+                else:
+                    o[d] += v
+            for step in range(1, w):
+                x = step if k == 0 else w - 1 - step
+                pp = state[(step - 1) & 1]
+                cc = state[step & 1]
+                lo1 = int(lo_ref[k, y, x])
+                b1 = pen[0, 0, lo1]
+                b2 = pen[0, 1, lo1]
+                off = x if s > 0 else w - 1 - x
+                m = _path_step(c[y, x], pp, cc, lane, off, b1, pen[0, 0, lo1 + 1] - b1, b2 + m,
+                               pen[0, 1, lo1 + 1] - b2, m)
+                o = out[y, x]
+                new = cc[1:nd + 1]
+                if k == 0:
+                    for d in range(nd):
+                        o[d] = new[d]
+                else:
+                    for d in range(nd):
+                        o[d] += new[d]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _step(cr, prev, cur, lane, lo_ref, pen, vertical, x, s, m):  # pragma: no cover - compiled
-    """One path step at column x (see _path_step) with the penalties of this pixel; returns min_d."""
-    w = lo_ref.shape[0]
-    lo1 = int(lo_ref[x])
-    b1 = pen[vertical, 0, lo1]
-    b2 = pen[vertical, 1, lo1]
-    off = x if s > 0 else w - 1 - x
-    return _path_step(cr, prev, cur, lane, off, b1, pen[vertical, 0, lo1 + 1] - b1, b2 + m,
-                      pen[vertical, 1, lo1 + 1] - b2, m)
+def _vertical_kernel(c, s, lo_ref, lo_oth, pen, out, disp, x0, x1, down, mode):  # pragma: no cover - compiled
+    """One vertical direction (top->bottom if ``down``) over columns x0..x1-1.
 
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _sweep_kernel(src, shift, s, invalid, scale, lo_ref, lo_oth, pen, out, disp, keep):  # pragma: no cover
-    """All four paths of one reference image in two sweeps over the rows; see :func:`aggregate`.
-
-    ``src`` is the cost volume as (H, D, W) (a row's costs contiguous: see :func:`aggregate`). Down the image, per
-    row: the (W, D) costs (see _row_to_hwd); left->right and top->bottom in one pass along the
-    row (top->bottom continues from the previous row's state in ``vs``), their sum written to out[y]; then
-    right->left added. Up the image: the costs again, bottom->top added, and the argmin of the total into
-    ``disp``; with ``keep`` out[y] becomes the mean of the four paths. The volume ``out`` is thus written once and
-    read once (twice with ``keep``); everything else stays in cache.
+    mode 0: out += L.  mode 1: out = (out + L) / 4 and disp = its argmin.  mode 2: disp = argmin(out + L).
     """
-    h, nd, w = src.shape
+    h, w, nd = c.shape
+    n = x1 - x0
     big = np.float32(_BIG)
     quarter = np.float32(0.25)
-    crow = np.empty((w, nd), dtype=np.float32)
-    hs = np.empty((2, nd + 2), dtype=np.float32)  # a horizontal path: the previous and the current pixel
-    vs = np.empty((w, nd + 2), dtype=np.float32)  # the vertical path of every column, at the previous row
-    tmp = np.empty(nd + 2, dtype=np.float32)  # the vertical path's new values at one pixel
-    hs[:, 0] = big
-    hs[:, nd + 1] = big
-    vs[:, 0] = big
-    vs[:, nd + 1] = big
-    tmp[0] = big
-    tmp[nd + 1] = big
-    vm = np.empty(w, dtype=np.float32)  # min over d of vs
+    k = 2 if down else 3
+    state = np.empty((2, n, nd + 2), dtype=np.float32)
+    state[:, :, 0] = big
+    state[:, :, nd + 1] = big
+    m = np.empty(n, dtype=np.float32)
     tot = np.empty(nd, dtype=np.float32)
-    lane_h = np.zeros(w + nd, dtype=np.float32)
-    lane_v = np.zeros(w + nd, dtype=np.float32)
-    for step in range(h):  # down: left->right with top->bottom, then right->left
-        y = step
-        _row_to_hwd(src, shift, s, invalid, scale, y, crow)
-        o = out[y]
-        _fill_lane(lane_h, lo_oth[0, y], s)
-        _fill_lane(lane_v, lo_oth[2, y], s)
-        m = big
-        for x in range(w):
-            cr = crow[x]
-            prev = hs[(x - 1) & 1]
-            cur = hs[x & 1]
-            m = _first(cr, cur) if x == 0 else _step(cr, prev, cur, lane_h, lo_ref[0, y], pen, 0, x, s, m)
-            state = vs[x]
+    lane = np.zeros(w + nd, dtype=np.float32)
+    for step in range(h):
+        y = step if down else h - 1 - step
+        _fill_lane(lane, lo_oth[k, y], s)
+        for i in range(n):
+            x = x0 + i
+            cc = state[step & 1, i]
+            cr = c[y, x]
             if step == 0:
-                vm[x] = _first(cr, tmp)
+                mn = big
+                for d in range(nd):
+                    cc[d + 1] = cr[d]
+                    mn = min(mn, cr[d])
             else:
-                vm[x] = _step(cr, state, tmp, lane_v, lo_ref[2, y], pen, 1, x, s, vm[x])
-            ox = o[x]
-            for d in range(nd):
-                v = tmp[d + 1]
-                state[d + 1] = v
-                ox[d] = cur[d + 1] + v
-        _fill_lane(lane_h, lo_oth[1, y], s)
-        for i in range(w):
-            x = w - 1 - i
-            cr = crow[x]
-            prev = hs[(i - 1) & 1]
-            cur = hs[i & 1]
-            m = _first(cr, cur) if i == 0 else _step(cr, prev, cur, lane_h, lo_ref[1, y], pen, 0, x, s, m)
-            ox = o[x]
-            for d in range(nd):
-                ox[d] += cur[d + 1]
-    for step in range(h):  # up: bottom->top, the total and its argmin
-        y = h - 1 - step
-        _row_to_hwd(src, shift, s, invalid, scale, y, crow)
-        o = out[y]
-        _fill_lane(lane_v, lo_oth[3, y], s)
-        for x in range(w):
-            cr = crow[x]
-            state = vs[x]
-            if step == 0:
-                vm[x] = _first(cr, tmp)
+                lo1 = int(lo_ref[k, y, x])
+                b1 = pen[1, 0, lo1]
+                b2 = pen[1, 1, lo1]
+                off = x if s > 0 else w - 1 - x
+                mn = _path_step(cr, state[(step - 1) & 1, i], cc, lane, off, b1, pen[1, 0, lo1 + 1] - b1,
+                                b2 + m[i], pen[1, 1, lo1 + 1] - b2, m[i])
+            m[i] = mn
+            o = out[y, x]
+            new = cc[1:nd + 1]
+            if mode == 0:
+                for d in range(nd):
+                    o[d] += new[d]
             else:
-                vm[x] = _step(cr, state, tmp, lane_v, lo_ref[3, y], pen, 1, x, s, vm[x])
-            ox = o[x]
-            total = ox if keep else tot
-            for d in range(nd):
-                v = tmp[d + 1]
-                state[d + 1] = v
-                total[d] = (ox[d] + v) * quarter
-            best = _min(total)
-            j = 0
-            while j < nd - 1 and total[j] != best:
-                j += 1
-            disp[y, x] = j
+                if mode == 1:
+                    for d in range(nd):
+                        o[d] = (o[d] + new[d]) * quarter
+                    tot = o
+                else:
+                    for d in range(nd):
+                        tot[d] = o[d] + new[d]
+                best = _min(tot)
+                j = 0
+                while j < nd - 1 and tot[j] != best:
+                    j += 1
+                disp[y, x] = j
 
 
 # ----------------------------------------------------------------------------------------------------- driver
@@ -439,8 +430,21 @@ def _rows(cost: np.ndarray) -> np.ndarray:
     return cost.transpose(1, 0, 2)
 
 
-def _prepare(cost: np.ndarray, ref_gray: np.ndarray, other_gray: np.ndarray, params: SGMParams,
-             reference: Reference, derived_right: bool) -> tuple:
+def aggregate(cost: np.ndarray, ref_gray: np.ndarray, other_gray: np.ndarray, params: SGMParams,
+              reference: Reference = "left", derived_right: bool = False, keep_volume: bool = True,
+              out: np.ndarray | None = None, work: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    """SGM core: returns (the (H, W, D) mean of the four path costs, or None without ``keep_volume``; its (H, W)
+    int32 argmin).
+
+    ``cost`` is a (D, H, W) volume; with ``derived_right`` it is the left volume read as the right one,
+    ``costR[d, y, x] = cost[d, y, x + d]``. Any (D, H, W) array works; one stored row by row, ``(H, D, W)`` in
+    memory (:func:`stereodeploy.engine.matching.row_major_volume`), is read faster: a row's costs are then one
+    contiguous block instead of D blocks a plane apart. A uint16 volume (costs scaled by
+    :data:`stereodeploy.engine.matching.COST_SCALE`) is read as its float costs. ``ref_gray`` is the reference image, ``other_gray`` the other one,
+    both normalised. ``out`` and ``work`` are optional (H, W, D) float32 scratch buffers to reuse (``work``
+    receives the transposed costs); without ``keep_volume`` one write pass is saved and ``out`` is left holding
+    partial sums.
+    """
     if cost.ndim != 3:
         raise ValueError(f"cost volume must be (D, H, W), got shape {cost.shape}")
     nd, h, w = cost.shape
@@ -450,49 +454,24 @@ def _prepare(cost: np.ndarray, ref_gray: np.ndarray, other_gray: np.ndarray, par
         raise ValueError(f"reference must be 'left' or 'right', not {reference!r}")
     if derived_right and reference != "right":
         raise ValueError("derived_right reads the left volume as the right one: it needs reference='right'")
+    rows = _rows(cost)
+    scale = np.float32(1.0 / COST_SCALE if rows.dtype == np.uint16 else 1.0)
     s = -1 if reference == "left" else 1
     shift = 1 if derived_right else 0
-    return (shift, s, np.float32(OUT_OF_IMAGE), low_gradient_masks(ref_gray, params.D),
-            low_gradient_masks(other_gray, params.D), params.penalties())
-
-
-def aggregate(cost: np.ndarray, ref_gray: np.ndarray, other_gray: np.ndarray, params: SGMParams,
-              reference: Reference = "left", derived_right: bool = False, keep_volume: bool = True,
-              out: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray]:
-    """SGM core: returns (the (H, W, D) mean of the four path costs, or None without ``keep_volume``; its (H, W)
-    int32 argmin).
-
-    ``cost`` is a (D, H, W) volume; with ``derived_right`` it is the left volume read as the right one,
-    ``costR[d, y, x] = cost[d, y, x + d]``. Any (D, H, W) array works; one stored row by row, ``(H, D, W)`` in
-    memory (:func:`stereodeploy.engine.matching.row_major_volume`), is read faster: a row's costs are then one
-    contiguous block instead of D blocks a plane apart. A uint16 volume (costs scaled by
-    :data:`stereodeploy.engine.matching.COST_SCALE`) is read as its float costs. ``ref_gray`` is the reference image, ``other_gray`` the other one,
-    both normalised. ``out`` is an optional (H, W, D) float32 scratch buffer to reuse; without ``keep_volume`` it
-    is left holding partial sums. Runs on one thread (the paths run down and up the rows); :func:`aggregate_both`
-    runs the two references of a left-right check side by side.
-    """
-    return aggregate_both([(cost, ref_gray, other_gray, reference, derived_right, keep_volume, out)], params)[0]
-
-
-def aggregate_both(jobs: list[tuple], params: SGMParams) -> list[tuple[np.ndarray | None, np.ndarray]]:
-    """:func:`aggregate` of several references at once, one thread each (the kernels release the GIL). Each job
-    is ``(cost, ref_gray, other_gray, reference, derived_right, keep_volume, out)``; results in the same order."""
-    def run(job: tuple) -> tuple[np.ndarray | None, np.ndarray]:
-        cost, ref_gray, other_gray, reference, derived_right, keep_volume, out = job
-        shift, s, invalid, lo_ref, lo_oth, pen = _prepare(cost, ref_gray, other_gray, params, reference,
-                                                           derived_right)
-        nd, h, w = cost.shape
-        out = np.empty((h, w, nd), dtype=np.float32) if out is None else out
-        disp = np.empty((h, w), dtype=np.int32)
-        rows = _rows(cost)
-        scale = np.float32(1.0 / COST_SCALE if rows.dtype == np.uint16 else 1.0)
-        _sweep_kernel(rows, shift, s, invalid, scale, lo_ref, lo_oth, pen, out, disp, keep_volume)
-        return (out if keep_volume else None), disp
-
-    if len(jobs) == 1 or threads() == 1:
-        return [run(job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        return list(pool.map(run, jobs))
+    invalid = np.float32(OUT_OF_IMAGE)
+    lo_ref = low_gradient_masks(ref_gray, params.D)
+    lo_oth = low_gradient_masks(other_gray, params.D)
+    pen = params.penalties()
+    out = np.empty((h, w, nd), dtype=np.float32) if out is None else out
+    c = np.empty((h, w, nd), dtype=np.float32) if work is None else work
+    disp = np.empty((h, w), dtype=np.int32)
+    parts = threads()
+    run_split(lambda a, b: _horizontal_kernel(rows, shift, s, invalid, scale, c, lo_ref, lo_oth, pen, out, a, b), h,
+              parts)
+    run_split(lambda a, b: _vertical_kernel(c, s, lo_ref, lo_oth, pen, out, disp, a, b, True, 0), w, parts)
+    mode = 1 if keep_volume else 2
+    run_split(lambda a, b: _vertical_kernel(c, s, lo_ref, lo_oth, pen, out, disp, a, b, False, mode), w, parts)
+    return (out if keep_volume else None), disp
 
 
 def sgm(cost: np.ndarray, left_gray: np.ndarray, right_gray: np.ndarray, params: SGMParams,
