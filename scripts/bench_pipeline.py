@@ -113,7 +113,7 @@ def run_child(tree: Path, args: list[str], code: str | None = None) -> tuple[flo
         env["BENCH_PEAK_FILE"] = peak.name
         cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, __file__, *args]
         t = time.perf_counter()
-        run = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=600)
+        run = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=600, check=False)
         wall = time.perf_counter() - t
         if run.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:6])} failed:\n{run.stderr[-3000:]}")

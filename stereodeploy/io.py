@@ -301,10 +301,9 @@ def write_pfm(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = 
     out = disp.astype("<f4")
     out[~np.isfinite(out)] = np.inf
     height, width = out.shape
-    with atomic_write(path, overwrite) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(b"Pf\n%d %d\n-1.0\n" % (width, height))
-            f.write(np.ascontiguousarray(out[::-1]).tobytes())
+    with atomic_write(path, overwrite) as tmp, open(tmp, "wb") as f:
+        f.write(b"Pf\n%d %d\n-1.0\n" % (width, height))
+        f.write(np.ascontiguousarray(out[::-1]).tobytes())
     return Path(path)
 
 

@@ -157,7 +157,7 @@ def test_narrow_simd_kernels_match_the_reference(tmp_path: Path) -> None:
 
     def run(env: dict[str, str]) -> list[str]:
         done = subprocess.run([sys.executable, "-c", check], cwd=root, env=env, capture_output=True, text=True,
-                              timeout=300)
+                              timeout=300, check=False)
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.split()
 

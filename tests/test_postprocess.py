@@ -192,7 +192,7 @@ def test_lr_check_rule_on_a_hand_made_row() -> None:
 
 
 def test_fill_makes_the_map_dense_with_the_background_in_the_occluded_band() -> None:
-    fl, fr, truth, occluded = _scene()
+    fl, fr, _truth, _occluded = _scene()
     cost = cost_volume(fl, fr, 24)
     dl = winner_take_all(cost)
     labels = left_right_check(dl, winner_take_all(right_volume(cost)), 1.1, 24)
@@ -250,7 +250,7 @@ def test_subpixel_lowers_the_error_on_a_sloped_disparity() -> None:
     refined = subpixel(disp, cost)
     inside = np.arange(w) >= disp[0] + 1  # where the cell at d + 1 exists in the right image
     err_int, err_sub = np.abs(disp - truth)[:, inside].mean(), np.abs(refined - truth)[:, inside].mean()
-    assert err_sub < 1e-3 < 0.2 < err_int
+    assert err_sub < 1e-3 and err_int > 0.2
     assert np.array_equal(refined[:, ~inside], disp[:, ~inside])  # no fit across the image border
     flat = np.ones_like(cost)
     assert np.array_equal(subpixel(disp, flat), disp)  # no curvature, no move
@@ -310,14 +310,14 @@ def test_all_stages_off_is_winner_take_all() -> None:
 
 
 def test_full_pipeline_is_dense_and_beats_winner_take_all() -> None:
-    fl, fr, truth, occluded = _scene(noise=0.3, seed=7)
+    fl, fr, truth, _occluded = _scene(noise=0.3, seed=7)
     cost = cost_volume(fl, fr, 24)
     gray = np.zeros(truth.shape, dtype=np.float32)
     full = MatchConfig.preset("full", 24)
     disp, timings = postprocess(cost, gray, gray, full, "kitti2015")
     assert disp.shape == truth.shape and np.all(np.isfinite(disp))
     assert set(timings) == {"sgm", "lr_check", "subpixel", "median", "bilateral"}
-    bad = lambda d: np.mean(np.abs(d - truth) > 1.0)  # noqa: E731
+    bad = lambda d: np.mean(np.abs(d - truth) > 1.0)
     assert bad(disp) < bad(winner_take_all(cost)) / 3
     only_sgm, _ = postprocess(cost, gray, gray, MatchConfig(max_disp=24, sgm=True), SGM_PRESETS["kitti2015"])
     assert np.array_equal(only_sgm, np.argmin(sgm(cost, gray, gray, SGM_PRESETS["kitti2015"]), axis=0))

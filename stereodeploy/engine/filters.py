@@ -32,7 +32,7 @@ BLUR_PRESETS: dict[str, tuple[float, float]] = {
 
 @njit(cache=True, nogil=True)
 def _lr_kernel(dl, dr, threshold, max_disp, labels, y0, y1):  # pragma: no cover - compiled
-    h, w = dl.shape
+    _h, w = dl.shape
     reach = np.zeros(w, dtype=np.bool_)
     for y in range(y0, y1):
         reach[:] = False
@@ -40,15 +40,15 @@ def _lr_kernel(dl, dr, threshold, max_disp, labels, y0, y1):  # pragma: no cover
             v = dr[y, xr]
             if not np.isfinite(v):
                 continue
-            lo = max(int(math.floor(v - threshold)) + 1, 0)
-            hi = min(int(math.ceil(v + threshold)) - 1, max_disp - 1, w - 1 - xr)
+            lo = max(int(math.floor(v - threshold)) + 1, 0)  # noqa: RUF046 - int() keeps numba's typing explicit
+            hi = min(int(math.ceil(v + threshold)) - 1, max_disp - 1, w - 1 - xr)  # noqa: RUF046 - as above
             for d in range(lo, hi + 1):
                 if abs(d - v) < threshold:
                     reach[xr + d] = True
         for x in range(w):
             v = dl[y, x]
             if np.isfinite(v):
-                xr = x - int(round(v))
+                xr = x - int(round(v))  # noqa: RUF046 - as above
                 if 0 <= xr < w and abs(v - dr[y, xr]) < threshold:
                     labels[y, x] = MATCH
                     continue
@@ -99,7 +99,7 @@ def _walk_steps() -> np.ndarray:
 @njit(cache=True, nogil=True)
 def _fill_occlusions(disp, labels, out, y0, y1):  # pragma: no cover - compiled
     """Occluded pixels take the nearest MATCH to their left (the background), else the nearest to their right."""
-    h, w = disp.shape
+    _h, w = disp.shape
     right = np.empty(w, dtype=np.float32)
     for y in range(y0, y1):
         nearest = np.float32(np.nan)
@@ -155,7 +155,7 @@ def _walk_values(vals, mismatch, steps, result, i0, i1):  # pragma: no cover - c
 def _median_of_walks(vals, mismatch, result, out, y0, y1):  # pragma: no cover - compiled
     n = result.shape[0]
     buf = np.empty(n, dtype=np.float32)
-    h, w = vals.shape
+    _h, w = vals.shape
     for y in range(y0, y1):
         for x in range(w):
             if not mismatch[y, x]:
@@ -223,7 +223,7 @@ def subpixel(disp_int: np.ndarray, cost: np.ndarray, reference: str = "left") ->
     neighbour cell lies outside the other image (``x - (d + 1) < 0`` for the left reference, ``x + d + 1 >= W``
     for the right) keep ``d``: the neighbours are chosen by position, so the value a volume holds outside the image
     (:data:`stereodeploy.engine.matching.INVALID_COST`) never enters a fit."""
-    nd, h, w = cost.shape
+    nd, _h, w = cost.shape
     d = np.asarray(disp_int, dtype=np.float32)
     finite = np.isfinite(d)
     di = np.where(finite, d, 0).astype(np.int64)
@@ -295,8 +295,8 @@ def _median_kernel(disp, radius, network, out, y0, y1):  # pragma: no cover - co
             for x in range(w):
                 a = lo[x]
                 b = hi[x]
-                lo[x] = a if a < b else b
-                hi[x] = b if a < b else a
+                lo[x] = min(b, a)
+                hi[x] = max(a, b)
         for x in range(w):
             out[y, x] = v[count[x] // 2, x] if np.isfinite(disp[y, x]) else np.nan
 
@@ -307,7 +307,7 @@ def median5(disp: np.ndarray, radius: int = 2) -> np.ndarray:
     original does. A NaN pixel stays NaN: this filter smooths, it does not fill. Implemented as a sorting network
     applied to whole rows (branch-free, vectorised), then a per-pixel pick by count."""
     d = np.asarray(disp, dtype=np.float32)
-    h, w = d.shape
+    h, _w = d.shape
     size = 1
     while size < (2 * radius + 1) ** 2:
         size *= 2
@@ -323,7 +323,7 @@ def median5(disp: np.ndarray, radius: int = 2) -> np.ndarray:
 @njit(cache=True, nogil=True, fastmath=True)
 def _bilateral_kernel(dp, gp, kernel, radius, threshold, out, y0, y1):  # pragma: no cover - compiled
     """dp, gp: disparity (NaN -> 0) and guide (NaN -> _EXCLUDE) padded by ``radius`` with _EXCLUDE guide."""
-    hp, wp = dp.shape
+    _hp, wp = dp.shape
     w = wp - 2 * radius
     num = np.empty(w, dtype=np.float32)
     den = np.empty(w, dtype=np.float32)
@@ -367,7 +367,7 @@ def bilateral(disp: np.ndarray, guide: np.ndarray | None = None, sigma: float = 
         raise ValueError(f"guide {g.shape} does not match the disparity map {d.shape}")
     if sigma <= 0 or threshold <= 0:
         raise ValueError("bilateral needs sigma > 0 and threshold > 0")
-    r = int(math.ceil(3 * sigma)) if radius is None else int(radius)
+    r = math.ceil(3 * sigma) if radius is None else int(radius)
     h, w = d.shape
     missing = ~np.isfinite(d) | ~np.isfinite(g)
     dp = np.zeros((h + 2 * r, w + 2 * r), dtype=np.float32)

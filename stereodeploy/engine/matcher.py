@@ -23,7 +23,6 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ContextManager
 
 import numpy as np
 
@@ -37,7 +36,7 @@ from stereodeploy.io import to_gray
 _WORKQUEUE_LOCK = threading.Lock()
 
 
-def _numba_guard() -> ContextManager[object]:
+def _numba_guard() -> contextlib.AbstractContextManager[object]:
     """A lock while numba's layer is unknown (the first launch picks it) or is ``workqueue``; else nothing."""
     import numba
 
@@ -89,7 +88,7 @@ class StereoMatcher:
     @classmethod
     def from_file(cls, path: Path | str, max_disp: int | None = None, postprocess: str = "none",
                   backend: str = "onnx", provider: str = "cpu", sgm_preset: str = "middlebury",
-                  threads: int | None = None) -> "StereoMatcher":
+                  threads: int | None = None) -> StereoMatcher:
         """Open the model at ``path`` with ``backend`` (onnx, torch or tf) on ``provider`` (cpu or cuda).
 
         ``max_disp`` defaults to the model's; ``postprocess`` is ``none`` (winner-take-all) or ``full``.
@@ -107,7 +106,7 @@ class StereoMatcher:
     def max_disp(self) -> int:
         return self.config.max_disp
 
-    def with_max_disp(self, max_disp: int) -> "StereoMatcher":
+    def with_max_disp(self, max_disp: int) -> StereoMatcher:
         """The same backend (shared, not reloaded) with another disparity range."""
         return StereoMatcher(self.backend, replace(self.config, max_disp=max_disp), self.sgm_preset)
 
@@ -140,14 +139,13 @@ class StereoMatcher:
         def load() -> None:
             from stereodeploy.engine import matching
 
-            try:
+            # only a head start: whatever fails here, the call that needs a kernel loads it itself and says why
+            with contextlib.suppress(Exception):
                 matching.load_kernels()
                 if self.postprocessing:
                     from stereodeploy.engine.postprocess import load_kernels
 
                     load_kernels(self.config, self.sgm_preset)
-            except Exception:  # noqa: BLE001 - only a head start: the call that needs a kernel loads it itself
-                pass
 
         self._loader = threading.Thread(target=load, name="stereodeploy-load-kernels", daemon=True)
         self._loader.start()

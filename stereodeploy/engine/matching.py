@@ -248,7 +248,7 @@ def _wta_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndar
 def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.ndarray, row0: int,
                 sd: int) -> None:  # pragma: no cover
     """Row y's costs into the flat ``out``: cost d of pixel x at ``row0 + d sd + x``."""
-    c, h, w = fl.shape
+    c, _h, w = fl.shape
     a, b, wp, pad = _padded_rows(fl, fr, y, max_disp)
     for x0 in range(0, wp, LANES):
         if x0 + LANES <= w:  # a whole tile: straight into the volume

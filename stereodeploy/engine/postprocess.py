@@ -63,7 +63,7 @@ def _normalise(gray: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _gather_kernel(volume, di, cm, cz, cp, y0, y1):  # pragma: no cover - compiled
-    h, w, nd = volume.shape
+    _h, w, nd = volume.shape
     for y in range(y0, y1):
         for x in range(w):
             d = min(max(di[y, x], 1), nd - 2)

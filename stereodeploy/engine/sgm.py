@@ -204,7 +204,7 @@ _BIG = 3.0e38  # "no such neighbour": finite, as fastmath assumes no infinities
 def _row_to_hwd(src, shift, s, invalid, scale, y, o):  # pragma: no cover - compiled
     """o[x, d] = scale * src[y, d, x + shift*d] where column x + s*d of the other image exists, else ``invalid``:
     one row of an (H, W, D) copy, in 8 x 8 tiles (constant trip counts, so LLVM unrolls them)."""
-    h, nd, w = src.shape
+    _h, nd, w = src.shape
     for x0 in range(0, w, 8):
         for d0 in range(0, nd, 8):
             full = x0 + 8 <= w and d0 + 8 <= nd
@@ -236,7 +236,7 @@ def _row_to_hwd(src, shift, s, invalid, scale, y, o):  # pragma: no cover - comp
 @njit(cache=True, nogil=True, fastmath=True)
 def _to_dhw_kernel(src, dst, y0, y1):  # pragma: no cover - compiled
     """dst[d, y, x] = src[y, x, d] for rows y0..y1-1."""
-    h, w, nd = src.shape
+    _h, w, nd = src.shape
     for y in range(y0, y1):
         a = src[y]
         for d0 in range(0, nd, 8):
@@ -296,11 +296,11 @@ def _path_step(cr, pp, cc, lane, off, b1, e1, b2m, e2, m):  # pragma: no cover -
         l2 = lo2[d]
         a = below[d]
         b = above[d]
-        t = (a if a < b else b) + (b1 + l2 * e1)
+        t = (min(b, a)) + (b1 + l2 * e1)
         a = same[d]
-        t = a if a < t else t
+        t = min(t, a)
         b = b2m + l2 * e2
-        t = t if t < b else b
+        t = min(b, t)
         new[d] = cr[d] + (t - m)
     return _min(new)
 
@@ -309,7 +309,7 @@ def _path_step(cr, pp, cc, lane, off, b1, e1, b2m, e2, m):  # pragma: no cover -
 def _horizontal_kernel(src, shift, s, invalid, scale, c, lo_ref, lo_oth, pen, out, y0, y1):  # pragma: no cover
     """For rows y0..y1-1: c[y] = the row of the (H, D, W) volume ``src`` as (W, D) (see _row_to_hwd), then
     out[y] = L_{left->right} + L_{right->left} on it while it is in cache."""
-    h, w, nd = c.shape
+    _h, w, nd = c.shape
     big = np.float32(_BIG)
     state = np.empty((2, nd + 2), dtype=np.float32)
     state[:, 0] = big
