@@ -62,6 +62,7 @@ def test_train_export_infer(synthetic_dataset, tmp_path):
 
 
 def test_train_needs_data_and_refuses_a_used_run_directory(synthetic_dataset, tmp_path):
+    pytest.importorskip("torch")  # the framework is checked first, before the data and the run directory
     res = invoke("train", "torch", "--out", tmp_path / "run")
     assert res.exit_code == 2 and "--data" in res.output
     (tmp_path / "used").mkdir()
