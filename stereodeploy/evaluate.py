@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stereodeploy.errors import UsageError, UserError
+from stereodeploy.progress import progress_bar
 
 if TYPE_CHECKING:
     from stereodeploy.datasets import StereoSample
@@ -331,7 +332,7 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
     if warmup:
         m, _ = matcher_for(scored[0])
         m.match(scored[0].left, scored[0].right)
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task(f"{result.backend} {result.postprocess}", total=len(scored))
         for sample in scored:
             m, d = matcher_for(sample)
@@ -419,10 +420,3 @@ def evaluate_models(data: Path, models: Sequence[Path], *, fmt: str | None = Non
         write_json(json_out, dicts[0] if len(dicts) == 1 else {"dataset": str(data), "format": fmt, "results": dicts},
                    overwrite=overwrite)
     return results
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not enabled, transient=False)

@@ -330,19 +330,10 @@ def _progress_bar(progress: bool | ProgressCallback) -> Iterator[ProgressCallbac
     if not progress:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from stereodeploy.progress import progress_bar
 
     # stderr: a bar is not a result (and onnxruntime's prints to stdout are swallowed around each step)
-    with Progress(TextColumn("int8: calibrating, quantising, checking"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
+    with progress_bar(label="int8: calibrating, quantising, checking", stderr=True) as bar:
         task = bar.add_task("calibration", total=None)
 
         def advance(done: int, total: int) -> None:

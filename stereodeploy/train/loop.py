@@ -42,6 +42,7 @@ from stereodeploy.errors import UserError
 from stereodeploy.io import atomic_write
 from stereodeploy.nets.weights import Weights
 from stereodeploy.patches import Batch, PatchIndex
+from stereodeploy.progress import progress_bar
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+; only read by type checkers here
@@ -209,7 +210,7 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
 
     if not resume:
         checkpoint(0, 0, {})  # from the first step on, the run directory can be resumed
-    bar = _progress(progress and writer)
+    bar = progress_bar(progress and writer)
     global_step = start_epoch * n_batches + start_batch
     every_seconds = 60.0 * cfg.checkpoint_minutes
     with bar, _StopSignals() as stop:
@@ -314,17 +315,3 @@ def validation_error(stepper: Stepper, samples: Sequence[Any], max_disp: int) ->
         disp = wta_from_features(fl, fr, min(s.max_disp or max_disp, fl.shape[-1] - 1))
         errors.append(error_rate(disp, s.disp))
     return average_rate(errors)
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), disable=not enabled, transient=False)
