@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from stereodeploy.engine.filters import walk_steps
+from stereodeploy.engine.postprocess import LR_THRESHOLD
+from stereodeploy.engine.sgm import OUT_OF_IMAGE
+
 LUMA_601 = (0.299, 0.587, 0.114)  # the gray formula of stereodeploy.io.to_gray
-INVALID = 1000.0  # = engine.sgm.INVALID_COST
+INVALID = OUT_OF_IMAGE  # what SGM takes a cell outside the image to cost
 BIG = 3.0e38  # "no neighbour" in SGM's d +- 1 terms and the median's padding, as the engine
-LR_THRESHOLD = 1.1  # = engine.postprocess.LR_THRESHOLD
-# the 16 directions of MC-CNN's mismatch interpolation, (dx, dy) per step, as engine.filters walks them
-WALK_DIRECTIONS = ((0, 1), (-0.5, 1), (-1, 1), (-1, 0.5), (-1, 0), (-1, -0.5), (-1, -1), (-0.5, -1),
-                   (0, -1), (0.5, -1), (1, -1), (1, -0.5), (1, 0), (1, 0.5), (1, 1), (0.5, 1))
 INT64_MIN = np.iinfo(np.int64).min
 _OUTSIDE = 1.0 - INVALID  # similarity of a right column outside the image: cost 1000
 
@@ -471,17 +471,6 @@ def lr_check_fill(g: Graph, dl: str, dr: str, max_disp: int) -> str:
     return _fill_mismatches(g, filled, mismatch, h, w, x, y)
 
 
-def _walk_steps() -> np.ndarray:
-    """(16, 2, 2) int64: the two alternating unit steps (sx, sy) of each direction (position k of a walk is
-    ``round(k dx), round(k dy)``, halves rounded up)."""
-    steps = np.zeros((len(WALK_DIRECTIONS), 2, 2), dtype=np.int64)
-    for i, (dx, dy) in enumerate(WALK_DIRECTIONS):
-        pos = [(math.floor(k * dx + 0.5), math.floor(k * dy + 0.5)) for k in range(3)]
-        for phase in range(2):
-            steps[i, phase] = (pos[phase + 1][0] - pos[phase][0], pos[phase + 1][1] - pos[phase][1])
-    return steps
-
-
 def _fill_mismatches(g: Graph, vals: str, mismatch: str, h: str, w: str, x: str, y: str) -> str:
     """Mismatches take the median of the first non-mismatch value along 16 directions (upper middle of an even
     count; kept if none), as :func:`engine.filters.fill_invalid`. The walks are found by pointer jumping: node
@@ -490,7 +479,7 @@ def _fill_mismatches(g: Graph, vals: str, mismatch: str, h: str, w: str, x: str,
     remaining walk each time."""
     from onnx import TensorProto, helper
 
-    steps = _walk_steps()
+    steps = walk_steps()  # the engine's walks, so both fill alike
     n_dir = steps.shape[0]
     hw = g.op("Mul", h, w)
     sink = g.op("Mul", hw, g.i64(2))

@@ -82,14 +82,14 @@ def left_right_check(disp_left: np.ndarray, disp_right: np.ndarray, threshold: f
 # The 16 directions the original walks for a mismatch, as (dx, dy) per step: the 8 compass directions and the 8
 # between them with a half step on one axis. Position k of a walk is (x + round(k dx), y + round(k dy)), halves
 # rounded up, so a half-step direction alternates two unit steps.
-_DIRECTIONS = ((0, 1), (-0.5, 1), (-1, 1), (-1, 0.5), (-1, 0), (-1, -0.5), (-1, -1), (-0.5, -1),
-               (0, -1), (0.5, -1), (1, -1), (1, -0.5), (1, 0), (1, 0.5), (1, 1), (0.5, 1))
+WALK_DIRECTIONS = ((0, 1), (-0.5, 1), (-1, 1), (-1, 0.5), (-1, 0), (-1, -0.5), (-1, -1), (-0.5, -1),
+                   (0, -1), (0.5, -1), (1, -1), (1, -0.5), (1, 0), (1, 0.5), (1, 1), (0.5, 1))
 
 
-def _walk_steps() -> np.ndarray:
+def walk_steps() -> np.ndarray:
     """(16, 2, 2) int64: for each direction the two alternating unit steps (phase, (sx, sy))."""
-    steps = np.zeros((len(_DIRECTIONS), 2, 2), dtype=np.int64)
-    for i, (dx, dy) in enumerate(_DIRECTIONS):
+    steps = np.zeros((len(WALK_DIRECTIONS), 2, 2), dtype=np.int64)
+    for i, (dx, dy) in enumerate(WALK_DIRECTIONS):
         pos = [(math.floor(k * dx + 0.5), math.floor(k * dy + 0.5)) for k in range(3)]
         for phase in range(2):
             steps[i, phase] = (pos[phase + 1][0] - pos[phase][0], pos[phase + 1][1] - pos[phase][1])
@@ -194,7 +194,7 @@ def fill_invalid(disp: np.ndarray, labels: np.ndarray) -> np.ndarray:
     mismatch = labels == MISMATCH
     if not mismatch.any():
         return filled
-    steps = _walk_steps()
+    steps = walk_steps()
     result = np.empty((steps.shape[0], h, w), dtype=np.float32)
     run_split(lambda a, b: _walk_values(filled, mismatch, steps, result, a, b), steps.shape[0])
     out = np.empty_like(d)
