@@ -24,10 +24,10 @@ KITTI_MAX_DISP = 228  # the paper's KITTI range; Middlebury scenes use their cal
 
 def accuracy(model: Path, data: Path, runs=RUNS) -> list[dict[str, object]]:
     from stereodeploy.config import MatchConfig
-    from stereodeploy.datasets import load_dataset
+    from stereodeploy.data.datasets import load_dataset
     from stereodeploy.engine.backends import open_backend
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.evaluate import evaluate
+    from stereodeploy.study.evaluate import evaluate
 
     backend = open_backend(model, "onnx")
     rows = []

@@ -41,9 +41,9 @@ def model_path(folder: Path) -> Path:
     shipped = ROOT / "models" / "mccnn_fast_torch.onnx"
     if shipped.is_file():
         return shipped
-    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
     from stereodeploy.config import NetworkConfig
     from stereodeploy.nets.weights import init_weights
+    from stereodeploy.train.checkpoint import Checkpoint, save_checkpoint
 
     net = NetworkConfig()
     save_checkpoint(folder / "checkpoint.npz", Checkpoint(framework="torch", network=net, weights=init_weights(net, 0)))
@@ -53,9 +53,9 @@ def model_path(folder: Path) -> Path:
 def host_batches(pairs: int, count: int, height: int, width: int) -> list:
     """``count`` sampler batches of ``pairs`` pairs from synthetic frames (the real PatchIndex.gather)."""
     from stereodeploy.config import NetworkConfig, SamplerConfig
-    from stereodeploy.datasets import synthetic_pair
-    from stereodeploy.io import to_gray
-    from stereodeploy.patches import PatchIndex
+    from stereodeploy.data.datasets import synthetic_pair
+    from stereodeploy.data.patches import PatchIndex
+    from stereodeploy.data.preprocess import to_gray
 
     index = PatchIndex(NetworkConfig().patch_size, SamplerConfig(seed=0))
     for seed in range(2):
@@ -185,10 +185,10 @@ def wta_bmm(torch, fl, fr, max_disp: int, rows: int = 64, bf16: bool = False):
 
 def bench_engine(torch, args, device, model: Path) -> tuple[dict[str, float], dict[str, float], str]:
     from stereodeploy.config import MatchConfig
-    from stereodeploy.datasets import synthetic_pair
+    from stereodeploy.data.datasets import synthetic_pair
+    from stereodeploy.data.preprocess import to_gray
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.engine.torch_backend import TorchBackend
-    from stereodeploy.io import to_gray
 
     h, w = args.frame
     d = min(args.max_disp, w - 1)

@@ -43,10 +43,10 @@ BACKENDS = ("onnx", "onnx-int8", "torch", "tf")
 
 def random_model(folder: Path, max_disp: int) -> Path:
     """A randomly initialised MC-CNN fast exported with the real export path."""
-    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
     from stereodeploy.config import NetworkConfig
-    from stereodeploy.export import export
+    from stereodeploy.deploy.export import export
     from stereodeploy.nets.weights import init_weights
+    from stereodeploy.train.checkpoint import Checkpoint, save_checkpoint
 
     net = NetworkConfig()
     save_checkpoint(folder / "checkpoint.npz", Checkpoint(framework="torch", network=net, weights=init_weights(net, 0)))
@@ -54,11 +54,11 @@ def random_model(folder: Path, max_disp: int) -> Path:
 
 
 def int8_model(fp32: Path, folder: Path, calibration: list[str]) -> Path:
-    from stereodeploy.quantize import quantize_model
+    from stereodeploy.deploy.quantize import quantize_model
 
     if not calibration and importlib.util.find_spec("skimage") is None:
-        from stereodeploy.datasets import synthetic_pair
-        from stereodeploy.io import write_png
+        from stereodeploy.data.datasets import synthetic_pair
+        from stereodeploy.data.io import write_png
 
         for seed in range(2):
             s = synthetic_pair(height=H, width=W, max_disp=200, seed=100 + seed)
@@ -81,7 +81,7 @@ def open_backend(name: str, fp32: Path, int8: Path | None):
 
 
 def kitti_pair() -> tuple[np.ndarray, np.ndarray]:
-    from stereodeploy.datasets import synthetic_pair
+    from stereodeploy.data.datasets import synthetic_pair
 
     s = synthetic_pair(height=H, width=W, max_disp=200, seed=0)
     return s.left, s.right
@@ -150,8 +150,8 @@ def main() -> None:
         return
 
     from stereodeploy.config import MatchConfig
+    from stereodeploy.data.preprocess import to_gray
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.io import to_gray
 
     names = [b for b in args.backends.split(",") if b]
     unknown = set(names) - set(BACKENDS)

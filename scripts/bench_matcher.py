@@ -31,7 +31,7 @@ FRAME = "000005_10"
 ENGINE = """
 import json, sys, time
 from stereodeploy.engine.matcher import StereoMatcher
-from stereodeploy.io import read_image
+from stereodeploy.data.io import read_image
 left, right, model, max_disp, preset = sys.argv[1:6]
 l, r = read_image(left), read_image(right)
 m = StereoMatcher.from_file(model, max_disp=int(max_disp), postprocess="full", sgm_preset=preset)
@@ -44,7 +44,7 @@ print(json.dumps({"seconds": seconds, "peak_mib": peak}))
 ONNX_PYTHON = """
 import json, sys, time
 import onnxruntime as ort
-from stereodeploy.io import read_image
+from stereodeploy.data.io import read_image
 left, right, model, threads = sys.argv[1:5]
 l, r = read_image(left), read_image(right)
 so = ort.SessionOptions()
@@ -72,7 +72,7 @@ def profile(model: Path, left: Path, right: Path, threads: int, top: int = 15) -
 
     import onnxruntime as ort
 
-    from stereodeploy.io import read_image
+    from stereodeploy.data.io import read_image
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -107,8 +107,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
 
-    from stereodeploy.export_matcher import export_matcher
-    from stereodeploy.models_dir import default_model_path
+    from stereodeploy.deploy.export_matcher import export_matcher
+    from stereodeploy.engine.shipped import default_model_path
 
     left, right = KITTI / "image_2" / f"{FRAME}.png", KITTI / "image_3" / f"{FRAME}.png"
     if not left.is_file():

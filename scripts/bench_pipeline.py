@@ -68,8 +68,8 @@ def pair_files(folder: Path) -> tuple[Path, Path]:
     left, right = KITTI / "image_2" / "000005_10.png", KITTI / "image_3" / "000005_10.png"
     if left.is_file() and right.is_file():
         return left, right
-    from stereodeploy.datasets import synthetic_pair
-    from stereodeploy.io import write_png
+    from stereodeploy.data.datasets import synthetic_pair
+    from stereodeploy.data.io import write_png
 
     s = synthetic_pair(height=375, width=1242, max_disp=200, seed=0)
     write_png(folder / "left.png", s.left)
@@ -81,9 +81,9 @@ def pair_files(folder: Path) -> tuple[Path, Path]:
 def child(kind: str, model: Path, left: Path, right: Path, calls: int, stream: int) -> dict[str, float]:
     """Runs in the measured process (the tree's code on PYTHONPATH)."""
     from stereodeploy.config import MatchConfig
+    from stereodeploy.data.io import read_image
     from stereodeploy.engine.backends import open_backend
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.io import read_image
 
     images = read_image(left), read_image(right)
     matcher = StereoMatcher(open_backend(model, "onnx"), MatchConfig.preset("full", 228), sgm_preset="kitti2015")

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
-from stereodeploy.patches import PatchIndex
+from stereodeploy.data.patches import PatchIndex
 
 SCENE_FLOW_FRAMES = 35_000
 
@@ -68,8 +68,8 @@ def time_gathers(index: PatchIndex, epoch: int, pairs: int, count: int) -> tuple
 
 def torch_step_seconds(batches: list, pairs: int, threads: int) -> float:
     from stereodeploy.nets.weights import init_weights
-    from stereodeploy.threads import configure_threads
     from stereodeploy.train.torch_trainer import TorchStepper
+    from stereodeploy.util.threads import configure_threads
 
     configure_threads(threads, frameworks=["torch"])
     network = NetworkConfig()

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stereodeploy.datasets import load_dataset
+from stereodeploy.data.datasets import load_dataset
+from stereodeploy.data.preprocess import to_gray
 from stereodeploy.engine.backends import open_backend
 from stereodeploy.engine.matching import wta_from_features
 from stereodeploy.engine.sanity import (
@@ -24,8 +25,7 @@ from stereodeploy.engine.sanity import (
     image_swapped_score,
     swapped_score,
 )
-from stereodeploy.io import to_gray
-from stereodeploy.models_dir import default_model_path
+from stereodeploy.engine.shipped import default_model_path
 
 
 def main() -> None:

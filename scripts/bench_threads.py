@@ -5,7 +5,7 @@
 
 The same 4 x 64 network and batches of 128 pairs for every setting; the settings are interleaved in ``--rounds``
 rounds so that a change of the machine's load hits them alike. ``loaded`` starts one busy-looping process (a
-competing job) for its part. ``default`` is what ``stereodeploy.threads.configure_threads(None)`` picks at that
+competing job) for its part. ``default`` is what ``stereodeploy.util.threads.configure_threads(None)`` picks at that
 moment (free cores from the load average, shared by this node's processes). Prints one table of median step times.
 """
 
@@ -20,11 +20,11 @@ import time
 import numpy as np
 
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
-from stereodeploy.datasets import synthetic_pair
-from stereodeploy.io import to_gray
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.data.patches import PatchIndex
+from stereodeploy.data.preprocess import to_gray
 from stereodeploy.nets.weights import init_weights
-from stereodeploy.patches import PatchIndex
-from stereodeploy.threads import configure_threads, default_threads, usable_cores
+from stereodeploy.util.threads import configure_threads, default_threads, usable_cores
 
 
 def main() -> None:

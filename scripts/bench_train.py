@@ -21,10 +21,10 @@ import time
 import numpy as np
 
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
-from stereodeploy.datasets import synthetic_pair
-from stereodeploy.io import to_gray
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.data.patches import PatchIndex
+from stereodeploy.data.preprocess import to_gray
 from stereodeploy.nets.weights import init_weights
-from stereodeploy.patches import PatchIndex
 from stereodeploy.train.api import make_stepper
 
 
@@ -80,12 +80,12 @@ def main() -> None:
     ap.add_argument("--maps", type=int, default=64)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=0,
-                    help="threads of both frameworks (0: stereodeploy.threads' default, as `train` picks it)")
+                    help="threads of both frameworks (0: stereodeploy.util.threads' default, as `train` picks it)")
     ap.add_argument("--frameworks", default="torch,tf")
     ap.add_argument("--json", action="store_true", help="print JSON objects instead of the table")
     args = ap.parse_args()
 
-    from stereodeploy.threads import configure_threads
+    from stereodeploy.util.threads import configure_threads
 
     settings = configure_threads(args.threads or None, frameworks=args.frameworks.split(","))
     args.threads = settings["threads"]

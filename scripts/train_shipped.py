@@ -46,10 +46,10 @@ def main() -> None:
 
 def score(model: Path, data: Path) -> dict[str, float]:
     """>=3 px error (%, dense) on the held-out scenes and on scikit-image's Motorcycle, both post-processings."""
-    from stereodeploy.datasets import load_dataset
-    from stereodeploy.demo import MOTORCYCLE_MAX_DISP, motorcycle
+    from stereodeploy.cli.demo import MOTORCYCLE_MAX_DISP, motorcycle
+    from stereodeploy.data.datasets import load_dataset
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.evaluate import error_rate, evaluate
+    from stereodeploy.study.evaluate import error_rate, evaluate
 
     held_out = [s for s in load_dataset(data / "middlebury") if s.name in HELD_OUT]
     left, right, gt = motorcycle()
@@ -66,7 +66,7 @@ def score(model: Path, data: Path) -> dict[str, float]:
 
 def train_and_export(args: argparse.Namespace, frameworks: tuple[str, ...]) -> None:
 
-    from stereodeploy.export import export
+    from stereodeploy.deploy.export import export
     from stereodeploy.train.api import load_samples, train_run
 
     sources = [args.data / "middlebury", args.data / "kitti2015"]
@@ -81,7 +81,7 @@ def train_and_export(args: argparse.Namespace, frameworks: tuple[str, ...]) -> N
         report = export(run, args.out / "models" / f"mccnn_fast_{fw}.onnx", max_disp=MAX_DISP, overwrite=True)
         print(f"{fw}: exported, parity {report.max_abs_diff:.2e}; {summary}")
         if fw == "torch":  # the int8 variant, calibrated on training scenes only
-            from stereodeploy.quantize import quantize_model
+            from stereodeploy.deploy.quantize import quantize_model
 
             calibration = [args.data / "middlebury" / s.name for s in samples if (args.data / "middlebury" / s.name).is_dir()]
             quantize_model(report.path, args.out / "models" / "mccnn_fast_torch_int8.onnx",

@@ -1,5 +1,5 @@
 """`python -m stereodeploy ...` (and `torchrun -m stereodeploy ...`): the command line."""
 
-from stereodeploy.cli import main
+from stereodeploy.cli.app import main
 
 main()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from stereodeploy.config import NetworkConfig
-from stereodeploy.datasets import synthetic_pair
-from stereodeploy.io import write_pfm, write_png
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.data.io import write_pfm, write_png
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_NET = NetworkConfig(layers=2, maps=8, kernel=3)
@@ -35,7 +35,7 @@ def write_feature_model(path: Path, network: NetworkConfig = TINY_NET, max_disp:
     (:mod:`stereodeploy.nets.onnx_net`), so that the engine is tested in the default install."""
     import onnx
 
-    from stereodeploy.export import ModelMeta, set_meta
+    from stereodeploy.contract import ModelMeta, set_meta
     from stereodeploy.nets.onnx_net import to_onnx_model
     from stereodeploy.nets.weights import init_weights
 

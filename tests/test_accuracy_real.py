@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from stereodeploy.config import MatchConfig
-from stereodeploy.datasets import load_dataset
+from stereodeploy.data.datasets import load_dataset
 from stereodeploy.engine.backends import open_backend
 from stereodeploy.engine.matcher import StereoMatcher
-from stereodeploy.evaluate import evaluate
+from stereodeploy.study.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -68,12 +68,12 @@ def test_the_cycle_finder_finds_a_planted_cycle() -> None:
 
 def test_the_package_has_no_import_circle() -> None:
     graph = import_graph()
-    assert "stereodeploy.engine.backends" in graph and graph["stereodeploy.cli"]  # the graph was really read
+    assert "stereodeploy.engine.backends" in graph and graph["stereodeploy.cli.app"]  # the graph was really read
     assert find_cycle(graph) == []
 
 
 def test_importing_the_package_and_the_cli_loads_no_framework() -> None:
-    code = ("import sys, stereodeploy, stereodeploy.cli, stereodeploy.frameworks; "
+    code = ("import sys, stereodeploy, stereodeploy.cli.app, stereodeploy.frameworks; "
             "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'tf2onnx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -112,9 +112,9 @@ def test_a_missing_package_names_itself_and_the_extra(monkeypatch, key: str, use
 
 
 def test_names_and_choices_follow_the_registry() -> None:
-    from stereodeploy.cli_options import BackendName, Framework
-    from stereodeploy.compare import RUNTIMES
+    from stereodeploy.cli.options import BackendName, Framework
     from stereodeploy.engine.backends import backend_names
+    from stereodeploy.study.compare import RUNTIMES
 
     keys = list(frameworks.FRAMEWORKS)
     assert [f.value for f in Framework] == keys
@@ -144,7 +144,7 @@ def test_framework_free_feature_model_equals_the_torch_export() -> None:
     import numpy as np
 
     from stereodeploy.config import NetworkConfig
-    from stereodeploy.export import parity_input, run_onnx
+    from stereodeploy.deploy.export import parity_input, run_onnx
     from stereodeploy.nets.onnx_net import to_onnx_model
     from stereodeploy.nets.weights import init_weights
 

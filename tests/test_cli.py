@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from stereodeploy.cli import app
-from stereodeploy.io import read_image, read_kitti_disp
+from stereodeploy.cli.app import app
+from stereodeploy.data.io import read_image, read_kitti_disp
 
 runner = CliRunner()
 
@@ -21,7 +21,7 @@ def invoke(*args: str):
 
 
 def test_import_and_infer_do_not_load_tensorflow():
-    code = ("import sys, stereodeploy, stereodeploy.cli, stereodeploy.engine.matcher; "
+    code = ("import sys, stereodeploy, stereodeploy.cli.app, stereodeploy.engine.matcher; "
             "print('tensorflow' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
@@ -104,9 +104,9 @@ def test_train_checks_its_framework_before_reading_any_data(monkeypatch, tmp_pat
 
 def test_export_of_a_tensorflow_run_checks_for_tf2onnx(monkeypatch, tmp_path):
     from stereodeploy import frameworks
-    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
     from stereodeploy.config import NetworkConfig
     from stereodeploy.nets.weights import init_weights
+    from stereodeploy.train.checkpoint import Checkpoint, save_checkpoint
 
     network = NetworkConfig(layers=2, maps=8, kernel=3)
     (tmp_path / "run").mkdir()

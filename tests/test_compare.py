@@ -1,4 +1,4 @@
-"""stereodeploy.compare and its report: requirements, Table I arithmetic, markdown, and the experiment end to end."""
+"""stereodeploy.study.compare and its report: requirements, Table I arithmetic, markdown, and the experiment end to end."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stereodeploy import compare as compare_mod
-from stereodeploy.datasets import synthetic_pair
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.data.io import read_image, write_pfm, write_png
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.io import read_image, write_pfm, write_png
-from stereodeploy.report import fmt, markdown, percent_difference, training_table
+from stereodeploy.study import compare as compare_mod
+from stereodeploy.study.report import fmt, markdown, percent_difference, training_table
 
 
 def _middlebury(root: Path, n: int = 3, height: int = 40, width: int = 64, max_disp: int = 12) -> Path:
@@ -113,7 +113,7 @@ def test_compare_end_to_end_on_tiny_synthetic_data(tmp_path: Path) -> None:
     pytest.importorskip("tf2onnx")
     from typer.testing import CliRunner
 
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     data = _middlebury(tmp_path / "data", n=3)
     out = tmp_path / "report"
@@ -177,7 +177,7 @@ def test_compare_end_to_end_on_tiny_synthetic_data(tmp_path: Path) -> None:
 
 
 def test_comparison_text_wraps_on_a_terminal_and_never_cuts_a_number() -> None:
-    from stereodeploy.report import comparison_text
+    from stereodeploy.study.report import comparison_text
 
     report = {
         "table1": training_table({"torch": {"total_seconds": 1234.5678, "mean_epoch_seconds": 88.123456,

@@ -1,4 +1,4 @@
-"""Tests for stereodeploy.datasets: layout detection, loading, error messages, synthetic pairs."""
+"""Tests for stereodeploy.data.datasets: layout detection, loading, error messages, synthetic pairs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stereodeploy.datasets import (
+from stereodeploy.data.datasets import (
     DEFAULT_PRESET,
     FORMATS,
     Frame,
@@ -21,8 +21,8 @@ from stereodeploy.datasets import (
     preset_for_format,
     synthetic_pair,
 )
+from stereodeploy.data.io import write_kitti_disp, write_pfm
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.io import write_kitti_disp, write_pfm
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 H, W = 6, 10

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stereodeploy.demo import MOTORCYCLE_MAX_DISP, run_demo, side_by_side
+from stereodeploy.cli.demo import MOTORCYCLE_MAX_DISP, run_demo, side_by_side
+from stereodeploy.data.io import colorbar, error_legend, read_image
 from stereodeploy.errors import UsageError
-from stereodeploy.io import colorbar, error_legend, read_image
 
 
 def test_side_by_side_top_aligns_on_white() -> None:
@@ -22,7 +22,7 @@ def test_side_by_side_top_aligns_on_white() -> None:
 
 
 def test_demo_picture_carries_the_colour_bar_and_the_error_legend(motorcycle, tmp_path: Path) -> None:
-    from stereodeploy.models_dir import default_model_path
+    from stereodeploy.engine.shipped import default_model_path
 
     left = motorcycle[0]
     h, w = left.shape[:2]

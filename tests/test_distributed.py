@@ -23,9 +23,9 @@ import pytest
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow  # several processes each: about 90 s together on two cores
 
-from stereodeploy.checkpoint import load_checkpoint, read_metrics
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
 from stereodeploy.train.api import train_from_paths
+from stereodeploy.train.checkpoint import load_checkpoint, read_metrics
 from stereodeploy.train.loop import TrainingInterrupted
 
 NET = NetworkConfig(layers=2, maps=8)
@@ -179,7 +179,7 @@ def test_tf_workers_sigterm_then_resume_in_one_process_match_one_process(synthet
 def test_nproc_per_node_mistakes_end_in_one_line(synthetic_dataset, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     common = ["--data", str(synthetic_dataset), "--out", str(tmp_path / "run"), "--nproc-per-node", "2"]
     res = CliRunner().invoke(app, ["train", "tf", *common])

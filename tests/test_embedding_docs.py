@@ -26,7 +26,7 @@ def blocks(lang: str) -> list[str]:
 def folder(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """The first bash block's export-matcher command, run; and a real pair beside its file."""
     pytest.importorskip("onnxruntime")
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     work = tmp_path_factory.mktemp("embedding")
     command = next(line for line in blocks("bash")[0].splitlines() if line.startswith("stereodeploy export-matcher"))
@@ -77,7 +77,7 @@ def test_browser_snippet_is_the_page_code():
 
 
 def test_headers_are_the_ones_served():
-    from stereodeploy.serve import HEADERS
+    from stereodeploy.deploy.serve import HEADERS
 
     for line in blocks("http")[0].strip().splitlines():
         key, value = line.split(": ")

@@ -14,10 +14,11 @@ from conftest import TINY_NET, onnxruntime_has_cuda
 from numpy.lib.stride_tricks import sliding_window_view
 from typer.testing import CliRunner
 
-from stereodeploy.datasets import synthetic_pair
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.data.io import read_kitti_disp, read_pfm, write_png
+from stereodeploy.data.preprocess import to_gray
 from stereodeploy.engine.matching import INVALID_COST, cost_volume, winner_take_all, wta_from_features
 from stereodeploy.errors import UserError
-from stereodeploy.io import read_kitti_disp, read_pfm, to_gray, write_png
 
 
 def unit_features(rng: np.random.Generator, c: int, h: int, w: int) -> np.ndarray:
@@ -209,7 +210,7 @@ def test_matcher_threads_survive_numba_workqueue_layer(model_file):
     """numba's workqueue layer aborts the process on concurrent launches; the matcher must serialise them."""
     code = (
         "import sys; from concurrent.futures import ThreadPoolExecutor; import numba\n"
-        "from stereodeploy.datasets import synthetic_pair\n"
+        "from stereodeploy.data.datasets import synthetic_pair\n"
         "from stereodeploy.engine.matcher import StereoMatcher\n"
         "m = StereoMatcher.from_file(sys.argv[1], max_disp=16)\n"
         "p = synthetic_pair(height=64, width=160, max_disp=16)\n"
@@ -249,7 +250,7 @@ def test_matcher_with_postprocessing_reports_stage_timings(model_file):
 
 
 def invoke(*args):
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -286,7 +287,7 @@ def test_infer_one_pair(model_file, tmp_path):
 
 
 def test_infer_dataset_folder(model_file, tmp_path):
-    from stereodeploy.datasets import list_frames
+    from stereodeploy.data.datasets import list_frames
 
     root = tmp_path / "middlebury"
     for i in range(2):

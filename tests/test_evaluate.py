@@ -1,4 +1,4 @@
-"""The evaluation loop (stereodeploy.evaluate.evaluate), its table and JSON, and `stereodeploy evaluate`."""
+"""The evaluation loop (stereodeploy.study.evaluate.evaluate), its table and JSON, and `stereodeploy evaluate`."""
 
 from __future__ import annotations
 
@@ -13,17 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stereodeploy.config import MatchConfig
-from stereodeploy.datasets import StereoSample, synthetic_pair
-from stereodeploy.errors import UsageError, UserError
-from stereodeploy.evaluate import (
-    EvalResult,
-    ImageResult,
-    evaluate,
-    postprocess_name,
-    training_overlap,
-    training_overlap_warning,
-)
-from stereodeploy.io import (
+from stereodeploy.data.datasets import StereoSample, synthetic_pair
+from stereodeploy.data.io import (
     ERROR_ORANGE,
     ERROR_RED,
     error_legend,
@@ -32,7 +23,16 @@ from stereodeploy.io import (
     write_pfm,
     write_png,
 )
-from stereodeploy.report import render_eval_table, text_table
+from stereodeploy.errors import UsageError, UserError
+from stereodeploy.study.evaluate import (
+    EvalResult,
+    ImageResult,
+    evaluate,
+    postprocess_name,
+    training_overlap,
+    training_overlap_warning,
+)
+from stereodeploy.study.report import render_eval_table, text_table
 
 TIMINGS = {"features": 0.25, "matching": 0.5, "total": 0.75}
 
@@ -297,7 +297,7 @@ def _tiny_onnx(path: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     from stereodeploy.config import NetworkConfig
-    from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ModelMeta, set_meta
+    from stereodeploy.contract import INPUT_NAME, OUTPUT_NAME, ModelMeta, set_meta
 
     rng = np.random.default_rng(0)
     kernel = numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "k")
@@ -317,8 +317,8 @@ def _tiny_onnx(path: Path) -> Path:
 
 
 def test_evaluate_command_writes_json_consistent_with_the_library(tmp_path: Path) -> None:
-    from stereodeploy.cli import app
-    from stereodeploy.datasets import load_dataset
+    from stereodeploy.cli.app import app
+    from stereodeploy.data.datasets import load_dataset
     from stereodeploy.engine.matcher import StereoMatcher
 
     data = _middlebury(tmp_path / "data")
@@ -352,7 +352,7 @@ def test_evaluate_command_writes_json_consistent_with_the_library(tmp_path: Path
 def test_evaluate_threads_option_is_applied_and_recorded(tmp_path: Path, monkeypatch) -> None:
     import numba
 
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     for key in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "NUMBA_NUM_THREADS"):
         monkeypatch.setenv(key, "2")  # restored after the test, whatever the command sets

@@ -39,7 +39,7 @@ def scene(shared_data: Path) -> Path:
 @pytest.fixture(scope="module")
 def matcher_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("onnxruntime")
-    from stereodeploy.export_matcher import export_matcher
+    from stereodeploy.deploy.export_matcher import export_matcher
 
     return export_matcher(None, tmp_path_factory.mktemp("matcher") / "matcher.onnx", max_disp=MAX_DISP,
                           postprocess="full", preset="middlebury").path
@@ -47,17 +47,17 @@ def matcher_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine_result(scene: Path) -> np.ndarray:
+    from stereodeploy.data.io import read_image
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.io import read_image
-    from stereodeploy.models_dir import default_model_path
+    from stereodeploy.engine.shipped import default_model_path
 
     matcher = StereoMatcher.from_file(default_model_path(), max_disp=MAX_DISP, postprocess="full")
     return matcher(read_image(scene / "im0.png"), read_image(scene / "im1.png"))
 
 
 def assert_agrees(pfm: Path, engine: np.ndarray, scene: Path) -> None:
-    from stereodeploy.evaluate import error_rate
-    from stereodeploy.io import read_pfm
+    from stereodeploy.data.io import read_pfm
+    from stereodeploy.study.evaluate import error_rate
 
     ours, truth = read_pfm(pfm), read_pfm(scene / "disp0GT.pfm")
     assert ours.shape == engine.shape and np.isfinite(ours).all()
@@ -83,7 +83,7 @@ def test_node_example_says_what_is_wrong(matcher_file, tmp_path):
     node = shutil.which("node")
     require(node is not None, "node")
     require((EXAMPLES / "node" / "node_modules" / "onnxruntime-node").is_dir(), "examples/node/node_modules")
-    from stereodeploy.io import write_png
+    from stereodeploy.data.io import write_png
 
     narrow = tmp_path / "narrow.png"
     write_png(narrow, np.zeros((30, MAX_DISP, 3), np.uint8))  # not wider than the max disparity
@@ -96,7 +96,7 @@ def test_node_example_says_what_is_wrong(matcher_file, tmp_path):
 
 @pytest.mark.slow
 def test_browser_page_matches_the_engine(scene, matcher_file, engine_result, tmp_path):
-    from stereodeploy.serve import make_server
+    from stereodeploy.deploy.serve import make_server
 
     node, chromium = shutil.which("node"), shutil.which("chromium")
     require(node is not None, "node")
@@ -124,7 +124,7 @@ def test_browser_page_matches_the_engine(scene, matcher_file, engine_result, tmp
 def test_serve_demo_headers_and_paths(matcher_file):
     import urllib.request
 
-    from stereodeploy.serve import make_server
+    from stereodeploy.deploy.serve import make_server
 
     require((EXAMPLES / "web" / "node_modules" / "onnxruntime-web").is_dir(), "examples/web/node_modules")
     server = make_server(0, matcher_file)
@@ -149,7 +149,7 @@ def test_serve_demo_headers_and_paths(matcher_file):
 def test_serve_demo_command_says_what_is_missing(tmp_path):
     from typer.testing import CliRunner
 
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     require((EXAMPLES / "web" / "node_modules" / "onnxruntime-web").is_dir(), "examples/web/node_modules")
     result = CliRunner().invoke(app, ["serve-demo", "--port", "0", "--model", str(tmp_path / "missing.onnx")])
@@ -165,7 +165,7 @@ def test_node_example_reads_jpeg(scene, matcher_file, tmp_path):
     import onnxruntime as ort
     from PIL import Image
 
-    from stereodeploy.io import read_pfm
+    from stereodeploy.data.io import read_pfm
 
     paths = []
     for name in ("im0", "im1"):

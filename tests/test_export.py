@@ -13,14 +13,15 @@ ort = pytest.importorskip("onnxruntime")
 
 from conftest import TINY_NET
 
-from stereodeploy.checkpoint import load_checkpoint
 from stereodeploy.config import TrainConfig
-from stereodeploy.datasets import synthetic_pair
+from stereodeploy.contract import INPUT_NAME, OUTPUT_NAME, read_meta
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.deploy.export import export
 from stereodeploy.engine.backends import OnnxBackend
 from stereodeploy.errors import UserError
-from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, export, read_meta
 from stereodeploy.nets.torch_net import native_features
 from stereodeploy.train.api import train_run
+from stereodeploy.train.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

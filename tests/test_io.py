@@ -1,4 +1,4 @@
-"""Tests for stereodeploy.io: atomic writes, image reading, PFM / KITTI round trips, colour maps."""
+"""Tests for stereodeploy.data.io: atomic writes, image reading, PFM / KITTI round trips, colour maps."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stereodeploy.errors import UsageError, UserError
-from stereodeploy.io import (
+from stereodeploy.data.io import (
     ERROR_ORANGE,
     ERROR_RED,
     atomic_write,
@@ -27,13 +26,14 @@ from stereodeploy.io import (
     read_kitti_disp,
     read_pfm,
     read_png_text,
-    to_gray,
     with_legend,
     write_disp,
     write_kitti_disp,
     write_pfm,
     write_png,
 )
+from stereodeploy.data.preprocess import to_gray
+from stereodeploy.errors import UsageError, UserError
 
 
 def _siblings(folder: Path) -> list[str]:

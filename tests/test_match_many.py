@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stereodeploy.datasets import synthetic_pair
+from stereodeploy.data.datasets import synthetic_pair
 from stereodeploy.engine.matcher import StereoMatcher
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "mccnn_fast_torch.onnx"

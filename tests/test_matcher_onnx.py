@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from stereodeploy.config import NetworkConfig
-from stereodeploy.datasets import synthetic_pair
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.data.preprocess import to_gray
 from stereodeploy.errors import UserError
-from stereodeploy.io import to_gray
 
 TINY_NET = NetworkConfig(layers=2, maps=8, kernel=3)
 
@@ -51,7 +51,7 @@ def engine_wta(model_file: Path, left: np.ndarray, right: np.ndarray, max_disp: 
 def test_bare_onnxruntime_matches_engine(model_file, tmp_path):
     import onnx
 
-    from stereodeploy.export_matcher import build_matcher, export_matcher
+    from stereodeploy.deploy.export_matcher import build_matcher, export_matcher
 
     # 101 columns: one padded block of the default size, and seven blocks of 16 with a partial last one
     sample = synthetic_pair(height=45, width=101, max_disp=20, layers=3, seed=4)
@@ -83,7 +83,7 @@ def test_matcher_never_looks_left_of_the_image(model_file):
     import onnx
     import onnxruntime as ort
 
-    from stereodeploy.export_matcher import build_matcher
+    from stereodeploy.deploy.export_matcher import build_matcher
 
     rng = np.random.default_rng(0)
     left = rng.integers(0, 256, (24, 40, 1), dtype=np.uint8)
@@ -98,8 +98,8 @@ def test_matcher_never_looks_left_of_the_image(model_file):
 def test_matcher_metadata_and_engine_refuses_it(model_file, tmp_path):
     import onnx
 
+    from stereodeploy.deploy.export_matcher import export_matcher
     from stereodeploy.engine.backends import OnnxBackend
-    from stereodeploy.export_matcher import export_matcher
 
     report = export_matcher(model_file, tmp_path / "m.onnx", postprocess="none")
     path = report.path
@@ -116,7 +116,7 @@ def test_matcher_metadata_and_engine_refuses_it(model_file, tmp_path):
 
 
 def test_export_matcher_cli(model_file, tmp_path):
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     out = tmp_path / "m.onnx"
     args = ["export-matcher", str(model_file), "--out", str(out), "--max-disp", "24", "--postprocess", "none"]
@@ -130,7 +130,7 @@ def test_export_matcher_cli(model_file, tmp_path):
 
 
 def test_a_matcher_given_where_a_feature_model_belongs_says_what_it_is(model_file, tmp_path):
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     matcher = tmp_path / "m.onnx"
     args = ["export-matcher", str(model_file), "--out", str(matcher), "--max-disp", "16", "--postprocess", "none"]

@@ -1,4 +1,4 @@
-"""Metric functions of stereodeploy.evaluate on arrays small enough to check by hand."""
+"""Metric functions of stereodeploy.study.evaluate on arrays small enough to check by hand."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from stereodeploy.datasets import StereoSample
+from stereodeploy.data.datasets import StereoSample
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.evaluate import average_rate, bad_pixels, density, error_rate, ground_truth_kind, image_metrics
+from stereodeploy.study.evaluate import average_rate, bad_pixels, density, error_rate, ground_truth_kind, image_metrics
 
 NAN = np.nan
 

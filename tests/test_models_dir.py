@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from stereodeploy.engine.shipped import DEFAULT_MODEL, list_models, resolve_model
 from stereodeploy.errors import UserError
-from stereodeploy.models_dir import DEFAULT_MODEL, list_models, resolve_model
-from stereodeploy.report import models_table
+from stereodeploy.study.report import models_table
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

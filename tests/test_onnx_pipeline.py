@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stereodeploy.deploy.export_matcher import export_matcher
 from stereodeploy.errors import UserError
-from stereodeploy.export_matcher import export_matcher
 from tests.conftest import TINY_NET
 
 ort = pytest.importorskip("onnxruntime")
@@ -22,7 +22,7 @@ def run_graph(build, *arrays: np.ndarray) -> np.ndarray:
     """Build a graph on inputs ``in0, in1, ...`` (typed after ``arrays``) with ``build(g, *names)`` and run it."""
     from onnx import helper
 
-    from stereodeploy.onnx_pipeline import Graph
+    from stereodeploy.deploy.onnx_pipeline import Graph
 
     g = Graph("test", OPSET)
     names = [f"in{i}" for i in range(len(arrays))]
@@ -51,13 +51,13 @@ def piecewise(h: int, w: int, levels: int, seed: int) -> np.ndarray:
 
 
 def test_lr_check_and_fill_equal_the_engine():
+    from stereodeploy.deploy.onnx_pipeline import lr_check_fill
     from stereodeploy.engine.filters import (
         MISMATCH,
         OCCLUSION,
         fill_invalid,
         left_right_check,
     )
-    from stereodeploy.onnx_pipeline import lr_check_fill
 
     max_disp = 12
     for seed in range(3):
@@ -71,8 +71,8 @@ def test_lr_check_and_fill_equal_the_engine():
 
 
 def test_median_equals_the_engine():
+    from stereodeploy.deploy.onnx_pipeline import median_nodes
     from stereodeploy.engine.filters import median5
-    from stereodeploy.onnx_pipeline import median_nodes
 
     disp = np.random.default_rng(1).normal(20, 5, (13, 17)).astype(np.float32)
     np.testing.assert_array_equal(run_graph(median_nodes, disp), median5(disp))
@@ -80,8 +80,8 @@ def test_median_equals_the_engine():
 
 @pytest.mark.parametrize("sigma,threshold", [(1.5, 2.0), (2.2, 5.0)])
 def test_bilateral_equals_the_engine(sigma, threshold):
+    from stereodeploy.deploy.onnx_pipeline import bilateral_nodes
     from stereodeploy.engine.filters import bilateral
-    from stereodeploy.onnx_pipeline import bilateral_nodes
 
     disp = piecewise(19, 31, 20, 3) + np.random.default_rng(3).normal(0, 0.5, (19, 31)).astype(np.float32)
     ours = run_graph(lambda g, d: bilateral_nodes(g, d, sigma, threshold), disp)
@@ -89,9 +89,9 @@ def test_bilateral_equals_the_engine(sigma, threshold):
 
 
 def test_subpixel_equals_the_engine():
+    from stereodeploy.deploy.onnx_pipeline import INVALID, subpixel_nodes
     from stereodeploy.engine.filters import parabola_refine
     from stereodeploy.engine.postprocess import _gather_hwd
-    from stereodeploy.onnx_pipeline import INVALID, subpixel_nodes
 
     rng = np.random.default_rng(5)
     h, w, nd = 9, 30, 10
@@ -106,8 +106,8 @@ def test_subpixel_equals_the_engine():
 
 @pytest.mark.parametrize("preset", ["middlebury", "kitti2012"])
 def test_sgm_equals_the_engine(preset):
+    from stereodeploy.deploy.onnx_pipeline import INVALID, Penalties, sgm_nodes
     from stereodeploy.engine.sgm import SGM_PRESETS, aggregate
-    from stereodeploy.onnx_pipeline import INVALID, Penalties, sgm_nodes
 
     rng = np.random.default_rng(7)
     nd, h, w = 8, 11, 23
@@ -141,7 +141,7 @@ def test_sgm_equals_the_engine(preset):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
-    from stereodeploy.export import ModelMeta, set_meta
+    from stereodeploy.contract import ModelMeta, set_meta
     from stereodeploy.nets.torch_net import to_onnx_model
     from stereodeploy.nets.weights import init_weights
 
@@ -163,7 +163,7 @@ def session_of(path: Path):
 
 
 def rgb_pair(seed: int = 2, height: int = 40, width: int = 70):
-    from stereodeploy.datasets import synthetic_pair
+    from stereodeploy.data.datasets import synthetic_pair
 
     s = synthetic_pair(height=height, width=width, max_disp=14, layers=3, seed=seed)
     u8 = lambda a: np.clip(np.rint(a), 0, 255).astype(np.uint8)
@@ -236,7 +236,7 @@ def test_file_is_standard_operators_with_named_nodes(full_file):
 
 def test_similarity_is_minus_inf_only_outside_the_image():
     """Issue 11: one pixel with x - d < 0 used to turn every pixel's similarity into -inf."""
-    from stereodeploy.export_matcher import _similarity
+    from stereodeploy.deploy.export_matcher import _similarity
 
     fl = np.ones((2, 1, 5), np.float32) / np.sqrt(2)
     fr = fl.copy()
@@ -245,7 +245,7 @@ def test_similarity_is_minus_inf_only_outside_the_image():
 
 
 def test_oversized_max_disp_is_refused_up_front(tiny_model, tmp_path):
-    from stereodeploy.export_matcher import (
+    from stereodeploy.deploy.export_matcher import (
         check_memory_bytes,
         export_matcher,
         refuse_oversized,
@@ -262,12 +262,12 @@ def test_oversized_max_disp_is_refused_up_front(tiny_model, tmp_path):
 
 def test_full_file_matches_the_engine_on_a_real_pair(shared_data):
     """The shipped model on a Middlebury scene it never saw: the same >= 3 px error within 0.3 points."""
-    from stereodeploy.datasets import list_frames, load_frame
+    from stereodeploy.contract import load_onnx
+    from stereodeploy.data.datasets import list_frames, load_frame
+    from stereodeploy.deploy.export_matcher import build_matcher
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.evaluate import error_rate
-    from stereodeploy.export import load_onnx
-    from stereodeploy.export_matcher import build_matcher
-    from stereodeploy.models_dir import default_model_path
+    from stereodeploy.engine.shipped import default_model_path
+    from stereodeploy.study.evaluate import error_rate
 
     frame = next(f for f in list_frames(shared_data / "middlebury") if f.name == "tsukuba")
     sample = load_frame(frame)
@@ -298,7 +298,7 @@ def test_bound_clips_adds_the_missing_bounds_and_changes_nothing():
 
 
 def test_shipped_feature_model_clips_have_both_bounds():
-    from stereodeploy.models_dir import DEFAULT_MODEL
+    from stereodeploy.engine.shipped import DEFAULT_MODEL
 
     model = onnx.load_model(str(Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL))
     clips = [n for n in model.graph.node if n.op_type == "Clip"]
@@ -308,7 +308,7 @@ def test_shipped_feature_model_clips_have_both_bounds():
 def test_export_matcher_cli_refuses_an_unknown_preset(tiny_model, tmp_path):
     from typer.testing import CliRunner
 
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     result = CliRunner().invoke(app, ["export-matcher", str(tiny_model), "--out", str(tmp_path / "m.onnx"),
                                       "--preset", "kitti2016"])
@@ -324,12 +324,12 @@ def test_full_file_matches_the_engine_on_unseen_real_pairs(shared_data):
     training metadata, at their ndisp) and one KITTI 2015 frame at 228 disparities: the file's >= 3 px error within
     0.3 points of the engine's, same max disparity and preset. (Every one of the 20 pairs was checked once, largest
     gap 0.02 points; this subset keeps the suite's time down.)"""
-    from stereodeploy.datasets import list_frames, load_frame
+    from stereodeploy.contract import load_onnx
+    from stereodeploy.data.datasets import list_frames, load_frame
+    from stereodeploy.deploy.export_matcher import build_matcher
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.evaluate import error_rate, frame_max_disp
-    from stereodeploy.export import load_onnx
-    from stereodeploy.export_matcher import build_matcher
-    from stereodeploy.models_dir import default_model_path
+    from stereodeploy.engine.shipped import default_model_path
+    from stereodeploy.study.evaluate import error_rate, frame_max_disp
 
     features = load_onnx(default_model_path())
     engine = StereoMatcher.from_file(default_model_path(), postprocess="full")

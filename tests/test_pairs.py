@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from stereodeploy.data.pairs import Pair, read_pairs_file
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.pairs import Pair, read_pairs_file
 
 
 @pytest.fixture

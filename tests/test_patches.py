@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from stereodeploy.config import SamplerConfig
-from stereodeploy.datasets import synthetic_pair
-from stereodeploy.io import to_gray
-from stereodeploy.patches import PatchIndex, _draw_augmentation, _permutation, _sample_affine, normalize
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.data.patches import PatchIndex, _draw_augmentation, _permutation, _sample_affine
+from stereodeploy.data.preprocess import normalize, to_gray
 
 H, W, D = 10, 24, 6
 SMALL = SamplerConfig(pos_offset=1, neg_low=2, neg_high=3)  # reach 7: examples fit in a 10x24 frame

@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 
-from stereodeploy.checkpoint import load_checkpoint, read_metrics, read_run_config
-from stereodeploy.cli import app
+from stereodeploy.cli.app import app
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
 from stereodeploy.train import loop
 from stereodeploy.train.api import train_from_paths
+from stereodeploy.train.checkpoint import load_checkpoint, read_metrics, read_run_config
 from stereodeploy.train.loop import TrainingInterrupted
 
 NET = NetworkConfig(layers=2, maps=8)
@@ -192,8 +192,8 @@ def test_every_command_an_error_message_suggests_works(synthetic_dataset, tmp_pa
     res = invoke(app, suggested_command(res.output) + ["--no-progress"])
     assert res.exit_code == 0, res.output
     # a checkpoint read as the other framework's
-    from stereodeploy.checkpoint import load_checkpoint as load
     from stereodeploy.errors import UserError
+    from stereodeploy.train.checkpoint import load_checkpoint as load
 
     with pytest.raises(UserError) as info:
         load(out, framework="tf")

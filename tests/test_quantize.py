@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 
 from stereodeploy.config import NetworkConfig
-from stereodeploy.datasets import synthetic_pair
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.data.io import write_png
+from stereodeploy.data.preprocess import to_gray
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.io import to_gray, write_png
 from stereodeploy.nets.weights import init_weights
 
 pytest.importorskip("onnxruntime.quantization")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from stereodeploy.quantize import (
+from stereodeploy.deploy.quantize import (
     QUANT_KEY,
     calibration_crops,
     int8_path,
@@ -34,8 +35,8 @@ NET = NetworkConfig(layers=3, maps=16, kernel=3)  # first conv stays float, two 
 def fp32_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised feature model exported through the real export path (a checkpoint on disk)."""
     pytest.importorskip("torch")
-    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
-    from stereodeploy.export import export
+    from stereodeploy.deploy.export import export
+    from stereodeploy.train.checkpoint import Checkpoint, save_checkpoint
 
     root = tmp_path_factory.mktemp("quant")
     save_checkpoint(root / "checkpoint.npz", Checkpoint(framework="torch", network=NET, weights=init_weights(NET, 0)))
@@ -177,7 +178,7 @@ def test_mistakes_are_refused(fp32_model: Path, calibration_dir: Path, tmp_path:
 def test_cli_export_quantize(fp32_model: Path, calibration_dir: Path, tmp_path: Path):
     from typer.testing import CliRunner
 
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
 
     ckpt = fp32_model.parent / "checkpoint.npz"
     out = tmp_path / "exp" / "model.onnx"
@@ -204,10 +205,10 @@ def test_cli_export_quantize(fp32_model: Path, calibration_dir: Path, tmp_path: 
 @pytest.mark.slow
 def test_real_pairs_error_stays_within_half_a_point(shared_data: Path):
     """The shipped model, calibrated on its own training scenes, on Middlebury scenes it was not trained on."""
-    from stereodeploy.datasets import load_dataset
+    from stereodeploy.contract import read_meta
+    from stereodeploy.data.datasets import load_dataset
     from stereodeploy.engine.matching import wta_from_features
-    from stereodeploy.evaluate import error_rate
-    from stereodeploy.export import read_meta
+    from stereodeploy.study.evaluate import error_rate
 
     model = Path(__file__).resolve().parents[1] / "models" / "mccnn_fast_torch.onnx"
     if not model.is_file():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stereodeploy.quiet import PYTHON_LOGGERS, QUIET_LEVEL, TF_LOG_ENV, quiet_tensorflow
+from stereodeploy.util.quiet import PYTHON_LOGGERS, QUIET_LEVEL, TF_LOG_ENV, quiet_tensorflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_sets_the_level_unless_verbose_or_set_by_the_user(monkeypatch: pytest.Mo
 
 
 def _tf_stderr(verbose: bool) -> str:
-    code = ("from stereodeploy.quiet import quiet_tensorflow\n"
+    code = ("from stereodeploy.util.quiet import quiet_tensorflow\n"
             f"quiet_tensorflow(verbose={verbose})\n"
             "import tensorflow as tf\n"
             "tf.get_logger().warning('python-side warning')\n"

@@ -16,8 +16,8 @@ from conftest import onnxruntime_has_cuda, write_feature_model
 from PIL import Image
 from typer.testing import CliRunner
 
-from stereodeploy.cli import app
-from stereodeploy.io import write_png
+from stereodeploy.cli.app import app
+from stereodeploy.data.io import write_png
 
 runner = CliRunner()
 
@@ -47,7 +47,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> tuple[Path, Path]:
-    from stereodeploy.datasets import synthetic_pair
+    from stereodeploy.data.datasets import synthetic_pair
 
     root = tmp_path_factory.mktemp("pair")
     s = synthetic_pair(height=40, width=64, seed=1)
@@ -93,7 +93,7 @@ def test_image_modes(model, pair, tmp_path):
     Image.fromarray(np.dstack([gray] * 3 + [np.full_like(gray, 255)])).save(tmp_path / "lrgba.png")
     ref = infer(model, left, right, tmp_path / "ref")
     assert ref.exit_code == 0, ref.output
-    from stereodeploy.io import read_kitti_disp
+    from stereodeploy.data.io import read_kitti_disp
 
     expected = read_kitti_disp(tmp_path / "ref" / "l_disp.png")
     for name in ("l16.png", "lrgba.png"):
@@ -178,7 +178,7 @@ def test_frames_without_ground_truth_are_skipped_with_a_warning(tmp_path, synthe
 
 
 def _checkpoint_position(path: Path) -> tuple[int, int] | None:
-    from stereodeploy.checkpoint import load_checkpoint
+    from stereodeploy.train.checkpoint import load_checkpoint
 
     try:
         ckpt = load_checkpoint(path)
@@ -190,11 +190,11 @@ def _checkpoint_position(path: Path) -> tuple[int, int] | None:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path, synthetic_dataset):
     pytest.importorskip("torch")
-    from stereodeploy.checkpoint import load_checkpoint
+    from stereodeploy.train.checkpoint import load_checkpoint
 
     args = ["--data", str(synthetic_dataset), "--epochs", "3", "--max-examples", "3200", "--layers", "2",
             "--maps", "8", "--checkpoint-every", "7", "--seed", "3", "--no-progress"]
-    cmd = [sys.executable, "-m", "stereodeploy.cli", "train", "torch"]
+    cmd = [sys.executable, "-m", "stereodeploy.cli.app", "train", "torch"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd + args + ["--out", str(tmp_path / "straight")], check=True, env=env, capture_output=True)
 

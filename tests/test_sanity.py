@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stereodeploy.datasets import load_dataset, synthetic_pair
+from stereodeploy.data.datasets import load_dataset, synthetic_pair
+from stereodeploy.data.preprocess import to_gray
 from stereodeploy.engine.sanity import (
     SWAPPED_THRESHOLD,
     _patch_vectors,
@@ -19,7 +20,6 @@ from stereodeploy.engine.sanity import (
     swapped_score,
     swapped_warning,
 )
-from stereodeploy.io import to_gray
 
 
 def patch_features(img: np.ndarray, radius: int = 2) -> np.ndarray:
@@ -116,7 +116,7 @@ def test_warning_is_one_line_naming_the_fix() -> None:
 @pytest.mark.slow
 def test_real_pairs_with_the_shipped_model(shared_data: Path) -> None:
     from stereodeploy.engine.backends import open_backend
-    from stereodeploy.models_dir import default_model_path
+    from stereodeploy.engine.shipped import default_model_path
 
     backend = open_backend(default_model_path())
     samples = load_dataset(shared_data / "kitti2015")

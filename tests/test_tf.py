@@ -17,12 +17,13 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
-from stereodeploy.datasets import synthetic_pair
+from stereodeploy.data.datasets import synthetic_pair
+from stereodeploy.data.io import write_pfm, write_png
+from stereodeploy.data.patches import PatchIndex
+from stereodeploy.data.preprocess import normalize, to_gray
 from stereodeploy.errors import UserError
-from stereodeploy.io import to_gray, write_pfm, write_png
 from stereodeploy.nets import tf_net, torch_net
 from stereodeploy.nets.weights import init_weights, keras_to_torch, torch_to_keras
-from stereodeploy.patches import PatchIndex, normalize
 from stereodeploy.train.tf_trainer import TFStepper
 from stereodeploy.train.torch_trainer import TorchStepper
 
@@ -31,7 +32,7 @@ STEPS = 50
 LOSS_RTOL = 0.01  # per-step losses of the two frameworks
 WEIGHT_ATOL = 1e-5  # final weights after 50 steps; observed ~1e-7, weights move ~1e-2 (asserted below)
 FEATURE_ATOL = 1e-5  # native torch vs native tf, same weights
-ONNX_ATOL = 1e-4  # the export contract's tolerance (stereodeploy.export.PARITY_TOLERANCE)
+ONNX_ATOL = 1e-4  # the export contract's tolerance (stereodeploy.deploy.export.PARITY_TOLERANCE)
 
 
 def _random_weights(network: NetworkConfig, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -185,7 +186,7 @@ def _dims(value) -> list:
 
 
 def test_onnx_from_tf_matches_native_tf_and_onnx_from_torch():
-    from stereodeploy.export import run_onnx
+    from stereodeploy.deploy.export import run_onnx
 
     w = _random_weights(TINY, 5)
     m_tf = tf_net.to_onnx_model(TINY, w, 17)
@@ -206,7 +207,7 @@ def test_onnx_from_tf_matches_native_tf_and_onnx_from_torch():
 
 
 def _checkpoint(path: Path, framework: str, network: NetworkConfig, weights) -> Path:
-    from stereodeploy.checkpoint import Checkpoint, save_checkpoint
+    from stereodeploy.train.checkpoint import Checkpoint, save_checkpoint
 
     save_checkpoint(path, Checkpoint(framework=framework, network=network, weights=weights,
                                      meta={"framework_version": "test"}))
@@ -227,10 +228,11 @@ def _motorcycle() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_engine_gives_the_same_disparity_from_either_export(tmp_path: Path):
+    from stereodeploy.contract import read_meta
+    from stereodeploy.deploy.export import export
     from stereodeploy.engine.backends import open_backend
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.engine.matching import cost_volume
-    from stereodeploy.export import export, read_meta
 
     net = NetworkConfig()  # the real 4 x 64 network
     w = init_weights(net, 7)
@@ -275,8 +277,8 @@ def _middlebury_folder(root: Path) -> Path:
 def test_cli_train_tf_then_export_and_torch_refuses_to_resume_it(tmp_path: Path):
     from typer.testing import CliRunner
 
-    from stereodeploy.checkpoint import load_checkpoint
-    from stereodeploy.cli import app
+    from stereodeploy.cli.app import app
+    from stereodeploy.train.checkpoint import load_checkpoint
 
     data = _middlebury_folder(tmp_path / "data")
     run = tmp_path / "run"

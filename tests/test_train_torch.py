@@ -11,12 +11,12 @@ torch = pytest.importorskip("torch")
 
 from conftest import TINY_NET
 
-from stereodeploy.checkpoint import load_checkpoint
 from stereodeploy.config import SamplerConfig, TrainConfig
-from stereodeploy.datasets import synthetic_pair
+from stereodeploy.data.datasets import synthetic_pair
 from stereodeploy.errors import UserError
 from stereodeploy.nets.weights import init_weights
 from stereodeploy.train.api import train_run
+from stereodeploy.train.checkpoint import load_checkpoint
 
 
 def samples(n: int = 2):

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stereodeploy.contract import INPUT_NAME, OUTPUT_NAME, ModelMeta, load_onnx, read_meta
 from stereodeploy.engine.matching import cost_volume, wta_from_features
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ModelMeta, load_onnx, read_meta
 
 
 class Backend(ABC):
@@ -146,7 +146,7 @@ def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarr
         if len(weights) != meta.network.layers:
             raise UserError(f"{path}: found {len(weights)} convolutions, expected {meta.network.layers}")
         return meta, weights
-    from stereodeploy.checkpoint import load_checkpoint
+    from stereodeploy.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     meta = ModelMeta(network=ckpt.network, source_framework=ckpt.framework,
@@ -158,7 +158,7 @@ def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarr
 def open_backend(path: Path | str, backend: str = "onnx", provider: str = "cpu", threads: int | None = None) -> Backend:
     """The backend ``backend`` (onnx, or a framework of :data:`stereodeploy.frameworks.FRAMEWORKS`) for the model at
     ``path``; ``provider`` is cpu or cuda. ``threads``: CPU threads per operation (None: the runtime's default; see
-    :func:`stereodeploy.threads.configure_threads`, which a native framework reads)."""
+    :func:`stereodeploy.util.threads.configure_threads`, which a native framework reads)."""
     from stereodeploy import frameworks
 
     if provider not in frameworks.DEVICES:
@@ -170,7 +170,7 @@ def open_backend(path: Path | str, backend: str = "onnx", provider: str = "cpu",
     fw = frameworks.FRAMEWORKS[backend]
     fw.require("backend")
     if threads is not None:
-        from stereodeploy.threads import configure_threads
+        from stereodeploy.util.threads import configure_threads
 
         configure_threads(threads, frameworks=[backend])
     return fw.load("backend")(path, device=provider)

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from stereodeploy.config import MatchConfig
+from stereodeploy.data.preprocess import to_gray
 from stereodeploy.engine.backends import Backend, open_backend
 from stereodeploy.engine.matching import check_max_disp
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.io import to_gray
 
 # numba's threading layer is one per process, so the guard of the one layer that is not thread-safe is too.
 _WORKQUEUE_LOCK = threading.Lock()
@@ -93,7 +93,7 @@ class StereoMatcher:
 
         ``max_disp`` defaults to the model's; ``postprocess`` is ``none`` (winner-take-all) or ``full``.
         ``threads`` caps the CPU threads of the backend (see :func:`~stereodeploy.engine.backends.open_backend`);
-        the matching kernels' threads follow :func:`stereodeploy.threads.configure_threads`.
+        the matching kernels' threads follow :func:`stereodeploy.util.threads.configure_threads`.
         """
         if postprocess not in ("none", "full"):
             raise UsageError(f"postprocess must be 'none' or 'full', not {postprocess!r}")

@@ -56,7 +56,7 @@ def right_volume(cost_left: np.ndarray) -> np.ndarray:
 
 def _normalise(gray: np.ndarray) -> np.ndarray:
     """Zero mean, unit standard deviation per image, as the original normalises before matching."""
-    from stereodeploy.patches import normalize
+    from stereodeploy.data.preprocess import normalize
 
     return normalize(np.asarray(gray, dtype=np.float32))
 

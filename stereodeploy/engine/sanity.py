@@ -50,7 +50,7 @@ def image_swapped_score(left: np.ndarray, right: np.ndarray, max_disp: int, rows
                         step: int = SAMPLE_STEP, radius: int = 2) -> float:
     """:func:`swapped_score` on the images themselves, for callers that do not hold the feature maps.
 
-    ``left``, ``right``: ``(H, W)`` grayscale (e.g. :func:`stereodeploy.io.to_gray`). Each sampled pixel is
+    ``left``, ``right``: ``(H, W)`` grayscale (e.g. :func:`stereodeploy.data.preprocess.to_gray`). Each sampled pixel is
     described by its zero-mean, unit-length ``(2 radius + 1)^2`` neighbourhood (only the sampled rows are
     built): weaker than learned features, so the margin is smaller (all 20 real frames of ../shared/data:
     correct pairs at most 0.26, swapped at least 0.70), but it costs milliseconds and no network.

@@ -153,7 +153,7 @@ def sgm_preset(name: str, overrides: dict[str, float] | None = None) -> SGMParam
 
 def threads() -> int:
     """Worker threads for the kernels: the CPUs this process may use, at most NUMBA_NUM_THREADS when that is set
-    (numba's own parallel loops read it too; :func:`stereodeploy.threads.configure_threads` sets it)."""
+    (numba's own parallel loops read it too; :func:`stereodeploy.util.threads.configure_threads` sets it)."""
     try:
         cpus = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux

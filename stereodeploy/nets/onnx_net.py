@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from stereodeploy.config import NetworkConfig
+from stereodeploy.data.preprocess import NORM_EPS
 from stereodeploy.nets.weights import Weights
-from stereodeploy.patches import NORM_EPS
 
 L2_EPS = 1e-12  # as torch.nn.functional.normalize: x / max(||x||, eps)
 

@@ -13,9 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from stereodeploy.config import NetworkConfig
+from stereodeploy.data.preprocess import NORM_EPS
 from stereodeploy.errors import UserError
 from stereodeploy.nets.weights import Weights, keras_to_torch, torch_to_keras
-from stereodeploy.patches import NORM_EPS
 
 L2_EPS = 1e-12  # as torch.nn.functional.normalize: x / max(||x||, eps)
 
@@ -65,7 +65,7 @@ class FastMCCNN(keras.layers.Layer):
 
 def normalize_images(image: tf.Tensor) -> tf.Tensor:
     """Per-image ``(x - mean) / sqrt(var + NORM_EPS)`` with the population variance, over H and W of (N, H, W, 1),
-    as :func:`stereodeploy.patches.normalize` and the PyTorch export."""
+    as :func:`stereodeploy.data.preprocess.normalize` and the PyTorch export."""
     mean = tf.reduce_mean(image, axis=(1, 2), keepdims=True)
     var = tf.reduce_mean(tf.square(image - mean), axis=(1, 2), keepdims=True)
     return (image - mean) / tf.sqrt(var + NORM_EPS)

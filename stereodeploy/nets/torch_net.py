@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from stereodeploy.config import NetworkConfig
+from stereodeploy.data.preprocess import NORM_EPS
 from stereodeploy.errors import UserError
-from stereodeploy.patches import NORM_EPS
 
 
 class FastMCCNN(nn.Module):
@@ -41,7 +41,7 @@ class FastMCCNN(nn.Module):
 class RawImageFeatures(nn.Module):
     """The exported contract: raw grayscale (N, 1, H, W) float32 in 0..255 -> L2-normalised (N, C, H, W).
 
-    Each image is normalised by its own mean and population variance, as :func:`stereodeploy.patches.normalize`.
+    Each image is normalised by its own mean and population variance, as :func:`stereodeploy.data.preprocess.normalize`.
     """
 
     def __init__(self, net: FastMCCNN):

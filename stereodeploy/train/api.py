@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from stereodeploy import frameworks
-from stereodeploy.checkpoint import clear_run, read_run_config, resume_command
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig, from_dict
+from stereodeploy.data.patches import PatchIndex
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.nets.weights import Weights, init_weights
-from stereodeploy.patches import PatchIndex
+from stereodeploy.train.checkpoint import clear_run, read_run_config, resume_command
 
 log = logging.getLogger("stereodeploy")
 
@@ -28,7 +28,7 @@ def make_stepper(framework: str, network: NetworkConfig, cfg: TrainConfig, weigh
 
 def build_index(samples: Sequence[Any], patch_size: int, sampler: SamplerConfig) -> tuple[PatchIndex, dict[str, Any]]:
     """Patch index over the samples that have ground truth; the summary says what was used and skipped."""
-    from stereodeploy.io import to_gray
+    from stereodeploy.data.preprocess import to_gray
 
     index = PatchIndex(patch_size, sampler)
     used, skipped = [], []
@@ -50,7 +50,7 @@ def build_index(samples: Sequence[Any], patch_size: int, sampler: SamplerConfig)
 
 
 def load_samples(paths: Sequence[Path], fmt: str | None = None, exclude: Sequence[str] = ()) -> list[Any]:
-    from stereodeploy.datasets import load_dataset
+    from stereodeploy.data.datasets import load_dataset
 
     samples = []
     for p in paths:
@@ -71,14 +71,14 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
     the saved one), and the data must rebuild the very same examples. ``data_options`` (e.g. the excluded frames
     and the layout) are recorded with the data summary so that a resume can rebuild the same set. ``threads``:
     CPU threads per operation (None: a default that does not oversubscribe the cores, see
-    :mod:`stereodeploy.threads`); the settings are recorded in the summary.
+    :mod:`stereodeploy.util.threads`); the settings are recorded in the summary.
 
     Launched by torchrun (PyTorch) or with TF_CONFIG (TensorFlow), every process calls this with the same
     arguments; each trains on its slice of every batch and process 0 alone writes the run directory.
     """
-    from stereodeploy.threads import configure_threads
     from stereodeploy.train.distributed import process_for
     from stereodeploy.train.loop import train
+    from stereodeploy.util.threads import configure_threads
 
     out = Path(out)
     proc = process_for(framework)
@@ -119,7 +119,7 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
                             f"{len(old.get('frames', []))} / {saved.get('examples')} then): give the same --data, "
                             "--exclude and --format")
     stepper = make_stepper(framework, network, cfg, weights if weights is not None else init_weights(network, cfg.seed))
-    from stereodeploy.threads import thread_report
+    from stereodeploy.util.threads import thread_report
 
     return train(stepper, index, network, cfg, out, data_summary=summary, validation=validation,
                  max_disp=max_disp, resume=resume, progress=progress,
@@ -137,7 +137,7 @@ def train_from_paths(framework: str, data: Sequence[Path], out: Path, fmt: str |
     exclusions and layout default to the recorded ones; give ``data`` again for a dataset that moved (it must
     hold the same frames).
     """
-    from stereodeploy.datasets import list_frames
+    from stereodeploy.data.datasets import list_frames
 
     frameworks.get(framework).require("train")  # before any data is read
     out = Path(out)

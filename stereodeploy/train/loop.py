@@ -3,7 +3,7 @@
 A framework plugs in through :class:`Stepper` (one optimisation step, weights and optimiser state as numpy). The
 loop times the network + optimisation step alone (the stepper synchronises before returning), the epoch and the
 whole run the way the published PyTorch/TensorFlow comparison did, and writes a run directory in the format of
-:mod:`stereodeploy.checkpoint`.
+:mod:`stereodeploy.train.checkpoint`.
 
 Several processes (torchrun, tf.distribute): every process runs this loop on its slice of the same global batch
 (``Stepper.rank`` of ``Stepper.world``); the stepper averages the gradients over the whole batch and returns the
@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from stereodeploy.checkpoint import (
+from stereodeploy.config import NetworkConfig, TrainConfig
+from stereodeploy.data.io import atomic_write
+from stereodeploy.data.patches import Batch, PatchIndex
+from stereodeploy.errors import UserError
+from stereodeploy.nets.weights import Weights
+from stereodeploy.train.checkpoint import (
     Checkpoint,
     load_checkpoint,
     read_metrics,
@@ -37,12 +42,7 @@ from stereodeploy.checkpoint import (
     write_metrics,
     write_run_config,
 )
-from stereodeploy.config import NetworkConfig, TrainConfig
-from stereodeploy.errors import UserError
-from stereodeploy.io import atomic_write
-from stereodeploy.nets.weights import Weights
-from stereodeploy.patches import Batch, PatchIndex
-from stereodeploy.progress import progress_bar
+from stereodeploy.util.progress import progress_bar
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+; only read by type checkers here
@@ -304,9 +304,9 @@ def summarize(rows: Sequence[dict[str, Any]], run_seconds: float, per_batch: int
 
 def validation_error(stepper: Stepper, samples: Sequence[Any], max_disp: int) -> float:
     """Mean >=3 px error (%) of winner-take-all disparities over ``samples`` (StereoSamples with ground truth)."""
+    from stereodeploy.data.preprocess import to_gray
     from stereodeploy.engine.matching import wta_from_features
-    from stereodeploy.evaluate import average_rate, error_rate
-    from stereodeploy.io import to_gray
+    from stereodeploy.study.evaluate import average_rate, error_rate
 
     errors = []
     for s in samples:

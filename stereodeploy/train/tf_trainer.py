@@ -22,11 +22,11 @@ import numpy as np
 import tensorflow as tf
 
 from stereodeploy.config import NetworkConfig, TrainConfig
+from stereodeploy.data.patches import Batch
 from stereodeploy.errors import UserError
 from stereodeploy.frameworks import FRAMEWORKS
 from stereodeploy.nets import tf_net
 from stereodeploy.nets.weights import Weights, keras_to_torch, torch_to_keras
-from stereodeploy.patches import Batch
 from stereodeploy.train.distributed import tf_process
 
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from stereodeploy.config import NetworkConfig, TrainConfig
+from stereodeploy.data.patches import Batch
 from stereodeploy.errors import UserError
 from stereodeploy.frameworks import FRAMEWORKS
 from stereodeploy.nets.torch_net import FastMCCNN, RawImageFeatures, get_weights, set_weights
 from stereodeploy.nets.weights import Weights
-from stereodeploy.patches import Batch
 from stereodeploy.train.distributed import torch_process
 
 

@@ -20,8 +20,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from stereodeploy.data.io import read_disp, read_image
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.io import read_disp, read_image
 
 FORMATS = ("kitti2012", "kitti2015", "middlebury")
 

@@ -1,7 +1,7 @@
 """ONNX graphs of the matching pipeline, in standard operators only: image decoding to gray, the input checks,
 the cost volume, and MC-CNN's post-processing (SGM, left-right check and filling, subpixel, median, bilateral).
 
-:mod:`stereodeploy.export_matcher` assembles them around a feature model into one file. Every stage mirrors a
+:mod:`stereodeploy.deploy.export_matcher` assembles them around a feature model into one file. Every stage mirrors a
 numba stage of :mod:`stereodeploy.engine` (named in each builder's docstring); the tests hold the two to the same
 answers. Everything runs in onnxruntime's CPU kernels, which are also what onnxruntime-web's wasm backend runs.
 
@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from stereodeploy.data.preprocess import LUMA_601
 from stereodeploy.engine.filters import walk_steps
 from stereodeploy.engine.postprocess import LR_THRESHOLD
 from stereodeploy.engine.sgm import OUT_OF_IMAGE
 
-LUMA_601 = (0.299, 0.587, 0.114)  # the gray formula of stereodeploy.io.to_gray
 INVALID = OUT_OF_IMAGE  # what SGM takes a cell outside the image to cost
 BIG = 3.0e38  # "no neighbour" in SGM's d +- 1 terms and the median's padding, as the engine
 INT64_MIN = np.iinfo(np.int64).min
@@ -123,7 +123,7 @@ def check(g: Graph, cond: str, message: str) -> str:
 
 def gray_nodes(g: Graph, image: str, checked: str) -> str:
     """uint8 (H, W, C) -> float32 (H, W) gray in 0..255: C = 1 (gray) or 2 (gray, alpha) as it is; C = 3 (RGB) or
-    4 (RGBA) by BT.601 luma ``0.299 R + 0.587 G + 0.114 B``, alpha ignored (as :func:`stereodeploy.io.to_gray`).
+    4 (RGBA) by BT.601 luma ``0.299 R + 0.587 G + 0.114 B``, alpha ignored (as :func:`stereodeploy.data.preprocess.to_gray`).
     ``checked`` (the (1,) output of :func:`input_checks`) scales the weights, so the checks run first."""
     channels = g.dim(g.op("Shape", image), 2)
     few = g.op("Less", channels, g.i64(3))  # [bool]
@@ -629,7 +629,7 @@ def bilateral_nodes(g: Graph, disp: str, sigma: float, threshold: float) -> str:
 
 
 def _normalise(g: Graph, gray: str, eps: float) -> str:
-    """(x - mean) / sqrt(var + eps) with the population variance (:func:`stereodeploy.patches.normalize`)."""
+    """(x - mean) / sqrt(var + eps) with the population variance (:func:`stereodeploy.data.preprocess.normalize`)."""
     mean = g.reduce("ReduceMean", gray, [0, 1])
     centred = g.op("Sub", gray, mean)
     var = g.reduce("ReduceMean", g.op("Mul", centred, centred), [0, 1])

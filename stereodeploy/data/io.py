@@ -3,7 +3,7 @@
 Conventions (see ``docs/architecture.md``):
 
 - images come back as stored: ``(H, W)`` or ``(H, W, 3)``, ``uint8`` or (grayscale only) ``uint16``;
-  :func:`to_gray` turns any of them into float32 ``(H, W)`` in 0..255;
+  :func:`stereodeploy.data.preprocess.to_gray` turns any of them into float32 ``(H, W)`` in 0..255;
 - disparity maps are float32 ``(H, W)`` with **NaN = unknown**; readers map the file format's own code for
   "unknown" (PFM ``inf``, KITTI ``0``) to NaN and writers map NaN back;
 - every file is written through :func:`atomic_write`, which refuses to replace an existing file unless asked to.
@@ -28,7 +28,6 @@ from PIL import Image, UnidentifiedImageError
 from stereodeploy.errors import UsageError, UserError
 
 # ITU-R BT.601 luma weights for R, G, B.
-LUMA_601 = (0.299, 0.587, 0.114)
 
 # Anchor colours (position in 0..1, R, G, B) of a turbo-like map: dark violet -> blue -> cyan -> green -> yellow
 # -> orange -> dark red. Its darkest colour is not black, so black stays free for "unknown".
@@ -194,24 +193,6 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def to_gray(img: np.ndarray) -> np.ndarray:
-    """Grayscale float32 ``(H, W)`` in 0..255: BT.601 luma for RGB, ``uint16`` scaled by 255/65535.
-
-    Float input is taken to be in 0..255 already.
-    """
-    img = np.asarray(img)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 3 and img.shape[2] == 3:
-        w = np.asarray(LUMA_601, dtype=np.float32)
-        gray = img.astype(np.float32) @ w
-    elif img.ndim == 2:
-        gray = img.astype(np.float32)
-    else:
-        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {img.shape}")
-    if img.dtype == np.uint16:
-        gray *= np.float32(255.0 / 65535.0)
-    return gray
 
 
 def write_png(path: str | os.PathLike[str], arr: np.ndarray, overwrite: bool = False,

@@ -47,16 +47,16 @@ def run_demo(model: Path, out: Path, postprocess: str = "full", backend: str = "
     """Match the Motorcycle pair, score it, and write left | colour disparity | error map as one PNG.
 
     The disparity panel has its colour bar (0 to :data:`MOTORCYCLE_MAX_DISP` pixels) and the error map its legend
-    under it (:func:`stereodeploy.io.colorize_with_bar`, :func:`stereodeploy.io.error_map_with_legend`).
+    under it (:func:`stereodeploy.data.io.colorize_with_bar`, :func:`stereodeploy.data.io.error_map_with_legend`).
     """
-    from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.evaluate import error_rate
-    from stereodeploy.io import (
+    from stereodeploy.data.io import (
         colorize_with_bar,
         ensure_writable,
         error_map_with_legend,
         write_png,
     )
+    from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.study.evaluate import error_rate
 
     target = Path(out) / f"motorcycle_{postprocess}.png"
     ensure_writable(target, overwrite)

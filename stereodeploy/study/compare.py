@@ -11,7 +11,7 @@ ONNX(TensorFlow) with and without post-processing, and writes::
     OUT/accuracy.png                   patch accuracy per epoch of both frameworks
     OUT/disparity.png, OUT/error.png   the first evaluation image per runtime, next to its ground truth
 
-Framework code is reached only through :func:`stereodeploy.train.api.train_run`, :func:`stereodeploy.export.export`
+Framework code is reached only through :func:`stereodeploy.train.api.train_run`, :func:`stereodeploy.deploy.export.export`
 and the engine's backends, so this module imports neither torch nor TensorFlow itself.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 from stereodeploy import __version__
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.evaluate import THRESHOLD, EvalResult, evaluate, ground_truth_kind
 from stereodeploy.frameworks import DEVICES, FRAMEWORKS
+from stereodeploy.study.evaluate import THRESHOLD, EvalResult, evaluate, ground_truth_kind
 
 # (label, framework that trained the weights, backend, model source: the run directory or the exported file):
 # each framework natively, then each framework's export on onnxruntime
@@ -117,7 +117,7 @@ class PhaseLoad:
     load above the usable cores means other work shared them: that phase's times cannot be compared."""
 
     def __init__(self, cores: int | None = None):
-        from stereodeploy.threads import usable_cores
+        from stereodeploy.util.threads import usable_cores
 
         self.cores = cores or usable_cores()
         self.phases: dict[str, float] = {}
@@ -143,7 +143,7 @@ def _eval_max_disp(option: int | None, samples: Sequence[Any]) -> int:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    from stereodeploy.io import ensure_writable
+    from stereodeploy.data.io import ensure_writable
 
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file: give a folder for the report")
@@ -154,7 +154,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _load(train_data: Sequence[Path], eval_data: Path, hold_out: Sequence[str], train_format: str | None,
           eval_format: str | None) -> tuple[list[Any], list[Any], str]:
-    from stereodeploy.datasets import detect_format, load_dataset
+    from stereodeploy.data.datasets import detect_format, load_dataset
     from stereodeploy.train.api import load_samples
 
     train = load_samples(list(train_data), train_format, exclude=hold_out)
@@ -186,11 +186,11 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     evaluated. ``validate`` logs the evaluation set's winner-take-all error after every epoch (untimed). The
     defaults are the study's: 14 epochs, learning rate 0.002 dropped tenfold at epoch 12, batches of 128 pairs.
     """
-    from stereodeploy.checkpoint import read_metrics, read_run_config
+    from stereodeploy.deploy.export import export
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.export import export
     from stereodeploy.nets.weights import init_weights
     from stereodeploy.train.api import train_run
+    from stereodeploy.train.checkpoint import read_metrics, read_run_config
 
     out = Path(out)
     train_paths = [Path(train_data)] if isinstance(train_data, (str, Path)) else [Path(p) for p in train_data]
@@ -308,8 +308,8 @@ def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, di
                   load: PhaseLoad, config: dict[str, Any],
                   data: dict[str, Any]) -> dict[str, Any]:
     """Tables, figures and files from the measurements; returns the report dictionary."""
-    from stereodeploy.io import write_json, write_text
-    from stereodeploy.report import markdown, plot_accuracy, plot_disparities, plot_errors, training_table
+    from stereodeploy.data.io import write_json, write_text
+    from stereodeploy.study.report import markdown, plot_accuracy, plot_disparities, plot_errors, training_table
 
     kind = "noc" if first.disp_noc is not None else "occ"
     table2_rows, time_rows = [], []

@@ -34,10 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from stereodeploy.contract import INPUT_NAME, OUTPUT_NAME, ModelMeta, read_meta
+from stereodeploy.data.io import atomic_write, ensure_writable, read_image
+from stereodeploy.data.preprocess import to_gray
+from stereodeploy.deploy.export import ExportReport, export
+from stereodeploy.deploy.sidecar import write_sidecar
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, ExportReport, ModelMeta, export, read_meta
-from stereodeploy.io import atomic_write, ensure_writable, read_image, to_gray
-from stereodeploy.sidecar import write_sidecar
 
 QUANT_KEY = "stereodeploy.quantization"
 ProgressCallback = Callable[[int, int], None]  # (steps done, steps in all): the calibration crops, quantise, check
@@ -87,7 +89,7 @@ def _default_images() -> tuple[list[np.ndarray], list[str]]:
 
 def _folder_images(folder: Path) -> list[Path]:
     """The left and right images of a dataset folder (KITTI / Middlebury layout), else its image files."""
-    from stereodeploy.datasets import list_frames
+    from stereodeploy.data.datasets import list_frames
 
     try:
         frames = list_frames(folder)
@@ -330,7 +332,7 @@ def _progress_bar(progress: bool | ProgressCallback) -> Iterator[ProgressCallbac
     if not progress:
         yield None
         return
-    from stereodeploy.progress import progress_bar
+    from stereodeploy.util.progress import progress_bar
 
     # stderr: a bar is not a result (and onnxruntime's prints to stdout are swallowed around each step)
     with progress_bar(label="int8: calibrating, quantising, checking", stderr=True) as bar:
@@ -376,7 +378,7 @@ def int8_path(fp32_path: Path | str) -> Path:
 def export_with_quantized(source: Path, out: Path, max_disp: int = 128, overwrite: bool = False,
                           quantize: str | None = None,
                           calibration: Sequence[Path] = ()) -> tuple[ExportReport, QuantizeReport | None]:
-    """What `stereodeploy export` does: :func:`stereodeploy.export.export`, then with ``quantize="int8"`` an int8
+    """What `stereodeploy export` does: :func:`stereodeploy.deploy.export.export`, then with ``quantize="int8"`` an int8
     twin at :func:`int8_path` calibrated on ``calibration``. Every output path and the calibration data are checked
     before any work starts. Returns the export report and the quantisation report (None without ``quantize``)."""
     if calibration and quantize is None:

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.progress import progress_bar
+from stereodeploy.util.progress import progress_bar
 
 if TYPE_CHECKING:
-    from stereodeploy.datasets import StereoSample
+    from stereodeploy.data.datasets import StereoSample
     from stereodeploy.engine.matcher import MatchResult, StereoMatcher
 
 THRESHOLD = 3.0  # pixels
@@ -244,7 +244,7 @@ def training_overlap(training_data: Mapping[str, Any], frames: Iterable[str],
 def _training_layouts(training_data: Mapping[str, Any]) -> set[str]:
     """The dataset layouts the model was trained on, if known: the recorded format, else every source's (all must
     still exist, or nothing is concluded)."""
-    from stereodeploy.datasets import detect_format
+    from stereodeploy.data.datasets import detect_format
 
     if training_data.get("format"):
         return {str(training_data["format"])}
@@ -292,14 +292,14 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
     """Run ``matcher`` on every sample with ground truth and score it; frames without are skipped with a warning.
 
     ``max_disp`` overrides the per-frame choice of :func:`frame_max_disp`. ``error_maps`` is a folder that gets
-    ``<name>_error.png`` per frame (:func:`stereodeploy.io.error_map` against the same ground truth as the error
-    rate, with its legend strip under the map: :func:`stereodeploy.io.error_map_with_legend`). ``warmup`` runs the first frame once untimed, so one-off costs (JIT compilation, graph tracing, memory
+    ``<name>_error.png`` per frame (:func:`stereodeploy.data.io.error_map` against the same ground truth as the error
+    rate, with its legend strip under the map: :func:`stereodeploy.data.io.error_map_with_legend`). ``warmup`` runs the first frame once untimed, so one-off costs (JIT compilation, graph tracing, memory
     pools) do not land in the first frame's time. ``on_frame`` sees every frame's sample and match result.
 
     Frames the model was trained on (its metadata's training frames, :func:`training_overlap`; ``data_format`` is
     the evaluated layout) are still scored, with a warning, and listed in ``EvalResult.trained_on``.
     """
-    from stereodeploy.io import ensure_writable, error_map_with_legend, write_png
+    from stereodeploy.data.io import ensure_writable, error_map_with_legend, write_png
 
     if max_disp is not None and max_disp < 1:
         raise UsageError(f"--max-disp must be at least 1, got {max_disp}")
@@ -391,14 +391,14 @@ def evaluate_models(data: Path, models: Sequence[Path], *, fmt: str | None = Non
     detected; its SGM preset follows the layout), optionally writing error maps and one JSON file of all results.
 
     ``on_result`` sees each model's result as soon as it is done. ``threads`` caps the CPU threads (see
-    :func:`stereodeploy.threads.configure_threads`; recorded in the JSON). Output paths are checked before any
+    :func:`stereodeploy.util.threads.configure_threads`; recorded in the JSON). Output paths are checked before any
     work starts.
     """
-    from stereodeploy.datasets import detect_format, load_dataset
+    from stereodeploy.data.datasets import detect_format, load_dataset
+    from stereodeploy.data.io import ensure_writable, write_json
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.io import ensure_writable, write_json
-    from stereodeploy.models_dir import default_model_path
-    from stereodeploy.threads import configure_threads, thread_report
+    from stereodeploy.engine.shipped import default_model_path
+    from stereodeploy.util.threads import configure_threads, thread_report
 
     if json_out is not None:
         ensure_writable(json_out, overwrite)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stereodeploy.io import atomic_write
+from stereodeploy.data.io import atomic_write
 
 SUFFIX = ".json"
 

@@ -24,8 +24,8 @@ import numpy as np
 
 from stereodeploy import __version__
 from stereodeploy.config import NetworkConfig, from_dict
+from stereodeploy.data.io import atomic_write
 from stereodeploy.errors import UserError
-from stereodeploy.io import atomic_write
 from stereodeploy.nets.weights import Weights
 
 FORMAT_VERSION = 1  # of checkpoint.npz and config.json; a reader refuses anything newer

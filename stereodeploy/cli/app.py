@@ -1,8 +1,8 @@
 """The `stereodeploy` command line. Each command parses its options and calls one library function.
 
 User mistakes (:class:`~stereodeploy.errors.UserError`) end with one line on stderr and a non-zero exit code.
-Options and choices shared by several commands live in :mod:`stereodeploy.cli_options`; `evaluate` and
-`compare` are defined in :mod:`stereodeploy.cli_eval` and registered here.
+Options and choices shared by several commands live in :mod:`stereodeploy.cli.options`; `evaluate` and
+`compare` are defined in :mod:`stereodeploy.cli.study` and registered here.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Annotated
 
 import typer
 
-from stereodeploy.cli_eval import register as register_eval
-from stereodeploy.cli_options import (
+from stereodeploy.cli.options import (
     BackendName,
     BackendOption,
     DataFormat,
@@ -42,7 +41,8 @@ from stereodeploy.cli_options import (
     network_or_usage_error,
     value,
 )
-from stereodeploy.cli_options import user_errors as _user_errors
+from stereodeploy.cli.options import user_errors as _user_errors
+from stereodeploy.cli.study import register as register_eval
 from stereodeploy.errors import UsageError, UserError
 
 app = typer.Typer(
@@ -57,14 +57,14 @@ app.add_typer(train_app, name="train")
 def _root(verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Show the frameworks' own start-up logs (TensorFlow's absl and oneDNN lines).")] = False,
           ) -> None:
-    from stereodeploy.quiet import quiet_tensorflow
+    from stereodeploy.util.quiet import quiet_tensorflow
 
     quiet_tensorflow(verbose)
 
 
 def model_path(model: Path | None) -> Path:
     """The model a --model option names (a path or a shipped model's name), or the default model."""
-    from stereodeploy.models_dir import default_model_path, resolve_model
+    from stereodeploy.engine.shipped import default_model_path, resolve_model
 
     return default_model_path() if model is None else resolve_model(model)
 
@@ -207,7 +207,7 @@ def export(
                               "scikit-image's Motorcycle pair).")] = None,
 ) -> None:
     """Export a trained network to ONNX (features model) and check it against the native network."""
-    from stereodeploy.quantize import export_with_quantized
+    from stereodeploy.deploy.quantize import export_with_quantized
 
     report, q = export_with_quantized(source, out, max_disp=max_disp, overwrite=overwrite, quantize=value(quantize),
                                       calibration=calibration or [])
@@ -251,12 +251,12 @@ def infer(
 
     Every output path is checked before any work starts; an image that cannot be matched stops the run there.
     """
-    from stereodeploy.datasets import DEFAULT_PRESET
+    from stereodeploy.data.datasets import DEFAULT_PRESET
+    from stereodeploy.engine.inference import detected_preset, infer_pairs, resolve_pairs
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.inference import detected_preset, infer_pairs, resolve_pairs
 
     if threads is not None:
-        from stereodeploy.threads import configure_threads
+        from stereodeploy.util.threads import configure_threads
 
         configure_threads(threads)  # before the engine's kernels load
     inputs = list(inputs or [])
@@ -292,7 +292,7 @@ def export_matcher(
     overwrite: Overwrite = False,
 ) -> None:
     """Write a self-contained ONNX matcher (left, right uint8 images -> disparity) for any onnxruntime binding."""
-    from stereodeploy.export_matcher import export_matcher as do_export_matcher
+    from stereodeploy.deploy.export_matcher import export_matcher as do_export_matcher
 
     r = do_export_matcher(model_path(features), out, max_disp=max_disp, overwrite=overwrite,
                           postprocess=postprocess.value, preset=preset.value, check=check)
@@ -318,7 +318,7 @@ def quantize(
     progress: Progress = True,
 ) -> None:
     """Quantise an exported feature model to int8 (onnxruntime static QDQ), calibrated on real images."""
-    from stereodeploy.quantize import quantize_file, summary
+    from stereodeploy.deploy.quantize import quantize_file, summary
 
     typer.echo(summary(quantize_file(model_path(model), out, calibration or [], overwrite=overwrite,
                                      progress=progress)))
@@ -328,8 +328,8 @@ def quantize(
 @_user_errors
 def models() -> None:
     """The shipped models: names for --model, source framework, precision, max disparity, training data, path."""
-    from stereodeploy.models_dir import list_models
-    from stereodeploy.report import models_table
+    from stereodeploy.engine.shipped import list_models
+    from stereodeploy.study.report import models_table
 
     typer.echo(models_table(list_models()), nl=False)
 
@@ -344,7 +344,7 @@ def demo(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing picture.")] = False,
 ) -> None:
     """Run the shipped model on the Middlebury Motorcycle pair bundled with scikit-image and score it."""
-    from stereodeploy.demo import run_demo
+    from stereodeploy.cli.demo import run_demo
 
     r = run_demo(model_path(model), out, postprocess=postprocess.value, overwrite=overwrite)
     stages = ", ".join(f"{k} {v:.3f} s" for k, v in r.timings.items() if k != "total")
@@ -360,7 +360,7 @@ def serve_demo(
     model: Annotated[Path | None, typer.Option(help="Matcher ONNX file to offer (default: the page's own).")] = None,
 ) -> None:
     """Serve the browser demo (examples/web) on localhost with the headers that wasm threads need."""
-    from stereodeploy.serve import serve_demo as do_serve
+    from stereodeploy.deploy.serve import serve_demo as do_serve
 
     do_serve(port=port, model=model, announce=typer.echo)
 

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stereodeploy.data.io import atomic_write, colorize, error_map, to_jsonable
 from stereodeploy.frameworks import label
-from stereodeploy.io import atomic_write, colorize, error_map, to_jsonable
 
 if TYPE_CHECKING:
-    from stereodeploy.evaluate import EvalResult
-    from stereodeploy.models_dir import ShippedModel
+    from stereodeploy.engine.shipped import ShippedModel
+    from stereodeploy.study.evaluate import EvalResult
 
 DIFFERENCE_FORMULA = "100 × (T_TensorFlow − T_PyTorch) / T_PyTorch; positive: TensorFlow took longer than PyTorch"
 
@@ -392,7 +392,7 @@ def plot_disparities(gt: np.ndarray, disparities: Mapping[tuple[str, str], np.nd
 def plot_errors(gt: np.ndarray, disparities: Mapping[tuple[str, str], np.ndarray], path: str | Path,
                 threshold: float = 3.0, rates: Mapping[tuple[str, str], float] | None = None, title: str = "",
                 overwrite: bool = False) -> Path:
-    """Error maps (:func:`stereodeploy.io.error_map`: blue..yellow below ``threshold``, orange, red) per runtime,
+    """Error maps (:func:`stereodeploy.data.io.error_map`: blue..yellow below ``threshold``, orange, red) per runtime,
     one row per post-processing setting; ``rates`` adds each map's error rate to its title."""
     settings = list(dict.fromkeys(pp for _, pp in disparities))
     runtimes = list(dict.fromkeys(rt for rt, _ in disparities))

@@ -8,14 +8,14 @@ Contract of the file (``stereodeploy.format = matcher/2`` in ``metadata_props`` 
                            rectified pair of one size; W > max_disp; H, W >= the network's patch (9)
     output   disparity     float32 (H, W) disparity of the left image in pixels, 0..max_disp-1, dense
 
-Gray is BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` inside the graph (as :func:`stereodeploy.io.to_gray`); the
+Gray is BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` inside the graph (as :func:`stereodeploy.data.preprocess.to_gray`); the
 feature model normalises each image by its own mean and variance, so the scale of the input does not matter.
 Inputs the engine refuses fail inside the graph, in a node whose name says what is wrong
 (``check: image width must be greater than the max disparity 228 fixed in this file``).
 
 ``postprocess='none'``: winner-take-all, equal to the engine's up to ties. ``'full'``: MC-CNN's post-processing
 (SGM with the preset's adaptive penalties, left-right check on the right view's volume, occlusion and mismatch
-filling, subpixel, 5 x 5 median, bilateral), built by :mod:`stereodeploy.onnx_pipeline`. ``max_disp`` is fixed
+filling, subpixel, 5 x 5 median, bilateral), built by :mod:`stereodeploy.deploy.onnx_pipeline`. ``max_disp`` is fixed
 at export time (``stereodeploy.max_disp``); the feature model's own metadata is kept alongside.
 
 It runs without stereodeploy installed::
@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from stereodeploy.data.io import atomic_write, ensure_writable
+from stereodeploy.deploy.sidecar import write_sidecar
 from stereodeploy.errors import UserError
-from stereodeploy.io import atomic_write, ensure_writable
-from stereodeploy.sidecar import write_sidecar
 
 FORMAT = "matcher/2"
 LEFT, RIGHT, OUTPUT = "left", "right", "disparity"
@@ -55,10 +55,10 @@ OUTPUT_CONTRACT = {
 
 def full_settings(preset: str) -> Any:
     """The full pipeline's settings for SGM preset ``preset`` (a name of engine.sgm.SGM_PRESETS)."""
+    from stereodeploy.data.preprocess import NORM_EPS
+    from stereodeploy.deploy.onnx_pipeline import FullSettings, Penalties
     from stereodeploy.engine.filters import BLUR_PRESETS
     from stereodeploy.engine.sgm import sgm_preset
-    from stereodeploy.onnx_pipeline import FullSettings, Penalties
-    from stereodeploy.patches import NORM_EPS
 
     params = sgm_preset(preset)
     sigma, threshold = BLUR_PRESETS[preset]
@@ -72,16 +72,16 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     import onnx
     from onnx import TensorProto, compose, helper, version_converter
 
-    from stereodeploy.engine.sgm import sgm_preset
-    from stereodeploy.export import INPUT_NAME, OUTPUT_NAME, read_meta
-    from stereodeploy.nets.portable import bound_clips
-    from stereodeploy.onnx_pipeline import (
+    from stereodeploy.contract import INPUT_NAME, OUTPUT_NAME, read_meta
+    from stereodeploy.deploy.onnx_pipeline import (
         Graph,
         full_nodes,
         gray_nodes,
         input_checks,
         wta_nodes,
     )
+    from stereodeploy.engine.sgm import sgm_preset
+    from stereodeploy.nets.portable import bound_clips
 
     meta = read_meta(features_model, "the feature model")
     if max_disp < 1 or block < 1:
@@ -225,7 +225,7 @@ def _similarity(fl: np.ndarray, fr: np.ndarray, ys: np.ndarray, xs: np.ndarray, 
 
 def check_pair(max_disp: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The synthetic uint8 RGB pair the export checks run on: CHECK_HEIGHT x (max_disp + 64)."""
-    from stereodeploy.datasets import synthetic_pair
+    from stereodeploy.data.datasets import synthetic_pair
 
     width = max_disp + 64
     pair = synthetic_pair(height=CHECK_HEIGHT, width=width, max_disp=min(max_disp, width - 1), layers=2, seed=seed)
@@ -246,9 +246,9 @@ def check_matcher(model: Any, features_path: Path | str, max_disp: int, postproc
     import onnxruntime as ort
 
     from stereodeploy.config import MatchConfig
+    from stereodeploy.data.preprocess import to_gray
     from stereodeploy.engine.backends import OnnxBackend
     from stereodeploy.engine.matcher import StereoMatcher
-    from stereodeploy.io import to_gray
 
     left, right = check_pair(max_disp, seed)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -287,10 +287,10 @@ def export_matcher(features: Path | str | None, out: Path | str, max_disp: int |
     """
     import onnx
 
+    from stereodeploy.contract import load_onnx, read_meta
+    from stereodeploy.deploy.sidecar import sidecar_path
     from stereodeploy.engine.sgm import sgm_preset
-    from stereodeploy.export import load_onnx, read_meta
-    from stereodeploy.models_dir import default_model_path
-    from stereodeploy.sidecar import sidecar_path
+    from stereodeploy.engine.shipped import default_model_path
 
     if postprocess not in POSTPROCESS:
         raise UserError(f"postprocess must be 'none' or 'full', not {postprocess!r}")

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stereodeploy.data.pairs import Pair, read_pairs_file
 from stereodeploy.engine.matcher import MatchResult, StereoMatcher
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.pairs import Pair, read_pairs_file
 
 
 @dataclass
@@ -38,7 +38,7 @@ class PairOutput:
 def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None, fmt: str | None = None) -> list[Pair]:
     """The pairs of ``LEFT RIGHT``, of one dataset folder (layout ``fmt``, or detected), or of a pairs file; checks
     that every image exists and that no two pairs would write the same outputs."""
-    from stereodeploy.datasets import list_frames
+    from stereodeploy.data.datasets import list_frames
 
     inputs = [Path(p) for p in inputs]
     if fmt is not None and not (len(inputs) == 1 and inputs[0].is_dir()):
@@ -69,8 +69,8 @@ def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None, fmt: s
 
 def detected_preset(pairs: Sequence[Pair], inputs: Sequence[Path], fmt: str | None = None) -> str | None:
     """The SGM preset the data calls for: ``fmt``'s, a dataset folder's layout, or that of the first left image's
-    folders (see :func:`stereodeploy.datasets.detect_preset`); None when nothing tells."""
-    from stereodeploy.datasets import detect_preset, preset_for_format
+    folders (see :func:`stereodeploy.data.datasets.detect_preset`); None when nothing tells."""
+    from stereodeploy.data.datasets import detect_preset, preset_for_format
 
     if fmt is not None:
         return preset_for_format(fmt)
@@ -94,18 +94,18 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
     """
     import warnings
 
-    from stereodeploy.engine.sanity import SWAPPED_THRESHOLD, image_swapped_score, swapped_warning
-    from stereodeploy.evaluate import postprocess_name
-    from stereodeploy.io import (
+    from stereodeploy.data.io import (
         colorize_with_bar,
         ensure_writable,
         read_image,
-        to_gray,
         write_json,
         write_kitti_disp,
         write_pfm,
         write_png,
     )
+    from stereodeploy.data.preprocess import to_gray
+    from stereodeploy.engine.sanity import SWAPPED_THRESHOLD, image_swapped_score, swapped_warning
+    from stereodeploy.study.evaluate import postprocess_name
 
     out = Path(out)
     for pair in pairs:

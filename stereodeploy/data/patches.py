@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from stereodeploy.config import SamplerConfig
+from stereodeploy.data.preprocess import NORM_EPS
 
-NORM_EPS = 1e-6  # added to the variance, in (grey level)^2: negligible on real images, avoids 0/0 on flat ones
 NO_EXAMPLE = np.iinfo(np.uint16).max  # rounded-disparity code of a pixel that is not an example
 MAX_WIDTH = int(NO_EXAMPLE)  # x - xr < width must stay below NO_EXAMPLE
 MAX_EXAMPLES = 2**62  # epoch positions are computed in uint64 with two spare bits
@@ -43,13 +43,6 @@ GATHER_CHUNK = 128  # examples read between two unmappings of the cache (bounds 
 FEISTEL_ROUNDS = 6
 
 
-def normalize(gray: np.ndarray) -> np.ndarray:
-    """Per-image normalisation used everywhere (training, every backend, the ONNX graph):
-    ``(x - mean) / sqrt(var + NORM_EPS)`` with the population variance. Input (H, W) in 0..255."""
-    gray = np.asarray(gray, dtype=np.float32)
-    mean = gray.mean(dtype=np.float64)
-    var = gray.var(dtype=np.float64)
-    return ((gray - mean) / np.sqrt(var + NORM_EPS)).astype(np.float32)
 
 
 @dataclass

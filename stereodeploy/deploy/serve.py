@@ -28,7 +28,7 @@ HEADERS = {
 
 def web_root() -> Path:
     """The page's folder in a clone of the repository."""
-    return Path(__file__).resolve().parents[1] / "examples" / "web"
+    return Path(__file__).resolve().parents[2] / "examples" / "web"
 
 
 class DemoHandler(http.server.SimpleHTTPRequestHandler):

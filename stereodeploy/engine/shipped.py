@@ -43,7 +43,7 @@ class ShippedModel:
 def _describe(path: Path, default: Path) -> ShippedModel:
     import json
 
-    from stereodeploy.export import load_onnx, read_meta
+    from stereodeploy.contract import load_onnx, read_meta
 
     proto = load_onnx(path)
     meta = read_meta(proto, str(path))

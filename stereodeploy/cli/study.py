@@ -1,7 +1,7 @@
 """`stereodeploy evaluate` and `stereodeploy compare`, added to the main app by :func:`register`.
 
-Each command parses its options and calls one library function, :func:`stereodeploy.evaluate.evaluate_models` or
-:func:`stereodeploy.compare.compare`; the tables come from :mod:`stereodeploy.report`.
+Each command parses its options and calls one library function, :func:`stereodeploy.study.evaluate.evaluate_models` or
+:func:`stereodeploy.study.compare.compare`; the tables come from :mod:`stereodeploy.study.report`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from stereodeploy.cli_options import (
+from stereodeploy.cli.options import (
     BackendName,
     BackendOption,
     BatchSize,
@@ -58,10 +58,10 @@ def evaluate_command(
     threads: Threads = None,
 ) -> None:
     """Error rates (>=3 px as the study, KITTI >3 px and D1 on noc/occ), density and time per frame and on average."""
-    from stereodeploy.evaluate import evaluate_models
-    from stereodeploy.models_dir import resolve_model
-    from stereodeploy.report import fmt as fmt_num
-    from stereodeploy.report import render_eval_table
+    from stereodeploy.engine.shipped import resolve_model
+    from stereodeploy.study.evaluate import evaluate_models
+    from stereodeploy.study.report import fmt as fmt_num
+    from stereodeploy.study.report import render_eval_table
 
     def show(result) -> None:
         typer.echo(render_eval_table(result), nl=False)
@@ -103,8 +103,8 @@ def compare_command(
     threads: Threads = None,
 ) -> None:
     """Train PyTorch and TensorFlow alike, export both to ONNX, evaluate all four runtimes, write a report."""
-    from stereodeploy.compare import compare
-    from stereodeploy.report import comparison_text
+    from stereodeploy.study.compare import compare
+    from stereodeploy.study.report import comparison_text
 
     report = compare(list(train_data), eval_data, out, epochs=epochs, max_examples=max_examples,
                      device=value(device), network=network_or_usage_error(layers, maps, kernel), batch_size=batch_size,

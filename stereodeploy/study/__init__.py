@@ -1,0 +1,1 @@
+"""The study: metrics, evaluation loops, the framework comparison and its reports."""
