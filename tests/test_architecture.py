@@ -182,6 +182,26 @@ def test_match_config_is_hashable_and_keeps_its_overrides() -> None:
     assert a.spec.sgm.P2 == 42.3 and a.spec.lr_threshold == 2.1 and a.spec.blur_sigma == 6.0  # middlebury's blur
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_disp": 0}, "max disparity must be a whole number of at least 1, got 0"),
+    ({"max_disp": 2.5}, "max disparity must be a whole number"),
+    ({"sgm_preset": "kitti2019"}, "unknown preset 'kitti2019': use one of kitti2012, kitti2015, middlebury"),
+    ({"overrides": {"P3": 1.0}}, "unknown pipeline setting.* P3: use P1, P2, Q1, Q2, V, D, blur_sigma"),
+    ({"overrides": {"P2": 1.0}}, "SGM needs P2 >= P1"),
+    ({"overrides": {"blur_t": -1}}, "blur_t must be a positive number, got -1"),
+    ({"overrides": {"lr_threshold": "x"}}, "pipeline settings must be numbers"),
+])
+def test_match_config_checks_everything_once_with_one_error(kwargs: dict, message: str) -> None:
+    from stereodeploy.config import MatchConfig
+    from stereodeploy.errors import UsageError
+
+    with pytest.raises(UsageError, match=message) as info:
+        MatchConfig(**kwargs)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="postprocess must be 'none' or 'full', not 'some'"):
+        MatchConfig.preset("some", 16)
+
+
 def test_framework_free_feature_model_equals_the_torch_export() -> None:
     torch_net = pytest.importorskip("stereodeploy.nets.torch_net", reason="needs PyTorch (torch)")
     import numpy as np

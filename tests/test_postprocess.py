@@ -364,3 +364,25 @@ def test_sgm_reads_a_uint16_volume_as_its_costs() -> None:
     check_only = MatchConfig(max_disp=24, lr_check=True)
     wta, _ = postprocess(q, left, right, check_only)  # no SGM: float
     np.testing.assert_array_equal(wta, postprocess(dequantise(q), left, right, check_only)[0])
+
+
+def test_every_stage_takes_its_values_from_the_config_spec() -> None:
+    """Issue 18: no stage falls back to a value of its own (the bilateral stage used to take Middlebury's blur for
+    any custom SGM setting): with a preset, and with overrides, each stage equals the filter called with the
+    spec's values."""
+    fl, fr, _truth, _ = _scene(noise=0.3, seed=14)
+    cost = cost_volume(fl, fr, 24)
+    gray = np.zeros(cost.shape[1:], dtype=np.float32)
+    wta = winner_take_all(cost)
+    for preset, overrides in (("kitti2015", {}), ("middlebury", {"P1": 1.0, "blur_sigma": 1.5, "blur_t": 3.0}),
+                              ("kitti2012", {"lr_threshold": 2.1})):
+        cfg = MatchConfig(max_disp=24, bilateral=True, sgm_preset=preset, overrides=overrides)
+        spec = preset_spec(preset, overrides)
+        got, _ = postprocess(cost, gray, gray, cfg)
+        np.testing.assert_array_equal(got, bilateral(wta, None, spec.blur_sigma, spec.blur_t))
+        cfg = MatchConfig(max_disp=24, lr_check=True, sgm_preset=preset, overrides=overrides)
+        got, _ = postprocess(cost, gray, gray, cfg)
+        labels = left_right_check(wta, winner_take_all(cost, derived_right=True), spec.lr_threshold, 24)
+        np.testing.assert_array_equal(got, fill_invalid(wta, labels))
+    blurs = {cfg.spec.blur_sigma for cfg in (MatchConfig(sgm_preset="kitti2015"), MatchConfig(sgm_preset="middlebury"))}
+    assert blurs == {4.64, 6.0}
