@@ -7,8 +7,12 @@ so that inference rebuilds exactly what was trained.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from stereodeploy.engine.spec import DEFAULT_PRESET, PipelineSpec, preset_spec
+from stereodeploy.errors import UsageError
 
 T = TypeVar("T")
 
@@ -91,9 +95,17 @@ class TrainConfig:
         return self.lr * self.lr_factor**drops
 
 
+POSTPROCESS = ("none", "full")
+"""What a matcher does after the features: ``none`` = winner-take-all only; ``full`` = every stage of MC-CNN's
+post-processing."""
+
+
 @dataclass(frozen=True)
 class MatchConfig:
-    """Matching pipeline settings; see :mod:`stereodeploy.engine.postprocess` for each stage."""
+    """Matching pipeline settings, checked once here: the disparity range, which stages of
+    :func:`stereodeploy.engine.postprocess.postprocess` run, and their values, a preset of
+    :data:`stereodeploy.engine.spec.PRESETS` by name with some values overridden (:attr:`spec` gives the result).
+    A bad value raises :class:`~stereodeploy.errors.UsageError` with one line that names it."""
 
     max_disp: int = 128
     sgm: bool = False
@@ -101,20 +113,31 @@ class MatchConfig:
     subpixel: bool = False
     median: bool = False
     bilateral: bool = False
-    # overrides of the SGM preset's parameters, as sorted (name, value) pairs so that the config stays hashable;
-    # a dict given here is converted
-    sgm_params: tuple[tuple[str, float], ...] = ()
+    sgm_preset: str = DEFAULT_PRESET  # SGM and filter values, tuned per benchmark; "SGM preset" in the CLI's words
+    # overrides of the preset's values (names of engine.spec.TUNABLE), as sorted (name, value) pairs so that the
+    # config stays hashable; a dict given here is converted
+    overrides: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
-        pairs = self.sgm_params.items() if isinstance(self.sgm_params, dict) else self.sgm_params
-        object.__setattr__(self, "sgm_params", tuple(sorted((str(k), float(v)) for k, v in pairs)))
+        if isinstance(self.max_disp, bool) or not isinstance(self.max_disp, numbers.Integral) or self.max_disp < 1:
+            raise UsageError(f"max disparity must be a whole number of at least 1, got {self.max_disp!r}")
+        object.__setattr__(self, "max_disp", int(self.max_disp))
+        given = dict(self.overrides.items() if isinstance(self.overrides, dict) else self.overrides)
+        preset_spec(self.sgm_preset, given)  # an unknown preset, a bad name or value fails here, once
+        object.__setattr__(self, "overrides", tuple(sorted((str(k), float(v)) for k, v in given.items())))
+
+    @property
+    def spec(self) -> PipelineSpec:
+        """The values of every stage: the preset's, with the overrides applied."""
+        return preset_spec(self.sgm_preset, dict(self.overrides))
 
     @classmethod
-    def preset(cls, postprocess: str, max_disp: int, sgm_params: dict[str, float] | None = None) -> MatchConfig:
-        """``none`` = winner-take-all only; ``full`` = every stage of MC-CNN's post-processing."""
-        if postprocess == "none":
-            return cls(max_disp=max_disp)
-        if postprocess == "full":
-            return cls(max_disp=max_disp, sgm=True, lr_check=True, subpixel=True, median=True, bilateral=True,
-                       sgm_params=tuple((sgm_params or {}).items()))
-        raise ValueError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
+    def preset(cls, postprocess: str, max_disp: int, overrides: dict[str, float] | None = None,
+               sgm_preset: str = DEFAULT_PRESET) -> MatchConfig:
+        """``postprocess`` ``none`` = winner-take-all only; ``full`` = every stage of MC-CNN's post-processing,
+        with the values of ``sgm_preset`` and ``overrides``."""
+        if postprocess not in POSTPROCESS:
+            raise UsageError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
+        full = postprocess == "full"
+        return cls(max_disp=max_disp, sgm=full, lr_check=full, subpixel=full, median=full, bilateral=full,
+                   sgm_preset=sgm_preset, overrides=tuple((overrides or {}).items()))

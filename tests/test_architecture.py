@@ -72,6 +72,48 @@ def test_the_package_has_no_import_circle() -> None:
     assert find_cycle(graph) == []
 
 
+def test_the_engine_stands_without_the_exporter_and_the_training_sampler() -> None:
+    """engine/ (the runtime) imports neither the exporter nor the patch sampler, anywhere in its modules (also
+    inside functions): the model contract and the preprocessing live in modules of their own."""
+    graph = import_graph()
+    engine = {m for m in graph if m.startswith("stereodeploy.engine.")}
+    assert "stereodeploy.engine.matcher" in engine  # the graph was really read
+    forbidden = {"stereodeploy.deploy.export", "stereodeploy.data.patches"}
+    assert {m: graph[m] & forbidden for m in engine if graph[m] & forbidden} == {}
+    assert "stereodeploy.data.preprocess" in set().union(*(graph[m] for m in engine))  # what they use instead
+
+
+def test_the_engine_and_the_file_read_one_pipeline_spec() -> None:
+    """onnx_pipeline.py assigns no number of its own at module level that engine/ also defines: both import them
+    from engine/spec.py (and data/preprocess.py)."""
+
+    def numbers(path: Path) -> dict[str, float]:
+        """Module-level names bound to a literal (numbers and tuples of them)."""
+        tree = ast.parse(path.read_text())
+        out = {}
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                names = [t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                         if isinstance(t, ast.Name)]
+                try:
+                    value = ast.literal_eval(node.value)
+                except ValueError:
+                    continue
+                for name in names:
+                    out[name] = value
+        return out
+
+    shared = [*(PACKAGE / "engine").glob("*.py"), PACKAGE / "data" / "preprocess.py"]
+    engine_values = {repr(v) for path in shared for v in numbers(path).values()
+                     if isinstance(v, (int, float, tuple)) and not isinstance(v, bool)}
+    own = numbers(PACKAGE / "deploy" / "onnx_pipeline.py")
+    assert numbers(PACKAGE / "engine" / "spec.py")["NO_NEIGHBOUR"] == 3.0e38  # the reader really reads
+    assert {n: v for n, v in own.items() if repr(v) in engine_values} == {}
+    graph = import_graph()
+    assert "stereodeploy.engine.spec" in graph["stereodeploy.deploy.onnx_pipeline"]
+    assert "stereodeploy.engine.spec" in graph["stereodeploy.engine.sgm"] & graph["stereodeploy.engine.filters"]
+
+
 def test_importing_the_package_and_the_cli_loads_no_framework() -> None:
     code = ("import sys, stereodeploy, stereodeploy.cli.app, stereodeploy.frameworks; "
             "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'tf2onnx') if m in sys.modules))")
@@ -129,14 +171,35 @@ def test_names_and_choices_follow_the_registry() -> None:
 # ------------------------------------------------------------------------------------------------ small contracts
 
 
-def test_match_config_is_hashable_and_keeps_sgm_overrides() -> None:
+def test_match_config_is_hashable_and_keeps_its_overrides() -> None:
     from stereodeploy.config import MatchConfig
 
-    a = MatchConfig.preset("full", 64, {"P2": 42.3, "P1": 2})
+    a = MatchConfig.preset("full", 64, {"P2": 42.3, "P1": 2, "lr_threshold": 2.1})
     b = MatchConfig(max_disp=64, sgm=True, lr_check=True, subpixel=True, median=True, bilateral=True,
-                    sgm_params={"P1": 2.0, "P2": 42.3})
+                    overrides={"lr_threshold": 2.1, "P1": 2.0, "P2": 42.3})
     assert a == b and hash(a) == hash(b) and len({a, b, MatchConfig.preset("none", 64)}) == 2
-    assert dict(a.sgm_params) == {"P1": 2.0, "P2": 42.3}
+    assert dict(a.overrides) == {"P1": 2.0, "P2": 42.3, "lr_threshold": 2.1}
+    assert a.spec.sgm.P2 == 42.3 and a.spec.lr_threshold == 2.1 and a.spec.blur_sigma == 6.0  # middlebury's blur
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_disp": 0}, "max disparity must be a whole number of at least 1, got 0"),
+    ({"max_disp": 2.5}, "max disparity must be a whole number"),
+    ({"sgm_preset": "kitti2019"}, "unknown preset 'kitti2019': use one of kitti2012, kitti2015, middlebury"),
+    ({"overrides": {"P3": 1.0}}, "unknown pipeline setting.* P3: use P1, P2, Q1, Q2, V, D, blur_sigma"),
+    ({"overrides": {"P2": 1.0}}, "SGM needs P2 >= P1"),
+    ({"overrides": {"blur_t": -1}}, "blur_t must be a positive number, got -1"),
+    ({"overrides": {"lr_threshold": "x"}}, "pipeline settings must be numbers"),
+])
+def test_match_config_checks_everything_once_with_one_error(kwargs: dict, message: str) -> None:
+    from stereodeploy.config import MatchConfig
+    from stereodeploy.errors import UsageError
+
+    with pytest.raises(UsageError, match=message) as info:
+        MatchConfig(**kwargs)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="postprocess must be 'none' or 'full', not 'some'"):
+        MatchConfig.preset("some", 16)
 
 
 def test_framework_free_feature_model_equals_the_torch_export() -> None:

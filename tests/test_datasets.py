@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from stereodeploy.data.datasets import (
-    DEFAULT_PRESET,
     FORMATS,
     Frame,
     detect_format,
@@ -87,13 +86,11 @@ def middlebury(tmp_path: Path) -> Path:
 
 
 def test_every_layout_has_its_own_sgm_and_filter_preset() -> None:
-    from stereodeploy.engine.filters import BLUR_PRESETS
-    from stereodeploy.engine.sgm import SGM_PRESETS
+    from stereodeploy.engine.spec import DEFAULT_PRESET, PRESETS
 
     assert {fmt: preset_for_format(fmt) for fmt in FORMATS} == {
         "kitti2012": "kitti2012", "kitti2015": "kitti2015", "middlebury": "middlebury"}
-    assert all(preset_for_format(f) in SGM_PRESETS and preset_for_format(f) in BLUR_PRESETS for f in FORMATS)
-    assert DEFAULT_PRESET in SGM_PRESETS
+    assert sorted(PRESETS) == sorted(FORMATS) and DEFAULT_PRESET in PRESETS
     with pytest.raises(UsageError, match="unknown dataset format 'kitti'"):
         preset_for_format("kitti")
 

@@ -27,7 +27,6 @@ from stereodeploy.data.io import (
     read_pfm,
     read_png_text,
     with_legend,
-    write_disp,
     write_kitti_disp,
     write_pfm,
     write_png,
@@ -263,13 +262,12 @@ def test_read_kitti_disp_refuses_8_bit(tmp_path: Path) -> None:
         read_kitti_disp(tmp_path / "img.png")
 
 
-def test_read_write_disp_dispatch_on_suffix(tmp_path: Path) -> None:
+def test_read_disp_reads_both_formats_and_refuses_others(tmp_path: Path) -> None:
     disp = np.array([[1.5, np.nan]], dtype=np.float32)
+    write_pfm(tmp_path / "a.pfm", disp)
+    write_kitti_disp(tmp_path / "a.png", disp)
     for name in ("a.pfm", "a.png"):
-        write_disp(tmp_path / name, disp)
         np.testing.assert_array_equal(read_disp(tmp_path / name), disp)
-    with pytest.raises(UsageError, match=r"cannot write disparity as \.jpg"):
-        write_disp(tmp_path / "a.jpg", disp)
     with pytest.raises(UserError, match=r"unknown disparity format \.npy"):
         read_disp(tmp_path / "a.npy")
 

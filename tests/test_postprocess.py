@@ -21,19 +21,32 @@ from stereodeploy.engine.filters import (
     subpixel,
 )
 from stereodeploy.engine.matching import INVALID_COST, cost_volume, winner_take_all
-from stereodeploy.engine.postprocess import postprocess, right_volume
-from stereodeploy.engine.sgm import (
-    OUT_OF_IMAGE,
-    SGM_PRESETS,
-    SGMParams,
-    aggregate,
-    low_gradient_masks,
-    sgm,
-    sgm_preset,
-)
+from stereodeploy.engine.postprocess import postprocess
+from stereodeploy.engine.sgm import aggregate, low_gradient_masks
+from stereodeploy.engine.spec import OUT_OF_IMAGE, PRESETS, SGMParams, preset_spec
 from stereodeploy.errors import UsageError
 
+SGM_PRESETS = {name: spec.sgm for name, spec in PRESETS.items()}
+
 # ------------------------------------------------------------------------------------------------ builders
+
+
+def sgm(cost: np.ndarray, left_gray: np.ndarray, right_gray: np.ndarray, params: SGMParams,
+        reference: str = "left") -> np.ndarray:
+    """The (D, H, W) mean of the four path costs of the ``reference`` image's (D, H, W) volume ``cost``."""
+    ref, other = (left_gray, right_gray) if reference == "left" else (right_gray, left_gray)
+    volume, _ = aggregate(cost, ref, other, params, reference=reference)
+    return volume.transpose(2, 0, 1)
+
+
+def right_volume(cost_left: np.ndarray) -> np.ndarray:
+    """The right image's volume from the left one: ``cost_right[d, y, x] = cost_left[d, y, x + d]``,
+    INVALID_COST where ``x + d >= W``."""
+    nd, h, w = cost_left.shape
+    out = np.full((nd, h, w), INVALID_COST, dtype=np.float32)
+    for d in range(nd):
+        out[d, :, : w - d] = cost_left[d, :, d:]
+    return out
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -151,13 +164,13 @@ def test_sgm_never_picks_a_disparity_outside_the_image() -> None:
 
 def test_sgm_parameters_presets_and_overrides() -> None:
     assert SGM_PRESETS["kitti2012"] == SGMParams(4, 222.9, 3, 7.5, 1.5, 0.02)
-    assert sgm_preset("kitti2015", {"P2": 18.38}).P2 == 18.38
+    assert preset_spec("kitti2015", {"P2": 18.38}).sgm.P2 == 18.38
     with pytest.raises(UsageError, match="P3"):
-        sgm_preset("kitti2015", {"P3": 1.0})
+        preset_spec("kitti2015", {"P3": 1.0})
     with pytest.raises(UsageError, match="P2 >= P1"):
-        sgm_preset("kitti2015", {"P2": 1.0})
-    with pytest.raises(UsageError, match="unknown SGM preset"):
-        sgm_preset("kitti2019")
+        preset_spec("kitti2015", {"P2": 1.0})
+    with pytest.raises(UsageError, match="unknown preset"):
+        preset_spec("kitti2019")
     penalties = SGMParams(4, 40, 2, 8, 2, 0.1).penalties()
     np.testing.assert_allclose(penalties[0], [[0.5, 2, 4], [5, 20, 40]])  # horizontal: P1/Q2, P1/Q1, P1; P2 ...
     np.testing.assert_allclose(penalties[1, 0], [0.25, 1, 2])  # vertical P1 divided by V
@@ -303,7 +316,7 @@ def test_all_stages_off_is_winner_take_all() -> None:
     cost = rng.random((12, 10, 30), dtype=np.float32)
     cost[3, 4, 7] = cost[5, 4, 7] = -1.0  # a tie: the smaller disparity wins, as with numpy
     gray = rng.random((10, 30), dtype=np.float32)
-    disp, timings = postprocess(cost, gray, gray, MatchConfig(max_disp=12), "kitti2015")
+    disp, timings = postprocess(cost, gray, gray, MatchConfig(max_disp=12, sgm_preset="kitti2015"))
     assert disp.dtype == np.float32
     np.testing.assert_array_equal(disp, np.argmin(cost, axis=0).astype(np.float32))
     assert set(timings) == {"wta"}
@@ -313,13 +326,13 @@ def test_full_pipeline_is_dense_and_beats_winner_take_all() -> None:
     fl, fr, truth, _occluded = _scene(noise=0.3, seed=7)
     cost = cost_volume(fl, fr, 24)
     gray = np.zeros(truth.shape, dtype=np.float32)
-    full = MatchConfig.preset("full", 24)
-    disp, timings = postprocess(cost, gray, gray, full, "kitti2015")
+    full = MatchConfig.preset("full", 24, sgm_preset="kitti2015")
+    disp, timings = postprocess(cost, gray, gray, full)
     assert disp.shape == truth.shape and np.all(np.isfinite(disp))
     assert set(timings) == {"sgm", "lr_check", "subpixel", "median", "bilateral"}
     bad = lambda d: np.mean(np.abs(d - truth) > 1.0)
     assert bad(disp) < bad(winner_take_all(cost)) / 3
-    only_sgm, _ = postprocess(cost, gray, gray, MatchConfig(max_disp=24, sgm=True), SGM_PRESETS["kitti2015"])
+    only_sgm, _ = postprocess(cost, gray, gray, MatchConfig(max_disp=24, sgm=True, sgm_preset="kitti2015"))
     assert np.array_equal(only_sgm, np.argmin(sgm(cost, gray, gray, SGM_PRESETS["kitti2015"]), axis=0))
 
 
@@ -344,10 +357,32 @@ def test_sgm_reads_a_uint16_volume_as_its_costs() -> None:
     q = cost_volume(fl, fr, 24, out=row_major_volume(24, *truth.shape, np.uint16))
     rng = np.random.default_rng(13)
     left, right = (rng.standard_normal(truth.shape).astype(np.float32) * 0.05 for _ in range(2))
-    full = MatchConfig.preset("full", 24)
-    got, _ = postprocess(q, left, right, full, "kitti2015")
-    want, _ = postprocess(dequantise(q), left, right, full, "kitti2015")
+    full = MatchConfig.preset("full", 24, sgm_preset="kitti2015")
+    got, _ = postprocess(q, left, right, full)
+    want, _ = postprocess(dequantise(q), left, right, full)
     np.testing.assert_allclose(got, want, atol=1e-4)
-    wta, _ = postprocess(q, left, right, MatchConfig(max_disp=24, lr_check=True), "kitti2015")  # no SGM: float
-    np.testing.assert_array_equal(wta, postprocess(dequantise(q), left, right,
-                                                   MatchConfig(max_disp=24, lr_check=True), "kitti2015")[0])
+    check_only = MatchConfig(max_disp=24, lr_check=True)
+    wta, _ = postprocess(q, left, right, check_only)  # no SGM: float
+    np.testing.assert_array_equal(wta, postprocess(dequantise(q), left, right, check_only)[0])
+
+
+def test_every_stage_takes_its_values_from_the_config_spec() -> None:
+    """Issue 18: no stage falls back to a value of its own (the bilateral stage used to take Middlebury's blur for
+    any custom SGM setting): with a preset, and with overrides, each stage equals the filter called with the
+    spec's values."""
+    fl, fr, _truth, _ = _scene(noise=0.3, seed=14)
+    cost = cost_volume(fl, fr, 24)
+    gray = np.zeros(cost.shape[1:], dtype=np.float32)
+    wta = winner_take_all(cost)
+    for preset, overrides in (("kitti2015", {}), ("middlebury", {"P1": 1.0, "blur_sigma": 1.5, "blur_t": 3.0}),
+                              ("kitti2012", {"lr_threshold": 2.1})):
+        cfg = MatchConfig(max_disp=24, bilateral=True, sgm_preset=preset, overrides=overrides)
+        spec = preset_spec(preset, overrides)
+        got, _ = postprocess(cost, gray, gray, cfg)
+        np.testing.assert_array_equal(got, bilateral(wta, None, spec.blur_sigma, spec.blur_t))
+        cfg = MatchConfig(max_disp=24, lr_check=True, sgm_preset=preset, overrides=overrides)
+        got, _ = postprocess(cost, gray, gray, cfg)
+        labels = left_right_check(wta, winner_take_all(cost, derived_right=True), spec.lr_threshold, 24)
+        np.testing.assert_array_equal(got, fill_invalid(wta, labels))
+    blurs = {cfg.spec.blur_sigma for cfg in (MatchConfig(sgm_preset="kitti2015"), MatchConfig(sgm_preset="middlebury"))}
+    assert blurs == {4.64, 6.0}

@@ -14,6 +14,7 @@ from stereodeploy.data.io import write_png
 from stereodeploy.data.preprocess import to_gray
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.nets.weights import init_weights
+from tests.conftest import write_feature_model
 
 pytest.importorskip("onnxruntime.quantization")
 onnx = pytest.importorskip("onnx")
@@ -33,14 +34,13 @@ NET = NetworkConfig(layers=3, maps=16, kernel=3)  # first conv stays float, two 
 
 @pytest.fixture(scope="module")
 def fp32_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised feature model exported through the real export path (a checkpoint on disk)."""
-    pytest.importorskip("torch")
-    from stereodeploy.deploy.export import export
+    """A randomly initialised feature model in the export contract, built without a framework (the same graph as
+    torch's export, tests/test_architecture.py), beside the checkpoint of its weights."""
     from stereodeploy.train.checkpoint import Checkpoint, save_checkpoint
 
     root = tmp_path_factory.mktemp("quant")
     save_checkpoint(root / "checkpoint.npz", Checkpoint(framework="torch", network=NET, weights=init_weights(NET, 0)))
-    return export(root / "checkpoint.npz", root / "model.onnx", max_disp=24, parity_size=(48, 96)).path
+    return write_feature_model(root / "model.onnx", NET, max_disp=24)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,7 @@ def test_mistakes_are_refused(fp32_model: Path, calibration_dir: Path, tmp_path:
 
 
 def test_cli_export_quantize(fp32_model: Path, calibration_dir: Path, tmp_path: Path):
+    pytest.importorskip("torch", reason="exports a torch checkpoint with PyTorch (torch)")
     from typer.testing import CliRunner
 
     from stereodeploy.cli.app import app

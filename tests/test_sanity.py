@@ -15,7 +15,6 @@ from stereodeploy.engine.sanity import (
     _patch_vectors,
     check_swapped,
     image_swapped_score,
-    looks_swapped,
     sample_rows,
     swapped_score,
     swapped_warning,
@@ -67,7 +66,7 @@ def test_one_shifted_row_scores_zero_and_its_swap_one() -> None:
 def test_too_narrow_or_mismatched_maps() -> None:
     f = np.ones((2, 5, 3), np.float32)
     assert math.isnan(swapped_score(f, f, 16))  # a third of 3 pixels leaves no disparity to test
-    assert not looks_swapped(f, f, 16)
+    assert check_swapped("p", f[0], f[0], 16)[1] is None  # NaN: no warning
     with pytest.raises(ValueError, match="one shape"):
         swapped_score(f, np.ones((2, 5, 4), np.float32), 4)
 
@@ -78,7 +77,6 @@ def test_synthetic_pairs_known_disparity_normal_low_swapped_high(seed: int) -> N
     fl, fr = patch_features(s.left), patch_features(s.right)
     normal, swapped = swapped_score(fl, fr, 24), swapped_score(fr, fl, 24)
     assert normal < 0.2 and swapped > 0.8  # measured: 0.03-0.06 and 0.92-0.97 with the default sampling
-    assert not looks_swapped(fl, fr, 24) and looks_swapped(fr, fl, 24)
 
 
 def test_sample_rows_spread_over_the_image_away_from_its_edges() -> None:
@@ -107,8 +105,10 @@ def test_image_score_on_synthetic_pairs(seed: int) -> None:
 def test_warning_is_one_line_naming_the_fix() -> None:
     s = synthetic_pair(height=64, width=160, max_disp=24, seed=1)
     gl, gr = to_gray(s.left), to_gray(s.right)
-    assert check_swapped("p", gl, gr, 24) is None
-    assert check_swapped("p", gr, gl, 24).startswith("p: ")
+    normal, warning = check_swapped("p", gl, gr, 24)
+    assert normal < SWAPPED_THRESHOLD and warning is None
+    swapped, warning = check_swapped("p", gr, gl, 24)
+    assert swapped > SWAPPED_THRESHOLD and warning == swapped_warning("p", swapped)
     text = swapped_warning("000005_10", 0.91)
     assert "\n" not in text and "91%" in text and "swapped" in text and "left" in text
 

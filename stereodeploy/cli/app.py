@@ -251,9 +251,9 @@ def infer(
 
     Every output path is checked before any work starts; an image that cannot be matched stops the run there.
     """
-    from stereodeploy.data.datasets import DEFAULT_PRESET
     from stereodeploy.engine.inference import detected_preset, infer_pairs, resolve_pairs
     from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.engine.spec import DEFAULT_PRESET
 
     if threads is not None:
         from stereodeploy.util.threads import configure_threads

@@ -186,16 +186,12 @@ def list_frames(root: str | os.PathLike[str], fmt: str | None = None) -> list[Fr
 # --------------------------------------------------------------------------------------------------------------
 # Post-processing presets from the data
 
-# Dataset layout -> preset of engine.sgm.SGM_PRESETS / engine.filters.BLUR_PRESETS (tuned per benchmark).
-PRESET_FOR_FORMAT = MappingProxyType({"kitti2012": "kitti2012", "kitti2015": "kitti2015", "middlebury": "middlebury"})
-DEFAULT_PRESET = "middlebury"  # for images that belong to no recognised layout
-
-
 def preset_for_format(fmt: str) -> str:
-    """The SGM and filter preset for a dataset layout (``kitti2012``, ``kitti2015`` or ``middlebury``)."""
-    if fmt not in PRESET_FOR_FORMAT:
+    """The post-processing preset for a dataset layout (``kitti2012``, ``kitti2015`` or ``middlebury``): the presets
+    of :data:`stereodeploy.engine.spec.PRESETS` are tuned per benchmark and named after its layout."""
+    if fmt not in FORMATS:
         raise UsageError(f"unknown dataset format {fmt!r}: use one of {', '.join(FORMATS)}")
-    return PRESET_FOR_FORMAT[fmt]
+    return fmt
 
 
 def detect_preset(path: str | os.PathLike[str]) -> str | None:

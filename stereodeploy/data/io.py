@@ -333,16 +333,6 @@ def read_disp(path: str | os.PathLike[str]) -> np.ndarray:
     raise UserError(f"{path}: unknown disparity format {suffix or '(no extension)'}; use .pfm or .png (KITTI)")
 
 
-def write_disp(path: str | os.PathLike[str], disp: np.ndarray, overwrite: bool = False) -> Path:
-    """Write a disparity map by extension: ``.pfm`` (exact float) or ``.png`` (KITTI 16-bit, 1/256 px steps)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".pfm":
-        return write_pfm(path, disp, overwrite)
-    if suffix == ".png":
-        return write_kitti_disp(path, disp, overwrite)
-    raise UsageError(f"{path}: cannot write disparity as {suffix or '(no extension)'}; use .pfm or .png")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Pictures
 

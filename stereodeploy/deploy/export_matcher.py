@@ -8,9 +8,9 @@ Contract of the file (``stereodeploy.format = matcher/2`` in ``metadata_props`` 
                            rectified pair of one size; W > max_disp; H, W >= the network's patch (9)
     output   disparity     float32 (H, W) disparity of the left image in pixels, 0..max_disp-1, dense
 
-Gray is BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` inside the graph (as :func:`stereodeploy.data.preprocess.to_gray`); the
-feature model normalises each image by its own mean and variance, so the scale of the input does not matter.
-Inputs the engine refuses fail inside the graph, in a node whose name says what is wrong
+Gray is BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` inside the graph (:data:`stereodeploy.data.preprocess.LUMA_601`,
+as :func:`~stereodeploy.data.preprocess.to_gray`); the feature model normalises each image by its own mean and
+variance, so the scale of the input does not matter. Inputs the engine refuses fail inside the graph, in a node whose name says what is wrong
 (``check: image width must be greater than the max disparity 228 fixed in this file``).
 
 ``postprocess='none'``: winner-take-all, equal to the engine's up to ties. ``'full'``: MC-CNN's post-processing
@@ -34,18 +34,20 @@ from typing import Any
 
 import numpy as np
 
+from stereodeploy.config import MatchConfig
 from stereodeploy.data.io import atomic_write, ensure_writable
+from stereodeploy.data.preprocess import LUMA_601
 from stereodeploy.deploy.sidecar import write_sidecar
+from stereodeploy.engine.spec import DEFAULT_PRESET
 from stereodeploy.errors import UserError
 
 FORMAT = "matcher/2"
 LEFT, RIGHT, OUTPUT = "left", "right", "disparity"
 DEFAULT_BLOCK = 128  # left columns per MatMul: of 32..256, 128 ran the 1242x375, max_disp 228 loop fastest (1 thread)
 MIN_OPSET = 13  # Slice/Pad/Squeeze/Unsqueeze with tensor inputs, ArgMax select_last_index, ReduceSum axes input
-POSTPROCESS = ("none", "full")
 _PREFIX = "features/"
 INPUT_CONTRACT = ("left, right: uint8 (H, W, C), C = 1 gray, 2 gray+alpha, 3 RGB or 4 RGBA (alpha ignored), one "
-                  "size, W > max_disp, H and W >= the network's patch; gray = 0.299 R + 0.587 G + 0.114 B")
+                  "size, W > max_disp, H and W >= the network's patch; gray = {} R + {} G + {} B".format(*LUMA_601))
 OUTPUT_CONTRACT = {
     "none": "disparity: float32 (H, W) winner-take-all, integers 0..max_disp-1, smallest d on ties; dense",
     "full": "disparity: float32 (H, W) after SGM, left-right check and filling, subpixel, median and bilateral; "
@@ -53,22 +55,11 @@ OUTPUT_CONTRACT = {
 }
 
 
-def full_settings(preset: str) -> Any:
-    """The full pipeline's settings for SGM preset ``preset`` (a name of engine.sgm.SGM_PRESETS)."""
-    from stereodeploy.data.preprocess import NORM_EPS
-    from stereodeploy.deploy.onnx_pipeline import FullSettings, Penalties
-    from stereodeploy.engine.filters import BLUR_PRESETS
-    from stereodeploy.engine.sgm import sgm_preset
-
-    params = sgm_preset(preset)
-    sigma, threshold = BLUR_PRESETS[preset]
-    return FullSettings(Penalties(params.penalties(), params.D), sigma, threshold, NORM_EPS)
-
-
 def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK, postprocess: str = "none",
-                  preset: str = "middlebury") -> Any:
+                  preset: str = DEFAULT_PRESET, overrides: dict[str, float] | None = None) -> Any:
     """The self-contained matcher (onnx.ModelProto) around a stereodeploy feature model (onnx.ModelProto):
-    winner-take-all (``postprocess='none'``) or MC-CNN's whole post-processing with SGM preset ``preset``."""
+    winner-take-all (``postprocess='none'``) or MC-CNN's whole post-processing with the values of preset
+    ``preset`` and ``overrides`` (:class:`stereodeploy.config.MatchConfig` checks them all, once)."""
     import onnx
     from onnx import TensorProto, compose, helper, version_converter
 
@@ -80,14 +71,12 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
         input_checks,
         wta_nodes,
     )
-    from stereodeploy.engine.sgm import sgm_preset
     from stereodeploy.nets.portable import bound_clips
 
+    config = MatchConfig.preset(postprocess, max_disp, overrides, sgm_preset=preset)
     meta = read_meta(features_model, "the feature model")
-    if max_disp < 1 or block < 1:
-        raise UserError(f"max disparity and block must be at least 1, got {max_disp} and {block}")
-    if postprocess not in POSTPROCESS:
-        raise UserError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
+    if block < 1:
+        raise UserError(f"block must be at least 1, got {block}")
     if postprocess == "full" and max_disp < 3:
         raise UserError(f"the full pipeline needs a max disparity of at least 3, got {max_disp}")
     graph = features_model.graph
@@ -112,8 +101,7 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     if postprocess == "none":
         disp = wta_nodes(head, _PREFIX + OUTPUT_NAME, max_disp, block)
     else:
-        disp = full_nodes(head, _PREFIX + OUTPUT_NAME, gray_l, gray_r, max_disp, block, full_settings(preset),
-                          opset)
+        disp = full_nodes(head, _PREFIX + OUTPUT_NAME, gray_l, gray_r, max_disp, block, config.spec, opset)
     head.op("Identity", disp, name=OUTPUT)
     nodes = g.nodes + list(feats.graph.node) + head.nodes
     image = ["height", "width", "channels"]
@@ -138,11 +126,11 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
         "stereodeploy.features_format": meta.format,
     })
     if postprocess == "full":
-        settings = full_settings(preset)
+        spec = config.spec
         props["stereodeploy.matcher.preset"] = preset
-        props["stereodeploy.matcher.sgm"] = json.dumps(asdict(sgm_preset(preset)))
-        props["stereodeploy.matcher.bilateral"] = json.dumps({"sigma": settings.blur_sigma,
-                                                              "threshold": settings.blur_threshold})
+        props["stereodeploy.matcher.sgm"] = json.dumps(asdict(spec.sgm))
+        props["stereodeploy.matcher.bilateral"] = json.dumps({"sigma": spec.blur_sigma, "threshold": spec.blur_t})
+        props["stereodeploy.matcher.spec"] = json.dumps(spec.as_dict())  # every value, overrides included
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -237,7 +225,8 @@ def check_pair(max_disp: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_matcher(model: Any, features_path: Path | str, max_disp: int, postprocess: str = "none",
-                  preset: str = "middlebury", seed: int = 0) -> tuple[int, int]:
+                  preset: str = DEFAULT_PRESET, seed: int = 0, overrides: dict[str, float] | None = None
+                  ) -> tuple[int, int]:
     """Run ``model`` and the engine on a synthetic pair; return (pixels, differing pixels).
 
     Winner-take-all must agree except at ties (the two similarities within 1e-4); the full pipeline may differ
@@ -245,7 +234,6 @@ def check_matcher(model: Any, features_path: Path | str, max_disp: int, postproc
     """
     import onnxruntime as ort
 
-    from stereodeploy.config import MatchConfig
     from stereodeploy.data.preprocess import to_gray
     from stereodeploy.engine.backends import OnnxBackend
     from stereodeploy.engine.matcher import StereoMatcher
@@ -267,7 +255,7 @@ def check_matcher(model: Any, features_path: Path | str, max_disp: int, postproc
                 raise UserError(f"matcher check failed: it disagrees with the engine at {int(np.sum(~(gap <= 1e-4)))} "
                                 "pixels that are not ties; nothing was written")
         return int(ours.size), len(differ)
-    matcher = StereoMatcher(backend, MatchConfig.preset("full", max_disp), sgm_preset=preset)
+    matcher = StereoMatcher(backend, MatchConfig.preset("full", max_disp, overrides, sgm_preset=preset))
     engine = matcher(left, right)
     far = ~(np.abs(ours - engine) <= 0.5)
     if far.mean() > FULL_MISMATCH_LIMIT:
@@ -278,23 +266,23 @@ def check_matcher(model: Any, features_path: Path | str, max_disp: int, postproc
 
 def export_matcher(features: Path | str | None, out: Path | str, max_disp: int | None = None,
                    overwrite: bool = False, block: int = DEFAULT_BLOCK, check: bool = True,
-                   postprocess: str = "full", preset: str = "middlebury") -> MatcherReport:
+                   postprocess: str = "full", preset: str = DEFAULT_PRESET,
+                   overrides: dict[str, float] | None = None) -> MatcherReport:
     """Write the self-contained matcher built from the feature model file ``features`` (default: the shipped
     model) to ``out``, and its JSON sidecar beside it.
 
     ``max_disp`` defaults to the feature model's; the file is moved into place only after the check against the
-    engine passed (winner-take-all for ``postprocess='none'``, the full pipeline with ``preset`` for ``'full'``).
+    engine passed (winner-take-all for ``postprocess='none'``, the full pipeline with ``preset`` and
+    ``overrides`` for ``'full'``).
     """
     import onnx
 
     from stereodeploy.contract import load_onnx, read_meta
     from stereodeploy.deploy.sidecar import sidecar_path
-    from stereodeploy.engine.sgm import sgm_preset
     from stereodeploy.engine.shipped import default_model_path
 
-    if postprocess not in POSTPROCESS:
-        raise UserError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
-    sgm_preset(preset)  # an unknown preset fails here, before any work
+    # every option is checked before any work (the model's range stands in until it is known)
+    MatchConfig.preset(postprocess, 1 if max_disp is None else max_disp, overrides, sgm_preset=preset)
     features = Path(features) if features is not None else default_model_path()
     out = Path(out)
     ensure_writable(out, overwrite)
@@ -304,10 +292,10 @@ def export_matcher(features: Path | str | None, out: Path | str, max_disp: int |
     max_disp = max_disp or meta.max_disp
     if check:
         refuse_oversized(max_disp, postprocess)
-    model = build_matcher(proto, max_disp, block, postprocess, preset)
+    model = build_matcher(proto, max_disp, block, postprocess, preset, overrides)
     pixels = differ = 0
     if check:
-        pixels, differ = check_matcher(model, features, max_disp, postprocess, preset)
+        pixels, differ = check_matcher(model, features, max_disp, postprocess, preset, overrides=overrides)
     with atomic_write(out, overwrite=overwrite) as tmp:
         onnx.save_model(model, str(tmp))
     side = write_sidecar(model, out, overwrite=True)

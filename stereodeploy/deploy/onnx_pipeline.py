@@ -13,28 +13,37 @@ Layout conventions inside the graph:
   set of nodes serves both and the right view's disparity is the mirror image of b = 1's.
 * Disparities run in reverse, ``k = D - 1 - d`` (what the banded matrix product gives directly); ArgMin and ArgMax
   take the last index on ties, which is the smallest disparity, as the engine does.
-* Cost volumes are ``(B, H, W, D)`` float32, ``1 - <fL, fR>``; a cell whose right pixel lies outside the image
-  (``x - d < 0``) holds 1000 (:data:`stereodeploy.engine.sgm.INVALID_COST`), which SGM and subpixel treat as the
-  engine does: such a cell never wins where a real one exists.
+* Cost volumes are ``(B, H, W, D)`` float32, ``1 - <fL, fR>``. A cell whose right pixel lies outside the image
+  (``x - d < 0``) holds :data:`stereodeploy.engine.spec.OUT_OF_IMAGE`: what the engine's SGM aggregates for such a
+  cell (it finds them by position, whatever its stored volume holds there), so both aggregate the same numbers and
+  such a cell never wins where a real one exists. The subpixel fit, as the engine's, keeps off them by position.
+
+Every number the engine also uses comes from :mod:`stereodeploy.engine.spec` (the tunable values arrive as a
+:class:`~stereodeploy.engine.spec.PipelineSpec`, the sentinels and fixed conventions as its constants) or from
+:mod:`stereodeploy.data.preprocess` (gray and normalisation); this module writes none of its own.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from stereodeploy.data.preprocess import LUMA_601
-from stereodeploy.engine.filters import walk_steps
-from stereodeploy.engine.postprocess import LR_THRESHOLD
-from stereodeploy.engine.sgm import OUT_OF_IMAGE
+from stereodeploy.data.preprocess import LUMA_601, NORM_EPS
+from stereodeploy.engine.spec import (
+    EXCLUDED,
+    MEDIAN_RADIUS,
+    NO_NEIGHBOUR,
+    OUT_OF_IMAGE,
+    SUBPIXEL_MIN_CURVATURE,
+    PipelineSpec,
+    SGMParams,
+    gaussian_window,
+    walk_steps,
+)
 
-INVALID = OUT_OF_IMAGE  # what SGM takes a cell outside the image to cost
-BIG = 3.0e38  # "no neighbour" in SGM's d +- 1 terms and the median's padding, as the engine
 INT64_MIN = np.iinfo(np.int64).min
-_OUTSIDE = 1.0 - INVALID  # similarity of a right column outside the image: cost 1000
+_OUTSIDE_SIMILARITY = 1.0 - OUT_OF_IMAGE  # of a right column outside the image: its cost is OUT_OF_IMAGE
 
 
 class Graph:
@@ -188,12 +197,13 @@ def band_nodes(g: Graph, ref: str, oth: str, max_disp: int, block: int, mode: st
 
     ``mode='wta'``: (B, H, W) int64 k of the best similarity (winner-take-all, :func:`engine.matching.
     wta_from_features`); ``mode='volume'``: the (W, B, H, D) cost volume, column by column
-    (:func:`engine.matching.cost_volume`, k-ordered, 1000 where ``x - d < 0``).
+    (:func:`engine.matching.cost_volume`, k-ordered, :data:`~stereodeploy.engine.spec.OUT_OF_IMAGE` where
+    ``x - d < 0``).
 
     How: the similarity of ``block`` left columns against the ``block + D - 1`` right columns they can match is
     one batched MatMul (rows as the batch), and the band ``0 <= d < D`` is cut out of it by a pad-and-reshape that
     turns its diagonals into columns; a Scan runs over the blocks, so no shifted copy of the features is stored.
-    Right columns left of the image get an extra channel that makes their similarity -999 (cost 1000).
+    Right columns left of the image get an extra channel that makes their cost OUT_OF_IMAGE.
     """
     from onnx import helper
 
@@ -210,13 +220,13 @@ def band_nodes(g: Graph, ref: str, oth: str, max_disp: int, block: int, mode: st
     lx = g.op("Concat", lt, ones, axis=2)
     zero = g.i64(0)
     g.op("Pad", lx, g.op("Concat", zero, zero, zero, zero, wpad, zero, axis=0), name="band/left")
-    # right: (N, C, W), D - 1 zero columns on the left, plus an extra channel: -999 on padding, 0 inside
+    # right: (N, C, W), D - 1 zero columns on the left, plus an extra channel: 1 - OUT_OF_IMAGE on padding, 0 inside
     rt = g.op("Reshape", g.op("Transpose", oth, perm=[0, 2, 1, 3]), g.op("Concat", n, c, w, axis=0))
     pads = g.op("Concat", zero, zero, g.i64(max_disp - 1), zero, zero, wpad, axis=0)
     rxp = g.op("Pad", rt, pads)
     ones_r = g.op("ConstantOfShape", g.op("Concat", n, g.i64(1), w, axis=0),
                   value=helper.make_tensor("one", 1, [1], [1.0]))
-    extra = g.op("Mul", g.op("Sub", g.op("Pad", ones_r, pads), g.scalar(1.0)), g.scalar(-_OUTSIDE),
+    extra = g.op("Mul", g.op("Sub", g.op("Pad", ones_r, pads), g.scalar(1.0)), g.scalar(-_OUTSIDE_SIMILARITY),
                  label="outside_channel")
     g.op("Concat", rxp, extra, axis=1, name="band/right")
     blocks = g.op("Range", g.const(0), g.op("Squeeze", nb, zero), g.const(1))
@@ -232,14 +242,6 @@ def band_nodes(g: Graph, ref: str, oth: str, max_disp: int, block: int, mode: st
 
 
 # --------------------------------------------------------------------------------------------------------- SGM
-
-
-@dataclass(frozen=True)
-class Penalties:
-    """SGM's penalty table ``[vertical, which, k]`` (:meth:`engine.sgm.SGMParams.penalties`) and threshold D."""
-
-    table: np.ndarray  # (2, 2, 3) float32
-    threshold: float
 
 
 def _masks(g: Graph, image: str, threshold: float) -> list[str]:
@@ -280,7 +282,7 @@ def _path_step(g: Graph, prev: str, m: str, c: str, lane: str, maps: list[str], 
     a1, e1, a2, e2 = maps
     p1 = g.op("Add", a1, g.op("Mul", lane, e1), label="P1")
     p2m = g.op("Add", g.op("Add", a2, m), g.op("Mul", lane, e2), label="P2_plus_min")  # a2 + m: one per pixel
-    pp = g.op("Pad", prev, g.i64(0, 0, 0, 1, 0, 0, 0, 1), g.scalar(BIG))
+    pp = g.op("Pad", prev, g.i64(0, 0, 0, 1, 0, 0, 0, 1), g.scalar(NO_NEIGHBOUR))
     below = g.op("Slice", pp, g.i64(0), g.i64(max_disp), g.i64(3))
     above = g.op("Slice", pp, g.i64(2), g.i64(max_disp + 2), g.i64(3))
     t = g.op("Add", g.op("Min", below, above), p1)
@@ -318,7 +320,7 @@ def _scan_body(name: str, g: Graph, states: list[str], outs: list[str]) -> Any:
     return helper.make_graph(g.nodes, name, inputs, outputs)
 
 
-def sgm_nodes(g: Graph, cost: str, ref: str, oth: str, pen: Penalties, max_disp: int, opset: int
+def sgm_nodes(g: Graph, cost: str, ref: str, oth: str, params: SGMParams, max_disp: int, opset: int
               ) -> tuple[str, str]:
     """Semi-global matching of the (W, B, H, D) k-ordered volume ``cost`` with MC-CNN's adaptive penalties
     (:func:`engine.sgm.aggregate`, left reference). ``ref`` and ``oth`` are the (B, H, W) normalised reference and
@@ -334,7 +336,8 @@ def sgm_nodes(g: Graph, cost: str, ref: str, oth: str, pen: Penalties, max_disp:
     from onnx import helper
 
     zero = g.i64(0)
-    m_ref, m_oth = _masks(g, ref, pen.threshold), _masks(g, oth, pen.threshold)
+    table = params.penalties()  # (2, 2, 3): [vertical, which, k]
+    m_ref, m_oth = _masks(g, ref, params.D), _masks(g, oth, params.D)
     shape = g.op("Shape", cost)
     w, b, h = (g.dim(shape, i) for i in range(3))
     w_last = g.op("Sub", w, g.i64(1), name="sgm/w_last")
@@ -342,11 +345,11 @@ def sgm_nodes(g: Graph, cost: str, ref: str, oth: str, pen: Penalties, max_disp:
     lane_pads = g.i64(0, 0, max_disp - 1, 0, 0, 0)
     d = g.i64(max_disp)
     maps_h, maps_v = [], []
-    lr, rl = (_penalty_maps(g, m_ref[r], pen.table, 0) for r in (0, 1))  # (B, H, W, 1) each
+    lr, rl = (_penalty_maps(g, m_ref[r], table, 0) for r in (0, 1))  # (B, H, W, 1) each
     for j in range(4):  # (W, 2, B, H, 1)
         cols = [g.op("Transpose", m, perm=[2, 0, 1, 3]) for m in (lr[j], g.flip(rl[j], 2))]
         maps_h.append(g.op("Concat", *(g.op("Unsqueeze", c, g.i64(1)) for c in cols), axis=1, label="maps_h"))
-    tb, bt = (_penalty_maps(g, m_ref[r], pen.table, 1) for r in (2, 3))
+    tb, bt = (_penalty_maps(g, m_ref[r], table, 1) for r in (2, 3))
     for j in range(4):  # (H, W, B, 2, 1)
         rows = [g.op("Transpose", m, perm=[1, 2, 0, 3]) for m in (tb[j], g.flip(bt[j], 1))]
         maps_v.append(g.op("Concat", *(g.op("Unsqueeze", r, g.i64(3)) for r in rows), axis=3, label="maps_v"))
@@ -417,30 +420,31 @@ def _grid(g: Graph, h: str, w: str) -> tuple[str, str]:
     return x, y
 
 
-def lr_check_fill(g: Graph, dl: str, dr: str, max_disp: int) -> str:
-    """MC-CNN's left-right check and interpolation (:func:`engine.filters.left_right_check` with threshold 1.1,
-    then :func:`engine.filters.fill_invalid`) of the (H, W) float32 integer-valued disparities of the left and the
-    right image; returns the filled left map."""
+def lr_check_fill(g: Graph, dl: str, dr: str, max_disp: int, spec: PipelineSpec) -> str:
+    """MC-CNN's left-right check and interpolation (:func:`engine.filters.left_right_check` with
+    ``spec.lr_threshold``, then :func:`engine.filters.fill_invalid`) of the (H, W) float32 integer-valued
+    disparities of the left and the right image; returns the filled left map."""
     zero = g.i64(0)
     shape = g.op("Shape", dl)
     h, w = g.dim(shape, 0), g.dim(shape, 1)
     x, y = _grid(g, h, w)
     wl = g.op("Squeeze", w, zero)
     dli, dri = g.cast(dl, 7), g.cast(dr, 7)
-    # match: |dL(x) - dR(x - dL(x))| < 1.1
+    # match: |dL(x) - dR(x - dL(x))| < threshold
     xr = g.op("Sub", x, dli)
     drx = g.op("GatherElements", dr, g.op("Max", xr, g.const(0)), axis=1)
     match = g.op("And", g.op("GreaterOrEqual", xr, g.const(0)),
-                 g.op("Less", g.op("Abs", g.op("Sub", dl, drx)), g.scalar(LR_THRESHOLD)), label="lr_match")
-    # reach: left pixels xr + d' that some right pixel xr is consistent with, d' in dR(xr) + {-1, 0, 1}
+                 g.op("Less", g.op("Abs", g.op("Sub", dl, drx)), g.scalar(spec.lr_threshold)), label="lr_match")
+    # reach: left pixels xr + d' that some right pixel xr is consistent with, d' in dR(xr) + the spec's offsets
+    offsets = spec.reach_offsets()
     targets = []
-    for e in (-1, 0, 1):
+    for e in offsets:
         dd = g.op("Add", dri, g.const(e))
         tgt = g.op("Add", x, dd)
         ok = g.op("And", g.op("And", g.op("GreaterOrEqual", dd, g.const(0)), g.op("Less", dd, g.const(max_disp))),
                   g.op("Less", tgt, wl))
         targets.append(g.op("Where", ok, tgt, wl))
-    idx = g.op("Concat", *targets, axis=1)  # (H, 3W), W = nowhere
+    idx = g.op("Concat", *targets, axis=1)  # (H, len(offsets) W), W = nowhere
     hw1 = g.op("Concat", h, g.op("Add", w, g.i64(1)), axis=0)
     from onnx import helper
 
@@ -543,22 +547,21 @@ def subpixel_nodes(g: Graph, disp: str, volume: str, max_disp: int) -> str:
     cm, cz, cp = (g.op("Squeeze", t, g.i64(2)) for t in (cm, cz, cp))
     usable = g.op("And", g.op("And", g.op("GreaterOrEqual", di, g.const(1)), g.op("LessOrEqual", di,
                                                                                g.const(max_disp - 2))),
-                  g.op("And", g.op("GreaterOrEqual", g.op("Sub", x, g.op("Add", di, g.const(1))), g.const(0)),
-                       g.op("Less", g.op("Max", cm, cp), g.scalar(INVALID))))
+                  g.op("GreaterOrEqual", g.op("Sub", x, g.op("Add", di, g.const(1))), g.const(0)))  # by position
     denom = g.op("Mul", g.scalar(2.0), g.op("Sub", g.op("Add", cp, cm), g.op("Mul", g.scalar(2.0), cz)))
-    ok = g.op("And", usable, g.op("Greater", denom, g.scalar(1e-5)))
+    ok = g.op("And", usable, g.op("Greater", denom, g.scalar(SUBPIXEL_MIN_CURVATURE)))
     step = g.op("Div", g.op("Sub", cp, cm), g.op("Where", ok, denom, g.scalar(1.0)))
     step = g.op("Where", ok, g.op("Clip", step, g.scalar(-1.0), g.scalar(1.0)), g.scalar(0.0))
     return g.op("Sub", disp, step, label="subpixel")
 
 
-def median_nodes(g: Graph, disp: str, radius: int = 2) -> str:
+def median_nodes(g: Graph, disp: str, radius: int = MEDIAN_RADIUS) -> str:
     """(2 radius + 1)^2 median of a dense (H, W) map, window clipped at the border, the upper middle of an even
     count (:func:`engine.filters.median5`)."""
     size = 2 * radius + 1
     shape = g.op("Shape", disp)
     h, w = g.dim(shape, 0), g.dim(shape, 1)
-    padded = g.op("Pad", disp, g.i64(radius, radius, radius, radius), g.scalar(BIG))
+    padded = g.op("Pad", disp, g.i64(radius, radius, radius, radius), g.scalar(NO_NEIGHBOUR))
     shifted = []
     for dy in range(size):
         rows = g.op("Slice", padded, g.i64(dy), g.op("Add", h, g.i64(dy)), g.i64(0))
@@ -585,13 +588,12 @@ def bilateral_nodes(g: Graph, disp: str, sigma: float, threshold: float) -> str:
     window's rows; each row's columns at once."""
     from onnx import TensorProto, helper
 
-    r = math.ceil(3 * sigma)
-    size = 2 * r + 1
-    offsets = np.arange(-r, r + 1, dtype=np.float64)
-    kernel = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2.0 * sigma**2)).astype(np.float32)
+    kernel = gaussian_window(sigma)  # (size, size), as the engine's
+    size = kernel.shape[0]
+    r = size // 2
     shape = g.op("Shape", disp)
     h, w = g.dim(shape, 0), g.dim(shape, 1)
-    padded = g.op("Pad", disp, g.i64(r, r, r, r), g.scalar(1.0e30), label="bilateral_pad")  # outside: excluded
+    padded = g.op("Pad", disp, g.i64(r, r, r, r), g.scalar(EXCLUDED), label="bilateral_pad")  # outside: excluded
     weights = g.const(kernel.reshape(size, 1, size), np.float32)  # row dy: (1, size)
     centre = g.op("Unsqueeze", disp, g.i64(1))  # (H, 1, W)
     zeros = g.op("ConstantOfShape", g.op("Concat", h, g.i64(1), w, axis=0),
@@ -628,12 +630,13 @@ def bilateral_nodes(g: Graph, disp: str, sigma: float, threshold: float) -> str:
 # ------------------------------------------------------------------------------------------------ assembled
 
 
-def _normalise(g: Graph, gray: str, eps: float) -> str:
-    """(x - mean) / sqrt(var + eps) with the population variance (:func:`stereodeploy.data.preprocess.normalize`)."""
+def _normalise(g: Graph, gray: str) -> str:
+    """(x - mean) / sqrt(var + NORM_EPS) with the population variance
+    (:func:`stereodeploy.data.preprocess.normalize`)."""
     mean = g.reduce("ReduceMean", gray, [0, 1])
     centred = g.op("Sub", gray, mean)
     var = g.reduce("ReduceMean", g.op("Mul", centred, centred), [0, 1])
-    return g.op("Div", centred, g.op("Sqrt", g.op("Add", var, g.scalar(eps))), label="normalised")
+    return g.op("Div", centred, g.op("Sqrt", g.op("Add", var, g.scalar(NORM_EPS))), label="normalised")
 
 
 def wta_nodes(g: Graph, features: str, max_disp: int, block: int) -> str:
@@ -644,35 +647,26 @@ def wta_nodes(g: Graph, features: str, max_disp: int, block: int) -> str:
     return g.cast(g.op("Sub", g.const(max_disp - 1), k), 1)
 
 
-@dataclass(frozen=True)
-class FullSettings:
-    """What the full pipeline bakes in: SGM penalties, bilateral (sigma, threshold), normalisation epsilon."""
-
-    penalties: Penalties
-    blur_sigma: float
-    blur_threshold: float
-    norm_eps: float
-
-
 def full_nodes(g: Graph, features: str, gray_l: str, gray_r: str, max_disp: int, block: int,
-               settings: FullSettings, opset: int) -> str:
+               spec: PipelineSpec, opset: int) -> str:
     """(2, C, H, W) features and the (H, W) grays of left and right -> (H, W) float32 disparity after MC-CNN's
-    whole post-processing, the stages of :func:`stereodeploy.engine.postprocess.postprocess` with every flag on."""
+    whole post-processing, the stages of :func:`stereodeploy.engine.postprocess.postprocess` with every flag on,
+    with the values of ``spec``."""
     fl = g.op("Slice", features, g.i64(0), g.i64(1), g.i64(0))
     fr = g.op("Slice", features, g.i64(1), g.i64(2), g.i64(0))
     ref = g.op("Concat", fl, g.flip(fr, 3), axis=0, label="reference_features")  # left, mirrored right
     oth = g.op("Concat", fr, g.flip(fl, 3), axis=0, label="other_features")
     cost = band_nodes(g, ref, oth, max_disp, block, "volume")  # (W, 2, H, D)
-    nl, nr = _normalise(g, gray_l, settings.norm_eps), _normalise(g, gray_r, settings.norm_eps)
+    nl, nr = _normalise(g, gray_l), _normalise(g, gray_r)
     axis0 = g.i64(0)
     ref_n = g.op("Concat", g.op("Unsqueeze", nl, axis0), g.op("Unsqueeze", g.flip(nr, 1), axis0), axis=0)
     oth_n = g.op("Concat", g.op("Unsqueeze", nr, axis0), g.op("Unsqueeze", g.flip(nl, 1), axis0), axis=0)
-    total, k = sgm_nodes(g, cost, ref_n, oth_n, settings.penalties, max_disp, opset)  # (H, W, 2, D), (H, W, 2)
+    total, k = sgm_nodes(g, cost, ref_n, oth_n, spec.sgm, max_disp, opset)  # (H, W, 2, D), (H, W, 2)
     disp = g.cast(g.op("Sub", g.const(max_disp - 1), k), 1)
     dl = g.op("Gather", disp, g.const(0), axis=2, label="sgm_left")
     dr = g.flip(g.op("Gather", disp, g.const(1), axis=2, label="sgm_right_mirrored"), 1)
-    filled = lr_check_fill(g, dl, dr, max_disp)
+    filled = lr_check_fill(g, dl, dr, max_disp, spec)
     volume = g.op("Gather", total, g.const(0), axis=2, label="sgm_left_volume")  # (H, W, D)
     refined = subpixel_nodes(g, filled, volume, max_disp)
     smoothed = median_nodes(g, refined)
-    return bilateral_nodes(g, smoothed, settings.blur_sigma, settings.blur_threshold)
+    return bilateral_nodes(g, smoothed, spec.blur_sigma, spec.blur_t)

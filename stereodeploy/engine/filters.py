@@ -15,17 +15,17 @@ import numpy as np
 from numba import njit
 
 from stereodeploy.engine.sgm import run_split
+from stereodeploy.engine.spec import (
+    EXCLUDED,
+    MEDIAN_RADIUS,
+    NO_NEIGHBOUR,
+    SUBPIXEL_MIN_CURVATURE,
+    gaussian_window,
+    walk_steps,
+)
 
 MATCH, OCCLUSION, MISMATCH = 0, 1, 2
 """Labels of :func:`left_right_check` (the values the original uses)."""
-
-BLUR_PRESETS: dict[str, tuple[float, float]] = {
-    "kitti2012": (7.74, 5.0),
-    "kitti2015": (4.64, 5.0),
-    "middlebury": (6.0, 2.0),
-}
-"""(blur_sigma, blur_t) of the fast network (``main.lua``), blur_t in pixels of disparity (see :func:`bilateral`)."""
-
 
 # ------------------------------------------------------------------------------------------ left-right check
 
@@ -55,15 +55,16 @@ def _lr_kernel(dl, dr, threshold, max_disp, labels, y0, y1):  # pragma: no cover
             labels[y, x] = MISMATCH if reach[x] else OCCLUSION
 
 
-def left_right_check(disp_left: np.ndarray, disp_right: np.ndarray, threshold: float = 1.1,
+def left_right_check(disp_left: np.ndarray, disp_right: np.ndarray, threshold: float,
                      max_disp: int | None = None) -> np.ndarray:
     """Label each left pixel MATCH, OCCLUSION or MISMATCH (uint8 (H, W)) by MC-CNN's rule (the paper's
     "Interpolation").
 
     With ``d = disp_left(y, x)``, the pixel matches when ``|d - disp_right(y, x - d)| < threshold``. Otherwise it is
     a mismatch if some disparity ``d'`` in ``[0, max_disp)`` with ``x - d' >= 0`` would be consistent,
-    ``|d' - disp_right(y, x - d')| < threshold``, and an occlusion if none is: no right pixel maps onto it. The
-    original uses 1.1 (integer disparities within 1 of each other). ``x - d`` is rounded for non-integer maps; NaN
+    ``|d' - disp_right(y, x - d')| < threshold``, and an occlusion if none is: no right pixel maps onto it (for
+    integer maps: :meth:`stereodeploy.engine.spec.PipelineSpec.reach_offsets`). The original uses 1.1 (integer
+    disparities within 1 of each other). ``x - d`` is rounded for non-integer maps; NaN
     never matches. Computed per row in O(W) by marking, for each right pixel, the left pixels it is consistent with.
     """
     dl = np.asarray(disp_left, dtype=np.float32)
@@ -78,23 +79,6 @@ def left_right_check(disp_left: np.ndarray, disp_right: np.ndarray, threshold: f
 
 
 # ----------------------------------------------------------------------------------------------------- fill
-
-# The 16 directions the original walks for a mismatch, as (dx, dy) per step: the 8 compass directions and the 8
-# between them with a half step on one axis. Position k of a walk is (x + round(k dx), y + round(k dy)), halves
-# rounded up, so a half-step direction alternates two unit steps.
-WALK_DIRECTIONS = ((0, 1), (-0.5, 1), (-1, 1), (-1, 0.5), (-1, 0), (-1, -0.5), (-1, -1), (-0.5, -1),
-                   (0, -1), (0.5, -1), (1, -1), (1, -0.5), (1, 0), (1, 0.5), (1, 1), (0.5, 1))
-
-
-def walk_steps() -> np.ndarray:
-    """(16, 2, 2) int64: for each direction the two alternating unit steps (phase, (sx, sy))."""
-    steps = np.zeros((len(WALK_DIRECTIONS), 2, 2), dtype=np.int64)
-    for i, (dx, dy) in enumerate(WALK_DIRECTIONS):
-        pos = [(math.floor(k * dx + 0.5), math.floor(k * dy + 0.5)) for k in range(3)]
-        for phase in range(2):
-            steps[i, phase] = (pos[phase + 1][0] - pos[phase][0], pos[phase + 1][1] - pos[phase][1])
-    return steps
-
 
 @njit(cache=True, nogil=True)
 def _fill_occlusions(disp, labels, out, y0, y1):  # pragma: no cover - compiled
@@ -208,10 +192,10 @@ def fill_invalid(disp: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def parabola_refine(disp: np.ndarray, c_minus: np.ndarray, c_zero: np.ndarray, c_plus: np.ndarray,
                     usable: np.ndarray) -> np.ndarray:
     """``d - (C+ - C-) / (2 (C+ - 2 C + C-))`` where ``usable`` and the parabola opens upwards (denominator >
-    1e-5, as the original), the step clipped to [-1, 1] as the original does (it matters only where ``d`` is not
+    :data:`~stereodeploy.engine.spec.SUBPIXEL_MIN_CURVATURE`, as the original), the step clipped to [-1, 1] as the original does (it matters only where ``d`` is not
     a local minimum, e.g. after interpolation); ``d`` elsewhere."""
     denom = 2.0 * (c_plus + c_minus - 2.0 * c_zero)
-    ok = usable & (denom > 1e-5)
+    ok = usable & (denom > SUBPIXEL_MIN_CURVATURE)
     step = np.divide(c_plus - c_minus, denom, out=np.zeros_like(denom), where=ok)
     return (disp - np.clip(step, -1.0, 1.0)).astype(np.float32)
 
@@ -271,7 +255,7 @@ def _median_kernel(disp, radius, network, out, y0, y1):  # pragma: no cover - co
     size = 1
     while size < (2 * radius + 1) ** 2:
         size *= 2
-    big = np.float32(3.0e38)
+    big = np.float32(NO_NEIGHBOUR)
     v = np.empty((size, w), dtype=np.float32)
     count = np.empty(w, dtype=np.int64)
     for y in range(y0, y1):
@@ -301,7 +285,7 @@ def _median_kernel(disp, radius, network, out, y0, y1):  # pragma: no cover - co
             out[y, x] = v[count[x] // 2, x] if np.isfinite(disp[y, x]) else np.nan
 
 
-def median5(disp: np.ndarray, radius: int = 2) -> np.ndarray:
+def median5(disp: np.ndarray, radius: int = MEDIAN_RADIUS) -> np.ndarray:
     """NaN-aware (2 radius + 1)^2 median (5 x 5 by default, the paper's "Refinement"). The window is clipped at
     the image border and NaN neighbours are left out; of an even count the upper middle value is taken, as the
     original does. A NaN pixel stays NaN: this filter smooths, it does not fill. Implemented as a sorting network
@@ -322,7 +306,7 @@ def median5(disp: np.ndarray, radius: int = 2) -> np.ndarray:
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _bilateral_kernel(dp, gp, kernel, radius, threshold, out, y0, y1):  # pragma: no cover - compiled
-    """dp, gp: disparity (NaN -> 0) and guide (NaN -> _EXCLUDE) padded by ``radius`` with _EXCLUDE guide."""
+    """dp, gp: disparity (NaN -> 0) and guide (NaN -> EXCLUDED) padded by ``radius`` with EXCLUDED guide."""
     _hp, wp = dp.shape
     w = wp - 2 * radius
     num = np.empty(w, dtype=np.float32)
@@ -344,10 +328,7 @@ def _bilateral_kernel(dp, gp, kernel, radius, threshold, out, y0, y1):  # pragma
             out[y, x] = num[x] / den[x]
 
 
-_EXCLUDE = 1.0e30  # guide value of missing pixels: differs from any real guide value by more than the threshold
-
-
-def bilateral(disp: np.ndarray, guide: np.ndarray | None = None, sigma: float = 6.0, threshold: float = 2.0,
+def bilateral(disp: np.ndarray, guide: np.ndarray | None, sigma: float, threshold: float,
               radius: int | None = None) -> np.ndarray:
     """MC-CNN's final filter (the paper's "Refinement"): a Gaussian-weighted mean of the disparity over the
     neighbours whose ``guide`` value differs from the centre's by less than ``threshold``,
@@ -355,10 +336,11 @@ def bilateral(disp: np.ndarray, guide: np.ndarray | None = None, sigma: float = 
         out(p) = sum_q g(|p - q|) D(q) [|G(p) - G(q)| < threshold] / sum_q g(|p - q|) [|G(p) - G(q)| < threshold]
 
     with ``g`` a Gaussian of standard deviation ``sigma`` over a square window of ``radius`` (default
-    ``ceil(3 sigma)``, the original's ``gaussian()`` kernel size). The paper writes the gate with the left image's
-    intensity; the released code (``adcensus.mean2d`` called on the disparity map) gates on the disparity itself,
-    and that is what its tuned ``blur_t`` values (5 and 2, see :data:`BLUR_PRESETS`) measure: ``guide=None`` (the
-    default) uses the disparity, any (H, W) array gates on it instead. The result keeps depth edges larger than
+    ``ceil(3 sigma)``, the original's ``gaussian()`` kernel size: :func:`stereodeploy.engine.spec.gaussian_window`).
+    The paper writes the gate with the left image's intensity; the released code (``adcensus.mean2d`` called on the
+    disparity map) gates on the disparity itself, and that is what its tuned ``blur_t`` values (5 and 2, see
+    :data:`stereodeploy.engine.spec.PRESETS`) measure: ``guide=None`` uses the disparity, any (H, W) array gates
+    on it instead. The result keeps depth edges larger than
     ``threshold``. NaN pixels stay NaN and do not contribute.
     """
     d = np.asarray(disp, dtype=np.float32)
@@ -367,15 +349,14 @@ def bilateral(disp: np.ndarray, guide: np.ndarray | None = None, sigma: float = 
         raise ValueError(f"guide {g.shape} does not match the disparity map {d.shape}")
     if sigma <= 0 or threshold <= 0:
         raise ValueError("bilateral needs sigma > 0 and threshold > 0")
-    r = math.ceil(3 * sigma) if radius is None else int(radius)
+    kernel = gaussian_window(sigma, radius)  # (2r + 1, 2r + 1)
+    r = kernel.shape[0] // 2
     h, w = d.shape
     missing = ~np.isfinite(d) | ~np.isfinite(g)
     dp = np.zeros((h + 2 * r, w + 2 * r), dtype=np.float32)
-    gp = np.full((h + 2 * r, w + 2 * r), _EXCLUDE, dtype=np.float32)
+    gp = np.full((h + 2 * r, w + 2 * r), EXCLUDED, dtype=np.float32)
     dp[r:r + h, r:r + w] = np.where(missing, 0.0, d)
-    gp[r:r + h, r:r + w] = np.where(missing, _EXCLUDE, g)
-    offsets = np.arange(-r, r + 1, dtype=np.float64)
-    kernel = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2.0 * sigma**2)).astype(np.float32)
+    gp[r:r + h, r:r + w] = np.where(missing, EXCLUDED, g)
     out = np.empty_like(d)
     run_split(lambda a, b: _bilateral_kernel(dp, gp, kernel, r, np.float32(threshold), out, a, b), h)
     out[missing] = np.nan

@@ -104,7 +104,7 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
         write_png,
     )
     from stereodeploy.data.preprocess import to_gray
-    from stereodeploy.engine.sanity import SWAPPED_THRESHOLD, image_swapped_score, swapped_warning
+    from stereodeploy.engine.sanity import check_swapped
     from stereodeploy.study.evaluate import postprocess_name
 
     out = Path(out)
@@ -115,9 +115,9 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
     for pair in pairs:
         left, right = read_image(pair.left), read_image(pair.right)
         result = matcher.match(left, right)
-        swapped = image_swapped_score(to_gray(left), to_gray(right), matcher.config.max_disp)
-        if swapped > SWAPPED_THRESHOLD:
-            warnings.warn(swapped_warning(pair.name, swapped), stacklevel=2)
+        swapped, warning = check_swapped(pair.name, to_gray(left), to_gray(right), matcher.config.max_disp)
+        if warning is not None:
+            warnings.warn(warning, stacklevel=2)
         files = output_files(pair, out)
         write_pfm(files["pfm"], result.disparity, overwrite=overwrite)
         write_kitti_disp(files["png"], result.disparity, overwrite=overwrite)

@@ -30,7 +30,8 @@ from stereodeploy.config import MatchConfig
 from stereodeploy.data.preprocess import to_gray
 from stereodeploy.engine.backends import Backend, open_backend
 from stereodeploy.engine.matching import check_max_disp
-from stereodeploy.errors import UsageError, UserError
+from stereodeploy.engine.spec import DEFAULT_PRESET
+from stereodeploy.errors import UserError
 
 # numba's threading layer is one per process, so the guard of the one layer that is not thread-safe is too.
 _WORKQUEUE_LOCK = threading.Lock()
@@ -62,10 +63,11 @@ class MatchResult:
 class StereoMatcher:
     """Features from ``backend``, then winner-take-all or MC-CNN's post-processing as ``config`` says."""
 
-    def __init__(self, backend: Backend, config: MatchConfig | None = None, sgm_preset: str = "middlebury"):
+    def __init__(self, backend: Backend, config: MatchConfig | None = None, sgm_preset: str | None = None):
         self.backend = backend
         self.config = config or MatchConfig(max_disp=backend.meta.max_disp)
-        self.sgm_preset = sgm_preset
+        if sgm_preset is not None:  # a shorthand for the config's own preset
+            self.config = replace(self.config, sgm_preset=sgm_preset)
         self.patch_size = backend.meta.patch_size
         self._local = threading.local()  # per thread: the volumes of post-processing, kept between calls
         self._loader: threading.Thread | None = None
@@ -87,7 +89,7 @@ class StereoMatcher:
 
     @classmethod
     def from_file(cls, path: Path | str, max_disp: int | None = None, postprocess: str = "none",
-                  backend: str = "onnx", provider: str = "cpu", sgm_preset: str = "middlebury",
+                  backend: str = "onnx", provider: str = "cpu", sgm_preset: str = DEFAULT_PRESET,
                   threads: int | None = None) -> StereoMatcher:
         """Open the model at ``path`` with ``backend`` (onnx, torch or tf) on ``provider`` (cpu or cuda).
 
@@ -95,12 +97,14 @@ class StereoMatcher:
         ``threads`` caps the CPU threads of the backend (see :func:`~stereodeploy.engine.backends.open_backend`);
         the matching kernels' threads follow :func:`stereodeploy.util.threads.configure_threads`.
         """
-        if postprocess not in ("none", "full"):
-            raise UsageError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
-        if max_disp is not None and max_disp < 1:
-            raise UsageError(f"max disparity must be at least 1, got {max_disp}")
+        # every option is checked before the model loads (the model's range stands in until it is known)
+        config = MatchConfig.preset(postprocess, 1 if max_disp is None else max_disp, sgm_preset=sgm_preset)
         be = open_backend(path, backend=backend, provider=provider, threads=threads)
-        return cls(be, MatchConfig.preset(postprocess, max_disp or be.meta.max_disp), sgm_preset=sgm_preset)
+        return cls(be, config if max_disp is not None else replace(config, max_disp=be.meta.max_disp))
+
+    @property
+    def sgm_preset(self) -> str:
+        return self.config.sgm_preset
 
     @property
     def max_disp(self) -> int:
@@ -108,7 +112,7 @@ class StereoMatcher:
 
     def with_max_disp(self, max_disp: int) -> StereoMatcher:
         """The same backend (shared, not reloaded) with another disparity range."""
-        return StereoMatcher(self.backend, replace(self.config, max_disp=max_disp), self.sgm_preset)
+        return StereoMatcher(self.backend, replace(self.config, max_disp=max_disp))
 
     def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """(H, W) or (H, W, 3) images -> (H, W) float32 disparity of the left image."""
@@ -145,7 +149,7 @@ class StereoMatcher:
                 if self.postprocessing:
                     from stereodeploy.engine.postprocess import load_kernels
 
-                    load_kernels(self.config, self.sgm_preset)
+                    load_kernels(self.config)
 
         self._loader = threading.Thread(target=load, name="stereodeploy-load-kernels", daemon=True)
         self._loader.start()
@@ -218,7 +222,7 @@ class StereoMatcher:
 
         cost, gl, gr, timings, t0 = front
         with _numba_guard():
-            disp, stages = postprocess(cost, gl, gr, self.config, self.sgm_preset, scratch=self._scratch)
+            disp, stages = postprocess(cost, gl, gr, self.config, scratch=self._scratch)
         timings.update(stages)
         return self._result(disp, timings, t0)
 

@@ -1,8 +1,9 @@
 """Cost volume and winner-take-all from two feature maps (numpy + numba, framework-free).
 
 ``cost[d, y, x] = 1 - <fL(:, y, x), fR(:, y, x - d)>`` for unit feature vectors, clamped to [0, 2], lower is better.
-Where ``x - d < 0`` the right pixel does not exist; the cost there is :data:`INVALID_COST`, the worst value, so
-winner-take-all never picks it: d = 0 is always valid and wins every tie (ties keep the smaller disparity).
+Where ``x - d < 0`` the right pixel does not exist; the cost there is :data:`stereodeploy.engine.spec.INVALID_COST`,
+the worst value, so winner-take-all never picks it: d = 0 is always valid and wins every tie (ties keep the smaller
+disparity).
 
 How it is fast. The work is a banded matrix product: every left pixel meets ``max_disp`` right pixels of its row,
 64 multiply-adds each (1242x375 pixels, 228 disparities: 6.8 G multiply-adds). A plain loop spends most of its
@@ -26,7 +27,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-INVALID_COST = 2.0  # the worst real cost (opposite unit vectors); finite, so sums and SGM stay NaN-free
+from stereodeploy.engine.spec import INVALID_COST
+
 COST_SCALE = 32767.5
 """A cost volume may also be stored as uint16 (half the memory and traffic): ``round(cost * COST_SCALE)``, so
 INVALID_COST is 65535 and one step is 3e-5 of a cost. :func:`dequantise` turns it back into float32."""
@@ -360,7 +362,7 @@ def winner_take_all(cost: np.ndarray, derived_right: bool = False) -> np.ndarray
     """(D, H, W) cost -> (H, W) float32 disparity of the lowest cost (the smallest d on ties; NaN never wins).
 
     With ``derived_right`` the left volume is read as the right image's, ``cost_right[d, y, x] = cost[d, y, x + d]``
-    for ``x + d < W`` (see :func:`stereodeploy.engine.postprocess.right_volume`), without storing it.
+    for ``x + d < W`` (cells with ``x + d >= W`` do not exist and never win), without storing it.
     """
     if cost.ndim != 3:
         raise ValueError(f"cost must be (D, H, W), got shape {cost.shape}")

@@ -5,7 +5,7 @@ each switched on by :class:`stereodeploy.config.MatchConfig`.
 Cost convention (one for the whole engine): ``cost[d, y, x] = 1 - <fL(y, x), fR(y, x - d)>`` in [0, 2], lower is
 better, as :func:`stereodeploy.engine.matching.cost_volume` produces it. That is the original's ``-<fL, fR>``
 shifted by +1, so its published penalties apply unchanged (see :mod:`stereodeploy.engine.sgm`). Cells whose right
-pixel does not exist (``x - d < 0``) hold :data:`stereodeploy.engine.matching.INVALID_COST` (2.0, the worst real
+pixel does not exist (``x - d < 0``) hold :data:`stereodeploy.engine.spec.INVALID_COST` (2.0, the worst real
 cost): winner-take-all takes the volume as it is (ties go to the smaller, valid disparity), and SGM and the
 subpixel fit recognise those cells by position, so they never win where a valid disparity exists.
 
@@ -25,7 +25,6 @@ from numba import njit
 
 from stereodeploy.config import MatchConfig
 from stereodeploy.engine.filters import (
-    BLUR_PRESETS,
     bilateral,
     fill_invalid,
     left_right_check,
@@ -33,25 +32,12 @@ from stereodeploy.engine.filters import (
     parabola_refine,
     subpixel,
 )
-from stereodeploy.engine.matching import INVALID_COST, dequantise, winner_take_all
-from stereodeploy.engine.sgm import SGMParams, aggregate, run_split, sgm_preset, with_overrides
+from stereodeploy.engine.matching import dequantise, winner_take_all
+from stereodeploy.engine.sgm import aggregate, run_split
 
-__all__ = ["load_kernels", "postprocess", "right_volume"]
-
-LR_THRESHOLD = 1.1  # the original's consistency threshold, in pixels
-_DEFAULT_BLUR = BLUR_PRESETS["middlebury"]  # blur_sigma 6, blur_t 2: the paper's Middlebury values
+__all__ = ["load_kernels", "postprocess"]
 
 T = TypeVar("T")
-
-
-def right_volume(cost_left: np.ndarray) -> np.ndarray:
-    """The right image's volume from the left one, without recomputing features:
-    ``cost_right[d, y, x] = cost_left[d, y, x + d]``, :data:`INVALID_COST` where ``x + d >= W``."""
-    nd, h, w = cost_left.shape
-    out = np.full((nd, h, w), INVALID_COST, dtype=np.float32)
-    for d in range(nd):
-        out[d, :, : w - d] = cost_left[d, :, d:]
-    return out
 
 
 def _normalise(gray: np.ndarray) -> np.ndarray:
@@ -86,13 +72,12 @@ def _gather_hwd(volume: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.ndarray, cfg: MatchConfig,
-                sgm_params: SGMParams | str = "middlebury",
-                blur: tuple[float, float] | None = None,
                 scratch: Callable[[tuple[int, int, int]], tuple[np.ndarray, np.ndarray]] | None = None,
                 ) -> tuple[np.ndarray, dict[str, float]]:
     """Disparity (H, W) float32 of the left image from its (D, H, W) cost volume, and the seconds spent per stage.
 
-    Stages, in the original's order, each on when its ``cfg`` flag is:
+    Stages, in the original's order, each on when its ``cfg`` flag is, with the values of ``cfg.spec``
+    (:class:`stereodeploy.engine.spec.PipelineSpec`: the preset ``cfg.sgm_preset`` with ``cfg.overrides``):
 
     - ``sgm``: :func:`stereodeploy.engine.sgm.aggregate` on the left volume (and on the right one for the check);
     - ``lr_check``: the right image's disparity from the right volume read through the left one (without storing
@@ -101,13 +86,11 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     - ``median``: 5 x 5 median; ``bilateral``: the original's disparity-gated Gaussian mean.
 
     ``left_gray`` and ``right_gray`` are (H, W) grey images in any units (0..255 usually): they are normalised
-    per image here, as SGM's intensity threshold expects. ``sgm_params`` is a preset name of
-    :data:`stereodeploy.engine.sgm.SGM_PRESETS` or an :class:`SGMParams`; ``cfg.sgm_params`` overrides its fields.
+    per image here, as SGM's intensity threshold expects.
     ``scratch(shape)``, if given, returns two float32 (H, W, D) arrays to use as SGM's working volumes (their
     contents are overwritten); a caller matching many pairs passes buffers it keeps, so the 2 x 425 MB of a
     KITTI-sized pair are not faulted in afresh on every call (about 1 s). Nothing of them escapes the call.
-    ``blur`` is (blur_sigma, blur_t); by default the preset's, or the Middlebury values (6, 2). With every stage
-    off the result is exactly winner-take-all of ``cost_left``. Timings use the keys ``wta``, ``sgm``,
+    With every stage off the result is exactly winner-take-all of ``cost_left``. Timings use the keys ``wta``, ``sgm``,
     ``lr_check``, ``subpixel``, ``median``, ``bilateral``; ``lr_check`` includes the right volume's SGM (or
     winner-take-all).
     """
@@ -116,12 +99,8 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     nd, h, w = cost_left.shape
     if np.shape(left_gray) != (h, w) or np.shape(right_gray) != (h, w):
         raise ValueError(f"images {np.shape(left_gray)}, {np.shape(right_gray)} do not match the volume's {(h, w)}")
-    if isinstance(sgm_params, str):
-        params = sgm_preset(sgm_params, dict(cfg.sgm_params))
-        blur = blur or BLUR_PRESETS[sgm_params]
-    else:
-        params = with_overrides(sgm_params, dict(cfg.sgm_params))
-    blur_sigma, blur_t = blur or _DEFAULT_BLUR
+    spec = cfg.spec
+    params = spec.sgm
 
     timings: dict[str, float] = {}
 
@@ -159,7 +138,7 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
         assert disp_right is not None
 
         def check() -> np.ndarray:
-            labels = left_right_check(disp, disp_right.astype(np.float32), LR_THRESHOLD, nd)
+            labels = left_right_check(disp, disp_right.astype(np.float32), spec.lr_threshold, nd)
             return fill_invalid(disp, labels)
 
         disp = timed("lr_check", check)
@@ -172,11 +151,11 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     if cfg.median:
         disp = timed("median", lambda: median5(disp))
     if cfg.bilateral:
-        disp = timed("bilateral", lambda: bilateral(disp, None, blur_sigma, blur_t))
+        disp = timed("bilateral", lambda: bilateral(disp, None, spec.blur_sigma, spec.blur_t))
     return disp.astype(np.float32, copy=False), timings
 
 
-def load_kernels(cfg: MatchConfig, sgm_params: SGMParams | str = "middlebury") -> None:
+def load_kernels(cfg: MatchConfig) -> None:
     """Load the post-processing kernels ``cfg`` needs from numba's cache (or compile them) by running the chain on
     a tiny volume laid out as the matcher's: what :func:`stereodeploy.engine.matching.load_kernels` does for the
     matching kernels. Only kernels that run on plain threads are run here (numba's parallel ones are loaded by
@@ -189,4 +168,4 @@ def load_kernels(cfg: MatchConfig, sgm_params: SGMParams | str = "middlebury") -
     volume = row_major_volume(nd, h, w, np.uint16)
     volume[...] = np.arange(volume.size, dtype=np.uint16).reshape(volume.shape)
     gray = np.linspace(0.0, 255.0, h * w, dtype=np.float32).reshape(h, w)
-    postprocess(volume, gray, gray[:, ::-1].copy(), replace(cfg, max_disp=nd), sgm_params)
+    postprocess(volume, gray, gray[:, ::-1].copy(), replace(cfg, max_disp=nd))

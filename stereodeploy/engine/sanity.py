@@ -104,22 +104,16 @@ def _score(fl: np.ndarray, fr: np.ndarray, max_disp: int, step: int) -> float:
     return negative / (n_rows * xs.size)
 
 
-def looks_swapped(feat_left: np.ndarray, feat_right: np.ndarray, max_disp: int,
-                  threshold: float = SWAPPED_THRESHOLD) -> bool:
-    """Whether :func:`swapped_score` exceeds ``threshold`` (False when the images are too narrow to test)."""
-    score = swapped_score(feat_left, feat_right, max_disp)
-    return bool(score > threshold)  # NaN > x is False
-
-
 def check_swapped(name: str, left: np.ndarray, right: np.ndarray, max_disp: int,
-                  threshold: float = SWAPPED_THRESHOLD) -> str | None:
-    """The one-line warning when the pair ``left``, ``right`` (grayscale ``(H, W)``) looks swapped, else None.
+                  threshold: float = SWAPPED_THRESHOLD) -> tuple[float, str | None]:
+    """The swapped-pair score of ``left``, ``right`` (grayscale ``(H, W)``) and the one-line warning when it
+    exceeds ``threshold`` (None otherwise, also when the images are too narrow to test: the score is then NaN).
 
     Uses :func:`image_swapped_score`, so it needs no feature maps: about 2% of the time of winner-take-all on a
     KITTI frame with 228 disparities, single-threaded (``scripts/bench_sanity.py``).
     """
     score = image_swapped_score(left, right, max_disp)
-    return swapped_warning(name, score) if score > threshold else None
+    return score, (swapped_warning(name, score) if score > threshold else None)
 
 
 def swapped_warning(name: str, score: float) -> str:

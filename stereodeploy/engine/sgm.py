@@ -24,25 +24,27 @@ Units, checked against the authors' released code (github.com/jzbontar/mc-cnn, `
   argmin, the left-right check and the subpixel fit are unchanged and the published penalties apply as they are.
 * The intensities that ``D1``, ``D2`` and ``D`` are measured in are images normalised per image to zero mean and
   unit standard deviation (``x:add(-x:mean()):div(x:std())`` before matching), so ``D = 0.02`` is 2 % of an
-  image's standard deviation. :func:`sgm` expects such images; :func:`stereodeploy.engine.postprocess.postprocess`
-  normalises the grey images it is given.
+  image's standard deviation. :func:`aggregate` expects such images;
+  :func:`stereodeploy.engine.postprocess.postprocess` normalises the grey images it is given.
 * The paper's hyperparameter table reports ``P2 = pi1 * pi2`` and ``Q2 = q1 * q2`` (that is what ``main.lua
   -print_args`` prints as ``sgm_P2`` and ``sgm_Q2``); KITTI 2012 fast: pi1 = 4, pi2 = 55.72, q1 = 3, q2 = 2.5,
   alpha1 = 1.5, tau_so = 0.02 -> (P1, P2, Q1, Q2, V, D) = (4, 222.9, 3, 7.5, 1.5, 0.02). The CUDA kernel that
   ``main.lua`` finally calls (``sgm2``) divides by ``q1 * q2`` as the table says, but uses ``pi2`` itself as P2 (an
   older kernel, ``sgm``, used ``pi1 * pi2``). We follow the paper's table, as CNES Pandora's
-  ``mc_cnn_fast_penalty`` also does (P2 = 42.3 for KITTI 2015); pass ``P2 = pi2`` in ``sgm_params`` to reproduce
-  the released kernel instead.
+  ``mc_cnn_fast_penalty`` also does (P2 = 42.3 for KITTI 2015); override ``P2 = pi2``
+  (:class:`stereodeploy.config.MatchConfig` ``overrides``) to reproduce the released kernel instead. The values
+  per benchmark are :data:`stereodeploy.engine.spec.PRESETS`.
 * Two small departures from ``sgm2``: it divides by V only one of the two ``d +- 1`` transitions per vertical
   direction, we divide both as the paper writes; and for the right-reference volume it keeps measuring ``D1`` in
   the left image, whereas we measure ``D1`` in the right image (the reference) and ``D2`` in the left one at
   ``x + d``. A gradient whose neighbour falls outside the image counts as large (``sgm2`` uses 10).
 
 Cells outside the image. The volumes SGM is given follow the engine's one convention
-(:data:`stereodeploy.engine.matching.INVALID_COST`, 2.0, the worst real cost, where the matching pixel does not
+(:data:`stereodeploy.engine.spec.INVALID_COST`, 2.0, the worst real cost, where the matching pixel does not
 exist). SGM does not rely on that value: it recognises such cells by position (``x - d < 0`` for the left
-reference, ``x + d >= W`` for the right) and aggregates them as costing :data:`OUT_OF_IMAGE` (1000) whatever the
-volume holds there, so paths never run through them and they never win where a valid disparity exists. In its
+reference, ``x + d >= W`` for the right) and aggregates them as costing
+:data:`stereodeploy.engine.spec.OUT_OF_IMAGE` (1000) whatever the volume holds there, so paths never run through
+them and they never win where a valid disparity exists. In its
 output volume they hold ``OUT_OF_IMAGE`` or more; nothing after SGM reads them by value (the subpixel fit checks
 positions too).
 
@@ -59,93 +61,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import numpy as np
 from numba import njit
 
 from stereodeploy.engine.matching import COST_SCALE
+from stereodeploy.engine.spec import NO_NEIGHBOUR, OUT_OF_IMAGE, SGMParams
 
-OUT_OF_IMAGE = 1000.0
-"""What SGM aggregates for a cell whose matching pixel is outside the other image (recognised by position, whatever
-the input volume holds there). Far above any aggregated valid cost (at most ``2 + P2``), so such a cell never wins;
-finite, so no inf - inf appears. Internal to the aggregation: volumes passed between modules use
-:data:`stereodeploy.engine.matching.INVALID_COST`."""
+__all__ = ["SGMParams", "aggregate", "low_gradient_masks", "run_split", "threads"]
 
 Reference = Literal["left", "right"]
-
-
-@dataclass(frozen=True)
-class SGMParams:
-    """MC-CNN's SGM hyperparameters, named as in the paper's table: penalties ``P1`` < ``P2``, divisors ``Q1``
-    (one image has an edge) and ``Q2`` (both have one), vertical divisor ``V`` of P1, and the intensity-difference
-    threshold ``D`` in units of the image's standard deviation."""
-
-    P1: float
-    P2: float
-    Q1: float
-    Q2: float
-    V: float
-    D: float
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not np.isfinite(value) or value < 0 or (value == 0 and f.name != "D"):
-                raise ValueError(f"SGM parameter {f.name} must be a positive number, got {value}")
-        if self.P2 < self.P1:
-            raise ValueError(f"SGM needs P2 >= P1, got P1={self.P1}, P2={self.P2}")
-        if self.P2 + 2.0 >= OUT_OF_IMAGE:
-            raise ValueError(f"SGM needs P2 < {OUT_OF_IMAGE - 2.0} so that cells outside the image never win")
-
-    def penalties(self) -> np.ndarray:
-        """(2, 2, 3) float32 table ``[vertical, which, k]``: ``which`` 0 is P1, 1 is P2; ``k`` counts the images
-        (0, 1 or 2) whose intensity difference is below ``D``."""
-        table = np.empty((2, 2, 3), dtype=np.float32)
-        for vertical in (0, 1):
-            p1 = self.P1 / (self.V if vertical else 1.0)
-            table[vertical, 0] = (p1 / self.Q2, p1 / self.Q1, p1)
-            table[vertical, 1] = (self.P2 / self.Q2, self.P2 / self.Q1, self.P2)
-        return table
-
-
-SGM_PRESETS: dict[str, SGMParams] = {
-    # main.lua, fast architecture, combined as the paper's table does: P2 = pi1 * pi2, Q2 = q1 * q2.
-    "kitti2012": SGMParams(P1=4.0, P2=222.9, Q1=3.0, Q2=7.5, V=1.5, D=0.02),  # pi2 55.72, q2 2.5
-    "kitti2015": SGMParams(P1=2.3, P2=42.3, Q1=3.0, Q2=6.0, V=1.25, D=0.08),  # pi2 18.38, q2 2
-    "middlebury": SGMParams(P1=2.3, P2=24.3, Q1=4.0, Q2=8.0, V=1.5, D=0.08),  # pi2 24.3, q1 4, q2 2
-}
-"""Values for the fast network. The KITTI entries are the paper's table (as the issue asked). The Middlebury
-entry is the original's own fast/Middlebury setting (``main.lua``: pi1 2.3, pi2 24.3, q1 4, q2 2, alpha1 1.5,
-tau_so 0.08) with P2 = pi2, as the released ``sgm2`` kernel uses it, not pi1 * pi2 = 55.9: on six *training*
-scenes (Baby2, Bowling1, Cloth2, Lampshade1, Midd1, Rocks2; never the held-out ones) with the shipped torch model,
-P2 24.3 gave 11.7 % >=3 px error against 13.9 % for 55.9 (16: 11.3 %, 32: 12.1 %, 100: 15.5 %)."""
-
-
-def with_overrides(params: SGMParams, overrides: dict[str, float] | None) -> SGMParams:
-    """``params`` with some fields replaced (names as in :class:`SGMParams`); a user mistake raises UsageError."""
-    from stereodeploy.errors import UsageError
-
-    if not overrides:
-        return params
-    names = [f.name for f in fields(SGMParams)]
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:
-        raise UsageError(f"unknown SGM parameter(s) {', '.join(unknown)}: use {', '.join(names)}")
-    try:
-        return replace(params, **{n: float(v) for n, v in overrides.items()})
-    except (TypeError, ValueError) as err:
-        raise UsageError(f"bad SGM parameters {overrides}: {err}") from None
-
-
-def sgm_preset(name: str, overrides: dict[str, float] | None = None) -> SGMParams:
-    """The parameters of preset ``name`` of :data:`SGM_PRESETS`, with ``overrides`` applied."""
-    from stereodeploy.errors import UsageError
-
-    if name not in SGM_PRESETS:
-        raise UsageError(f"unknown SGM preset {name!r}: use one of {', '.join(SGM_PRESETS)}")
-    return with_overrides(SGM_PRESETS[name], overrides)
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -197,9 +123,6 @@ def low_gradient_masks(image: np.ndarray, threshold: float) -> np.ndarray:
 # ``lo_oth`` are the masks of :func:`low_gradient_masks` for the reference and the other image, ``pen`` is
 # :meth:`SGMParams.penalties`. The kernels are compiled with fastmath: they assume NaN-free, finite costs.
 
-_BIG = 3.0e38  # "no such neighbour": finite, as fastmath assumes no infinities
-
-
 @njit(cache=True, nogil=True, fastmath=True)
 def _row_to_hwd(src, shift, s, invalid, scale, y, o):  # pragma: no cover - compiled
     """o[x, d] = scale * src[y, d, x + shift*d] where column x + s*d of the other image exists, else ``invalid``:
@@ -234,20 +157,6 @@ def _row_to_hwd(src, shift, s, invalid, scale, y, o):  # pragma: no cover - comp
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _to_dhw_kernel(src, dst, y0, y1):  # pragma: no cover - compiled
-    """dst[d, y, x] = src[y, x, d] for rows y0..y1-1."""
-    _h, w, nd = src.shape
-    for y in range(y0, y1):
-        a = src[y]
-        for d0 in range(0, nd, 8):
-            d1 = min(d0 + 8, nd)
-            for x in range(w):
-                row = a[x]
-                for d in range(d0, d1):
-                    dst[d, y, x] = row[d]
-
-
-@njit(cache=True, nogil=True, fastmath=True)
 def _fill_lane(lane, mask_row, s):  # pragma: no cover - compiled
     """lane[off(x) + d] = mask at the matching column x + s*d (0 outside the image), off(x) = x if s > 0 else
     w - 1 - x, so that a pixel reads its D masks contiguously."""
@@ -263,7 +172,7 @@ def _min(a):  # pragma: no cover - compiled
     """Minimum of a 1-D float32 array. Eight running minima: a single one would be a loop-carried dependency
     that keeps LLVM from vectorising."""
     n = a.shape[0]
-    big = np.float32(_BIG)
+    big = np.float32(NO_NEIGHBOUR)
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = big
     for i in range(n // 8):
         b = 8 * i
@@ -283,7 +192,7 @@ def _min(a):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _path_step(cr, pp, cc, lane, off, b1, e1, b2m, e2, m):  # pragma: no cover - compiled
-    """One path step at one pixel: ``cc[1:D+1]`` from the previous pixel's ``pp`` (both padded with _BIG at 0
+    """One path step at one pixel: ``cc[1:D+1]`` from the previous pixel's ``pp`` (both padded with NO_NEIGHBOUR at 0
     and D+1). P1 = b1 + lo2 * e1, P2 + m = b2m + lo2 * e2, with lo2 the other image's mask. Returns min_d.
     Slices, not offset indices, so that numba emits no negative-index checks and the loop vectorises."""
     nd = cr.shape[0]
@@ -310,7 +219,7 @@ def _horizontal_kernel(src, shift, s, invalid, scale, c, lo_ref, lo_oth, pen, ou
     """For rows y0..y1-1: c[y] = the row of the (H, D, W) volume ``src`` as (W, D) (see _row_to_hwd), then
     out[y] = L_{left->right} + L_{right->left} on it while it is in cache."""
     _h, w, nd = c.shape
-    big = np.float32(_BIG)
+    big = np.float32(NO_NEIGHBOUR)
     state = np.empty((2, nd + 2), dtype=np.float32)
     state[:, 0] = big
     state[:, nd + 1] = big
@@ -360,7 +269,7 @@ def _vertical_kernel(c, s, lo_ref, lo_oth, pen, out, disp, x0, x1, down, mode): 
     """
     h, w, nd = c.shape
     n = x1 - x0
-    big = np.float32(_BIG)
+    big = np.float32(NO_NEIGHBOUR)
     quarter = np.float32(0.25)
     k = 2 if down else 3
     state = np.empty((2, n, nd + 2), dtype=np.float32)
@@ -410,14 +319,6 @@ def _vertical_kernel(c, s, lo_ref, lo_oth, pen, out, disp, x0, x1, down, mode): 
 
 
 # ----------------------------------------------------------------------------------------------------- driver
-
-
-def to_dhw(volume: np.ndarray) -> np.ndarray:
-    """(H, W, D) -> (D, H, W) float32 copy."""
-    h, w, nd = volume.shape
-    out = np.empty((nd, h, w), dtype=np.float32)
-    run_split(lambda a, b: _to_dhw_kernel(volume, out, a, b), h)
-    return out
 
 
 def _rows(cost: np.ndarray) -> np.ndarray:
@@ -472,22 +373,3 @@ def aggregate(cost: np.ndarray, ref_gray: np.ndarray, other_gray: np.ndarray, pa
     mode = 1 if keep_volume else 2
     run_split(lambda a, b: _vertical_kernel(c, s, lo_ref, lo_oth, pen, out, disp, a, b, False, mode), w, parts)
     return (out if keep_volume else None), disp
-
-
-def sgm(cost: np.ndarray, left_gray: np.ndarray, right_gray: np.ndarray, params: SGMParams,
-        reference: Reference = "left") -> np.ndarray:
-    """Aggregate ``cost`` (D, H, W) float32, lower is better, along four directions; returns the (D, H, W) mean of
-    the four path costs.
-
-    ``cost`` is the volume of the ``reference`` image: ``cost[d, y, x]`` compares left (y, x) with right (y, x - d)
-    for the left reference, right (y, x) with left (y, x + d) for the right one. ``left_gray`` and ``right_gray``
-    are (H, W) images normalised to zero mean and unit standard deviation (see the module notes on units).
-    """
-    if cost.ndim != 3:
-        raise ValueError(f"cost volume must be (D, H, W), got shape {cost.shape}")
-    left_gray = np.asarray(left_gray, dtype=np.float32)
-    right_gray = np.asarray(right_gray, dtype=np.float32)
-    ref, other = (left_gray, right_gray) if reference == "left" else (right_gray, left_gray)
-    volume, _ = aggregate(cost, ref, other, params, reference=reference)
-    assert volume is not None
-    return to_dhw(volume)

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 THRESHOLD = 3.0  # pixels
 D1_RELATIVE = 0.05  # KITTI 2015: also more than 5% of the true disparity
 RULES = ("study", "kitti", "d1")
-STAGE_KEYS = ("features", "matching", "total")
 
 
 # --------------------------------------------------------------------------------------------------------------
