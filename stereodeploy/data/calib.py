@@ -27,7 +27,7 @@ import numpy as np
 
 from stereodeploy.errors import UsageError, UserError
 
-__all__ = ["Calibration", "find_calibration", "read_calibration"]
+__all__ = ["Calibration", "display_range", "find_calibration", "read_calibration"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -121,3 +121,19 @@ def find_calibration(left_image: str | os.PathLike[str]) -> Path | None:
         return middlebury
     kitti = left.parent.parent / "calib_cam_to_cam" / f"{left.stem.split('_')[0]}.txt"
     return kitti if kitti.is_file() else None
+
+
+def display_range(calib_txt: str | os.PathLike[str] | None) -> tuple[float, float] | None:
+    """Middlebury ``calib.txt``'s ``vmin`` and ``vmax``: a tight bound on the scene's disparities that MiddEval3
+    gives for colour-coding only (its README: an algorithm may not use it), so it sets the colour scale of
+    pictures and never the search. None without a file, either key, or when ``vmin >= vmax``."""
+    if calib_txt is None or not Path(calib_txt).is_file():
+        return None
+    from stereodeploy.data.datasets import parse_calib
+
+    values = parse_calib(calib_txt)
+    try:
+        low, high = float(values["vmin"]), float(values["vmax"])
+    except (KeyError, ValueError):
+        return None
+    return (low, high) if 0 <= low < high else None

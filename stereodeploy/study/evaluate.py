@@ -294,10 +294,15 @@ def postprocess_name(matcher: StereoMatcher) -> str:
 def frame_max_disp(option: int | None, sample: StereoSample, model_default: int) -> int:
     """``option`` when given (checked later against the width), else the sample's hint (Middlebury ``ndisp``),
     else the model's; a hint or default is capped at ``width - 1``."""
+    return choose_max_disp(option, sample.max_disp, sample.left.shape[1], model_default)
+
+
+def choose_max_disp(option: int | None, hint: int | None, width: int, model_default: int) -> int:
+    """The rule of :func:`frame_max_disp` for any pair: ``option``, else ``hint``, else ``model_default``; the
+    last two capped at ``width - 1``. `stereodeploy infer` uses it with ``ndisp`` of a pair's calib.txt."""
     if option is not None:
         return option
-    width = sample.left.shape[1]
-    return max(1, min(sample.max_disp or model_default, width - 1))
+    return max(1, min(hint or model_default, width - 1))
 
 
 def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: str | None = None,
