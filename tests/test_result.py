@@ -167,3 +167,13 @@ def test_valid_pixels_of_the_full_pipeline_are_better_on_real_data(shared_data):
             assert 60 < image.density < 99, image.to_dict()  # the pixels not filled
     for name, sure, unsure in halves:
         assert sure < unsure, (name, sure, unsure)
+
+
+def test_confidence_ratio_is_the_same_for_every_volume_layout():
+    rng = np.random.default_rng(0)
+    dhw = rng.random((9, 5, 20), dtype=np.float32)
+    disp = rng.integers(0, 9, (5, 20)).clip(max=np.arange(20))  # d <= x
+    plain = confidence_ratio(np.ascontiguousarray(dhw.transpose(1, 2, 0)), disp)  # (H, W, D) in memory
+    rows = np.ascontiguousarray(dhw.transpose(1, 0, 2)).transpose(1, 0, 2)  # (H, D, W) in memory, as the matcher's
+    np.testing.assert_array_equal(confidence_ratio(rows.transpose(1, 2, 0), disp), plain)
+    np.testing.assert_array_equal(confidence_ratio(dhw.transpose(1, 2, 0), disp), plain)  # (D, H, W) in memory

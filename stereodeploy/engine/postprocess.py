@@ -106,6 +106,22 @@ def _ratio_kernel(volume, disp, out, y0, y1):  # pragma: no cover - compiled
                 out[y, x] = max(np.float32(0.0), np.float32(1.0) - c1 / c2)
 
 
+@njit(cache=True, nogil=True)
+def _ratio_rows_kernel(rows, disp, out, y0, y1):  # pragma: no cover - compiled
+    """As :func:`_ratio_kernel` on an (H, D, W) volume (stored row by row): disparities outer, pixels inner."""
+    _h, nd, w = rows.shape
+    c2 = np.empty(w, dtype=np.float32)
+    for y in range(y0, y1):
+        c2[:] = np.inf
+        for d in range(nd):
+            for x in range(d, w):  # x - d >= 0
+                if abs(d - disp[y, x]) >= 2:
+                    c2[x] = min(c2[x], np.float32(rows[y, d, x]))
+        for x in range(w):
+            c1 = np.float32(rows[y, disp[y, x], x])
+            out[y, x] = 0.0 if (c2[x] == np.inf or c2[x] <= 0.0) else max(np.float32(0.0), np.float32(1.0) - c1 / c2[x])
+
+
 def confidence_ratio(volume_hwd: np.ndarray, disp_int: np.ndarray) -> np.ndarray:
     """(H, W) float32 in [0, 1]: how clearly the winner ``disp_int`` beats every rival in the non-negative cost
     volume ``volume_hwd`` ((H, W, D), left reference, any array layout, float32 or uint16):
@@ -121,7 +137,11 @@ def confidence_ratio(volume_hwd: np.ndarray, disp_int: np.ndarray) -> np.ndarray
     if disp.shape != (h, w):
         raise ValueError(f"disparity {disp.shape} does not match the volume's {(h, w)}")
     out = np.empty((h, w), dtype=np.float32)
-    run_split(lambda a, b: _ratio_kernel(volume_hwd, disp, out, a, b), h)
+    rows = volume_hwd.transpose(0, 2, 1)
+    if rows.flags.c_contiguous and not volume_hwd.flags.c_contiguous:  # the matcher's row-major cost volume
+        run_split(lambda a, b: _ratio_rows_kernel(rows, disp, out, a, b), h)
+    else:
+        run_split(lambda a, b: _ratio_kernel(volume_hwd, disp, out, a, b), h)
     return out
 
 
