@@ -55,6 +55,24 @@ def test_read_middlebury_calibration_and_its_display_range(tmp_path):
     assert find_calibration(tmp_path / "im0.png") == path
 
 
+def test_infer_finds_a_kitti_frames_calibration(model_file, tmp_path):
+    """KITTI 2015's layout keeps one calib_cam_to_cam/<frame>.txt per frame beside image_2: infer uses it."""
+    from stereodeploy.data.datasets import synthetic_pair
+
+    root = tmp_path / "kitti" / "training"
+    for folder in ("image_2", "image_3", "calib_cam_to_cam"):
+        (root / folder).mkdir(parents=True)
+    sample = synthetic_pair(height=40, width=72, max_disp=12, seed=0)
+    write_png(root / "image_2" / "000007_10.png", sample.left)
+    write_png(root / "image_3" / "000007_10.png", sample.right)
+    (root / "calib_cam_to_cam" / "000007.txt").write_text(KITTI_CALIB)
+    assert find_calibration(root / "image_2" / "000007_10.png") == root / "calib_cam_to_cam" / "000007.txt"
+    res = invoke("infer", tmp_path / "kitti", "--model", model_file, "--max-disp", 12, "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "out" / "000007_10_disp.json").read_text())
+    assert record["calibration"]["focal"] == pytest.approx(721.5377) and (tmp_path / "out" / "000007_10.ply").is_file()
+
+
 def test_calibration_errors_name_the_fix(tmp_path):
     older = tmp_path / "calib.txt"
     older.write_text("width=413\nheight=370\nndisp=64\nvmin=13\nvmax=52\n")
