@@ -156,6 +156,10 @@ def test_infer_writes_valid_and_confidence(model_file, tmp_path):
     assert record["fill"] is True and record["density"] == pytest.approx(100 * np.mean(valid == 255))
     assert np.isfinite(read_pfm(out / "im0_disp.pfm")).all()  # filled
     assert not (out / "im0.ply").exists()  # no calibration, no depth
+    res = invoke("infer", folder / "im0.png", folder / "im1.png", "--model", model_file, "--max-disp", 12,
+                 "--no-confidence", "--out", tmp_path / "wta")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "wta" / "im0_valid.png").is_file() and not (tmp_path / "wta" / "im0_confidence.pfm").exists()
     # --no-fill: no answer exactly where the matcher did not find one
     res = invoke("infer", folder / "im0.png", folder / "im1.png", "--model", model_file, "--max-disp", 12,
                  "--postprocess", "full", "--no-fill", "--out", tmp_path / "sparse")

@@ -241,6 +241,9 @@ def infer(
     fill: Annotated[bool, typer.Option(
         help="Keep the values --postprocess full fills in where the left-right check fails (--no-fill: no answer "
              "there; <name>_valid.png marks those pixels either way).")] = True,
+    confidence: Annotated[bool, typer.Option(
+        help="Write <name>_confidence.pfm (for winner-take-all this stores the cost volume: 4 bytes per pixel "
+             "and disparity).")] = True,
     calib: Annotated[Path | None, typer.Option(
         help="Calibration for <name>_depth.pfm and <name>.ply: KITTI calib_cam_to_cam (P_rect_02/03) or "
              "Middlebury calib.txt with cam0 and baseline (default: the pair's own, where its dataset has one).")] = None,
@@ -278,7 +281,7 @@ def infer(
     sgm_preset = value(preset) or detected_preset(todo, inputs, value(fmt)) or DEFAULT_PRESET
     matcher = StereoMatcher.from_file(model_path(model), max_disp=max_disp, postprocess=postprocess.value,
                                       backend=value(backend), provider=provider.value, sgm_preset=sgm_preset,
-                                      threads=threads, fill=fill, confidence=True, min_disp=min_disp)
+                                      threads=threads, fill=fill, confidence=confidence, min_disp=min_disp)
     if postprocess is Postprocess.full:
         typer.echo(f"SGM preset {sgm_preset}" + ("" if preset else " (from the data, else the default; --preset "
                                                                     "chooses another)"))
