@@ -23,6 +23,7 @@ from stereodeploy.data.io import (
     write_pfm,
     write_png,
 )
+from stereodeploy.engine.matcher import MatchResult
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.study.evaluate import (
     EvalResult,
@@ -40,19 +41,23 @@ TIMINGS = {"features": 0.25, "matching": 0.5, "total": 0.75}
 class FakeMatcher:
     """Stands in for StereoMatcher: answers a prepared disparity per left image and records each call."""
 
-    def __init__(self, answers: dict[int, np.ndarray], max_disp: int = 64, calls: list | None = None):
+    def __init__(self, answers: dict[int, np.ndarray], max_disp: int = 64, calls: list | None = None,
+                 valid: dict[int, np.ndarray] | None = None):
         self.answers = answers
+        self.valid = valid or {}
         self.config = MatchConfig(max_disp=max_disp)
         self.backend = SimpleNamespace(name="fake", device="cpu", path=Path("fake.onnx"),
                                        meta=SimpleNamespace(source_framework="torch"))
         self.calls = [] if calls is None else calls
 
     def with_max_disp(self, max_disp: int) -> FakeMatcher:
-        return FakeMatcher(self.answers, max_disp, self.calls)
+        return FakeMatcher(self.answers, max_disp, self.calls, self.valid)
 
-    def match(self, left: np.ndarray, right: np.ndarray) -> SimpleNamespace:
+    def match(self, left: np.ndarray, right: np.ndarray) -> MatchResult:
         self.calls.append(self.config.max_disp)
-        return SimpleNamespace(disparity=self.answers[id(left)], timings=dict(TIMINGS))
+        disp = self.answers[id(left)]
+        return MatchResult(disparity=disp, valid=self.valid.get(id(left), np.isfinite(disp)), confidence=None,
+                           timings=dict(TIMINGS))
 
 
 def _sample(name: str, gt: np.ndarray | None, max_disp: int | None = None) -> StereoSample:
@@ -92,6 +97,24 @@ def test_evaluate_scores_each_frame_and_averages_per_image(frames) -> None:
     assert result.mean_seconds == pytest.approx(0.75)
     assert result.mean_stage_seconds() == pytest.approx(TIMINGS)
     assert (result.model, result.backend, result.postprocess) == ("fake.onnx", "fake", "none")
+
+
+def test_evaluate_scores_the_valid_pixels_and_their_density(frames) -> None:
+    """A matcher that filled 2 pixels of frame a (one of its two wrong ones and one right one): the valid rate
+    is 1 wrong of the 6 valid known pixels, the density 78 of 80 pixels, the all-pixel rate unchanged."""
+    samples, matcher = frames
+    a = samples[0]
+    valid = np.ones(a.disp.shape, dtype=bool)
+    valid[0, 1] = valid[1, 2] = False  # pred 9 (wrong) at (0, 1); pred 5 (right) at (1, 2)
+    answers = {id(a.left): np.where(np.isfinite(a.disp), matcher.answers[id(a.left)], 5.0).astype(np.float32)}
+    result = evaluate([a], FakeMatcher(answers, valid={id(a.left): valid}), progress=False, warmup=False)
+    image = result.images[0]
+    assert image.error_rate == pytest.approx(25.0)
+    assert image.metrics["error_rate_valid"] == pytest.approx(100 / 6)
+    assert image.metrics["d1_occ_valid"] == pytest.approx(100 / 6)  # |9 - 5| = 4 > 3 and > 5 % of 5
+    assert image.density == pytest.approx(100 * 78 / 80)
+    assert result.averages()["error_rate_valid"] == pytest.approx(100 / 6)
+    assert ">=3 valid" in render_eval_table(result, terminal=False)
 
 
 def test_max_disp_option_then_hint_then_model_capped_at_width(frames) -> None:
@@ -215,7 +238,7 @@ def _kitti_result(frames: int = 3) -> EvalResult:
     for i in range(frames):
         metrics = {"error_rate": 12.3456 + i, "density": 99.51 - i, "study_noc": 12.3456 + i,
                    "kitti_noc": 11.1111 + i, "d1_noc": 10.5049 + i, "study_occ": 14.25 + i,
-                   "kitti_occ": 13.875 + i, "d1_occ": 102.75 - i}
+                   "kitti_occ": 13.875 + i, "d1_occ": 102.75 - i, "error_rate_valid": 9.8765 + i}
         images.append(ImageResult(name=f"0000{i}5_10", error_rate=metrics["error_rate"], density=metrics["density"],
                                   seconds={"features": 0.1234 + i, "matching": 12.5 + i, "total": 12.6234 + 2 * i},
                                   metrics=metrics, ground_truth="noc", max_disp=228, size=(1242, 375)))
@@ -246,13 +269,13 @@ def test_eval_text_table_never_cuts_a_number(width: int | None) -> None:
     cells = _cells_by_row(text, names)
     for img in result.images:
         m = img.metrics
-        expected = ["228", f"{img.error_rate:.2f}", f"{m['kitti_noc']:.2f}", f"{m['d1_noc']:.2f}",
+        expected = ["228", f"{img.error_rate:.2f}", f"{m['error_rate_valid']:.2f}", f"{m['kitti_noc']:.2f}", f"{m['d1_noc']:.2f}",
                     f"{m['kitti_occ']:.2f}", f"{m['d1_occ']:.2f}", f"{img.density:.1f}",
                     *(f"{img.seconds[k]:.3f}" for k in ("features", "matching", "total"))]
         assert cells[img.name] == expected
-    assert cells["mean of 3"][0] == f"{result.average_error_rate:.2f}" and len(cells["mean of 3"]) == 9
+    assert cells["mean of 3"][0] == f"{result.average_error_rate:.2f}" and len(cells["mean of 3"]) == 10
     blocks = sum(1 for line in lines if line.startswith("frame "))
-    assert blocks == (1 if width in (120, None) else 2)  # these 11 columns need 84 characters
+    assert blocks == (1 if width in (120, None) else 2)  # these 12 columns need 95 characters
 
 
 def test_eval_text_table_is_plain_when_output_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

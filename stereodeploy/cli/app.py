@@ -232,9 +232,23 @@ def infer(
                         "NAME names the outputs, default the left image's stem).")] = None,
     fmt: FormatOption = None,
     model: ModelOption = None,
-    max_disp: Annotated[int | None, typer.Option(help="Max disparity (default: the model's).")] = None,
+    max_disp: Annotated[int | None, typer.Option(
+        help="Max disparity, exclusive (default: ndisp of a Middlebury calib.txt beside the left image, else the "
+             "model's).")] = None,
+    min_disp: Annotated[int, typer.Option(help="Min disparity: search [min, max) only.")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("."),
     postprocess: PostprocessOption = Postprocess.none,
+    fill: Annotated[bool, typer.Option(
+        help="Keep the values --postprocess full fills in where the left-right check fails (--no-fill: no answer "
+             "there; <name>_valid.png marks those pixels either way).")] = True,
+    confidence: Annotated[bool, typer.Option(
+        help="Write <name>_confidence.pfm (for winner-take-all this stores the cost volume: 4 bytes per pixel "
+             "and disparity).")] = True,
+    calib: Annotated[Path | None, typer.Option(
+        help="Calibration for <name>_depth.pfm and <name>.ply: KITTI calib_cam_to_cam (P_rect_02/03) or "
+             "Middlebury calib.txt with cam0 and baseline (default: the pair's own, where its dataset has one).")] = None,
+    focal: Annotated[float | None, typer.Option(help="Focal length in pixels, with --baseline, instead of --calib.")] = None,
+    baseline: Annotated[float | None, typer.Option(help="Baseline in metres, with --focal.")] = None,
     preset: Annotated[DataFormat | None, typer.Option(
         help="SGM parameters of --postprocess full, by the data they were tuned on (default: a dataset folder's "
              "layout, else middlebury).")] = None,
@@ -246,8 +260,10 @@ def infer(
     """Disparity maps of one pair, a dataset folder or a list of pairs, with one model load for all.
 
     Writes per pair, into --out: <name>_disp.pfm (float32, inf = no answer), <name>_disp.png (KITTI uint16, 0 = no
-    answer), <name>_disp_color.png and <name>_disp.json (model, settings, timings). <name> is the left image's
-    stem, or the frame name for a dataset folder.
+    answer), <name>_disp_color.png, <name>_valid.png (255 = matched, 0 = filled or none), <name>_confidence.pfm
+    (0..1) and <name>_disp.json (model, settings, timings); with a calibration also <name>_depth.pfm (metres) and
+    <name>.ply (coloured points of the valid pixels). <name> is the left image's stem, or the frame name for a
+    dataset folder.
 
     Every output path is checked before any work starts; an image that cannot be matched stops the run there.
     """
@@ -261,10 +277,11 @@ def infer(
         configure_threads(threads)  # before the engine's kernels load
     inputs = list(inputs or [])
     todo = resolve_pairs(inputs, pairs, value(fmt))
+    calibration = _calibration_options(calib, focal, baseline)
     sgm_preset = value(preset) or detected_preset(todo, inputs, value(fmt)) or DEFAULT_PRESET
     matcher = StereoMatcher.from_file(model_path(model), max_disp=max_disp, postprocess=postprocess.value,
                                       backend=value(backend), provider=provider.value, sgm_preset=sgm_preset,
-                                      threads=threads)
+                                      threads=threads, fill=fill, confidence=confidence, min_disp=min_disp)
     if postprocess is Postprocess.full:
         typer.echo(f"SGM preset {sgm_preset}" + ("" if preset else " (from the data, else the default; --preset "
                                                                     "chooses another)"))
@@ -274,7 +291,20 @@ def infer(
         typer.echo(f"{done.pair.name}: {t['total']:.3f} s (features {t['features']:.3f} s, matching "
                    f"{t['matching']:.3f} s) -> {', '.join(map(str, done.files))}")
 
-    infer_pairs(todo, matcher, out, overwrite=overwrite, on_pair=report)
+    infer_pairs(todo, matcher, out, overwrite=overwrite, on_pair=report, max_disp=max_disp, calib=calibration)
+
+
+def _calibration_options(calib: Path | None, focal: float | None, baseline: float | None):
+    """The calibration `infer` was given: a file, or focal and baseline; None for neither."""
+    from stereodeploy.data.calib import Calibration, read_calibration
+
+    if calib is not None and (focal is not None or baseline is not None):
+        raise UsageError("give either --calib or --focal and --baseline, not both")
+    if (focal is None) != (baseline is None):
+        raise UsageError("--focal and --baseline go together: give both (pixels, metres), or --calib FILE")
+    if calib is not None:
+        return read_calibration(calib)
+    return None if focal is None else Calibration(focal=focal, baseline=baseline, source="--focal/--baseline")
 
 
 @app.command("export-matcher")

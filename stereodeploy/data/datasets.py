@@ -237,7 +237,8 @@ def parse_calib(path: str | os.PathLike[str]) -> dict[str, str]:
     return entries
 
 
-def _max_disp_hint(calib: Path | None) -> int | None:
+def max_disp_hint(calib: Path | None) -> int | None:
+    """Middlebury ``calib.txt``'s ``ndisp`` (an upper bound on the disparity), None without a file or the key."""
     if calib is None:
         return None
     ndisp = parse_calib(calib).get("ndisp")
@@ -285,7 +286,7 @@ def load_frame(frame: Frame) -> StereoSample:
         disp=noc if noc is not None else occ,
         disp_occ=occ,
         disp_noc=noc,
-        max_disp=_max_disp_hint(frame.calib),
+        max_disp=max_disp_hint(frame.calib),
     )
 
 

@@ -346,10 +346,11 @@ def _lut(anchors: tuple[tuple[float, int, int, int], ...], n: int = 256) -> np.n
     return np.rint(table).astype(np.uint8)
 
 
-def colorize(disp: np.ndarray, max_disp: float | None = None) -> np.ndarray:
-    """Colour a disparity map: 0 -> dark violet ... ``max_disp`` -> dark red (turbo-like), NaN -> black.
+def colorize(disp: np.ndarray, max_disp: float | None = None, min_disp: float = 0.0) -> np.ndarray:
+    """Colour a disparity map: ``min_disp`` (default 0) -> dark violet ... ``max_disp`` -> dark red (turbo-like),
+    NaN -> black.
 
-    ``max_disp`` defaults to the largest finite value; values outside ``[0, max_disp]`` are clipped.
+    ``max_disp`` defaults to the largest finite value; values outside ``[min_disp, max_disp]`` are clipped.
     Returns uint8 ``(H, W, 3)``.
     """
     disp = np.asarray(disp, dtype=np.float32)
@@ -361,7 +362,8 @@ def colorize(disp: np.ndarray, max_disp: float | None = None) -> np.ndarray:
     if top <= 0:
         top = 1.0
     lut = _lut(_DISPARITY_ANCHORS)
-    idx = np.rint(np.clip(disp[finite] / top, 0.0, 1.0) * (len(lut) - 1)).astype(np.intp)
+    span = top - min_disp if top > min_disp else 1.0
+    idx = np.rint(np.clip((disp[finite] - min_disp) / span, 0.0, 1.0) * (len(lut) - 1)).astype(np.intp)
     out[finite] = lut[idx]
     return out
 
@@ -443,14 +445,15 @@ def _tick_label(value: float) -> str:
     return f"{value:g}"
 
 
-def colorbar(width: int, max_disp: float, label: str = "disparity (px)") -> np.ndarray:
+def colorbar(width: int, max_disp: float, label: str = "disparity (px)", min_disp: float = 0.0) -> np.ndarray:
     """A legend strip for pictures from :func:`colorize` with the same ``max_disp``: uint8 ``(h, width, 3)``.
 
     On a white strip: a title naming the range (``disparity (px): 0 to 228, black = unknown``, shortened on narrow
     pictures), the colour bar whose column ``i`` has exactly the colour :func:`colorize` gives disparity
     ``i / (n - 1) * max_disp`` (``n`` columns of bar), and ticks at round values. The range is fixed by the caller,
     not by the data: ``stereodeploy infer`` uses the disparity range it searched, so every picture of a run shares
-    one scale. Text uses Pillow's built-in bitmap font.
+    one scale. Text uses Pillow's built-in bitmap font. ``min_disp`` starts the range elsewhere than 0 (ticks
+    stay at round values).
     """
     from PIL import Image, ImageDraw
 
@@ -465,18 +468,23 @@ def colorbar(width: int, max_disp: float, label: str = "disparity (px)") -> np.n
     strip[:] = LEGEND_BACKGROUND
     x0, x1 = min(_PAD, width - 1), max(min(_PAD, width - 1) + 1, width - _PAD)  # bar columns [x0, x1)
     n = x1 - x0
-    values = np.linspace(0.0, top, n, dtype=np.float32) if n > 1 else np.zeros(1, np.float32)
-    strip[bar_y:bar_y + _BAR_HEIGHT, x0:x1] = colorize(values[None], top)[0]
+    lo = float(min_disp) if min_disp < top else 0.0
+    values = np.linspace(lo, top, n, dtype=np.float32) if n > 1 else np.full(1, lo, np.float32)
+    strip[bar_y:bar_y + _BAR_HEIGHT, x0:x1] = colorize(values[None], top, lo)[0]
     im = Image.fromarray(strip)
     draw = ImageDraw.Draw(im)
     span = _tick_label(top)
-    title = _fitting(font, (f"{label}: 0 to {span}, black = unknown", f"{label}: 0 to {span}",
-                            f"0 to {span} px"), width - 2 * _PAD)
+    start = _tick_label(lo)
+    title = _fitting(font, (f"{label}: {start} to {span}, black = unknown", f"{label}: {start} to {span}",
+                            f"{start} to {span} px"), width - 2 * _PAD)
     draw.text((x0, _PAD), title, fill=LEGEND_INK, font=font)
     label_width = _text_size(font, span)[0] + 8
-    ticks = nice_ticks(top, max(2, n // (3 * label_width))) if n > 1 else [0.0]
+    ticks = nice_ticks(top - lo, max(2, n // (3 * label_width))) if n > 1 else [0.0]
+    if lo:  # the same step, at its round multiples inside [lo, top]
+        step = ticks[1] - ticks[0] if len(ticks) > 1 else top - lo
+        ticks = [round(k * step, 10) for k in range(int(np.ceil(lo / step - 1e-9)), int(np.floor(top / step + 1e-9)) + 1)]
     for value in ticks:
-        x = x0 + round(value / top * (n - 1))
+        x = x0 + round((value - lo) / (top - lo) * (n - 1))
         draw.line([(x, bar_y + _BAR_HEIGHT), (x, bar_y + _BAR_HEIGHT + _TICK - 1)], fill=LEGEND_INK)
         text = _tick_label(value)
         w = _text_size(font, text)[0]
@@ -545,16 +553,69 @@ def with_legend(picture: np.ndarray, legend: np.ndarray) -> np.ndarray:
     return np.concatenate([picture.astype(np.uint8, copy=False), legend], axis=0)
 
 
-def colorize_with_bar(disp: np.ndarray, max_disp: float, label: str = "disparity (px)") -> np.ndarray:
-    """:func:`colorize` with its :func:`colorbar` under it (range ``0..max_disp``, required: a fixed scale)."""
-    picture = colorize(disp, max_disp)
-    return with_legend(picture, colorbar(picture.shape[1], max_disp, label))
+def colorize_with_bar(disp: np.ndarray, max_disp: float, label: str = "disparity (px)",
+                      min_disp: float = 0.0) -> np.ndarray:
+    """:func:`colorize` with its :func:`colorbar` under it (range ``min_disp..max_disp``, required: a fixed
+    scale)."""
+    picture = colorize(disp, max_disp, min_disp)
+    return with_legend(picture, colorbar(picture.shape[1], max_disp, label, min_disp))
 
 
 def error_map_with_legend(disp: np.ndarray, gt: np.ndarray, threshold: float = 3.0) -> np.ndarray:
     """:func:`error_map` with its :func:`error_legend` under it."""
     picture = error_map(disp, gt, threshold)
     return with_legend(picture, error_legend(picture.shape[1], threshold))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Point clouds
+
+
+def write_ply(path: str | os.PathLike[str], xyz: np.ndarray, rgb: np.ndarray | None = None,
+              overwrite: bool = False) -> Path:
+    """Write (N, 3) points (and (N, 3) uint8 colours) as a binary little-endian PLY, atomically.
+
+    One ``vertex`` element with float32 ``x y z`` and, with colours, uchar ``red green blue``: what MeshLab,
+    CloudCompare, Open3D and Blender read. No faces.
+    """
+    xyz = np.asarray(xyz, dtype="<f4")
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"write_ply takes (N, 3) points, got shape {xyz.shape}")
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if rgb is not None:
+        rgb = np.asarray(rgb)
+        if rgb.shape != xyz.shape or rgb.dtype != np.uint8:
+            raise ValueError(f"write_ply takes (N, 3) uint8 colours for (N, 3) points, got {rgb.dtype} {rgb.shape}")
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    rows = np.empty(len(xyz), dtype=fields)
+    for i, axis in enumerate("xyz"):
+        rows[axis] = xyz[:, i]
+    if rgb is not None:
+        for i, channel in enumerate(("red", "green", "blue")):
+            rows[channel] = rgb[:, i]
+    types = {"<f4": "float", "u1": "uchar"}
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(xyz)}"]
+    header += [f"property {types[t]} {name}" for name, t in fields] + ["end_header"]
+    with atomic_write(path, overwrite) as tmp, open(tmp, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        f.write(rows.tobytes())
+    return Path(path)
+
+
+def read_ply(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The points (N, 3) float32 and colours (N, 3) uint8 (or None) of a PLY written by :func:`write_ply`."""
+    data = Path(path).read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    if header[:2] != ["ply", "format binary_little_endian 1.0"]:
+        raise UserError(f"{path}: not a binary little-endian PLY")
+    count = next(int(line.split()[2]) for line in header if line.startswith("element vertex"))
+    names = [line.split()[2] for line in header if line.startswith("property")]
+    fields = [(n, "<f4" if n in "xyz" else "u1") for n in names]
+    rows = np.frombuffer(data, dtype=fields, count=count, offset=end)
+    xyz = np.stack([rows[a] for a in "xyz"], axis=1)
+    rgb = np.stack([rows[c] for c in ("red", "green", "blue")], axis=1) if "red" in names else None
+    return xyz, rgb
 
 
 # --------------------------------------------------------------------------------------------------------------

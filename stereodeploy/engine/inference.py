@@ -5,10 +5,21 @@
 
 - ``<name>_disp.pfm``: float32 disparity in pixels, ``inf`` where there is no answer (Middlebury convention);
 - ``<name>_disp.png``: KITTI uint16 PNG, disparity * 256, 0 = no answer;
-- ``<name>_disp_color.png``: the disparity in colour for people, with a colour bar from 0 to the max disparity
-  searched (the same scale for every pair of a run; black = no answer);
-- ``<name>_disp.json``: what produced it (images, model, max disparity, post-processing, SGM preset, timings, and
-  the swapped-pair score of :mod:`stereodeploy.engine.sanity`).
+- ``<name>_disp_color.png``: the disparity in colour for people, with a colour bar over the range searched
+  (``[min_disp, max_disp]``), or over ``vmin..vmax`` of a Middlebury calib.txt beside the left image (the range
+  MiddEval3 gives for colour-coding); black = no answer;
+- ``<name>_valid.png``: 8-bit mask, 255 where the matcher found the answer itself, 0 where it filled it in (or,
+  with ``fill=False`` on the matcher, left it without answer): :attr:`MatchResult.valid`;
+- ``<name>_confidence.pfm``: float32 in [0, 1], :attr:`MatchResult.confidence` (0 where not valid);
+- with a calibration (given, or the pair's own: :func:`stereodeploy.data.calib.find_calibration`):
+  ``<name>_depth.pfm``, float32 depth in metres (``inf`` = none), and ``<name>.ply``, a binary PLY of the valid
+  pixels as 3-D points in metres, in the left camera's frame (x right, y down, z forward), coloured by the left
+  image (:mod:`stereodeploy.engine.geometry`);
+- ``<name>_disp.json``: what produced it (images, model, disparity range, post-processing, SGM preset, fill,
+  density, calibration, timings, and the swapped-pair score of :mod:`stereodeploy.engine.sanity`).
+
+The disparity range of a pair: the matcher's, unless no max disparity was given (``max_disp=None``) and a
+Middlebury calib.txt beside the left image has ``ndisp``, which is used then (as `stereodeploy evaluate` does).
 
 A pair that looks swapped (most of it matches better at negative disparity) gets a warning
 (:func:`warnings.warn`, one line at the CLI); its outputs are written all the same.
@@ -23,6 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from stereodeploy.data.calib import Calibration
 from stereodeploy.data.pairs import Pair, read_pairs_file
 from stereodeploy.engine.matcher import MatchResult, StereoMatcher
 from stereodeploy.errors import UsageError, UserError
@@ -79,21 +93,44 @@ def detected_preset(pairs: Sequence[Pair], inputs: Sequence[Path], fmt: str | No
     return detect_preset(pairs[0].left) if pairs else None
 
 
-def output_files(pair: Pair, out: Path) -> dict[str, Path]:
-    """The files :func:`infer_pairs` writes for ``pair``, by kind (see the module docstring)."""
-    return {kind: Path(out) / f"{pair.name}{suffix}" for kind, suffix in
-            (("pfm", "_disp.pfm"), ("png", "_disp.png"), ("color", "_disp_color.png"), ("json", "_disp.json"))}
+_SUFFIXES = (("pfm", "_disp.pfm"), ("png", "_disp.png"), ("color", "_disp_color.png"), ("valid", "_valid.png"),
+             ("confidence", "_confidence.pfm"), ("json", "_disp.json"))
+_GEOMETRY_SUFFIXES = (("depth", "_depth.pfm"), ("ply", ".ply"))
+
+
+def output_files(pair: Pair, out: Path, depth: bool = False) -> dict[str, Path]:
+    """The files :func:`infer_pairs` writes for ``pair``, by kind (see the module docstring); ``depth``: with the
+    depth map and point cloud of a calibrated pair."""
+    suffixes = _SUFFIXES + (_GEOMETRY_SUFFIXES if depth else ())
+    return {kind: Path(out) / f"{pair.name}{suffix}" for kind, suffix in suffixes}
+
+
+def pair_calibration(pair: Pair, given: Calibration | None) -> Calibration | None:
+    """``given`` (for every pair), else the pair's own calibration file, if its dataset keeps one
+    (:func:`stereodeploy.data.calib.find_calibration`), else None."""
+    from stereodeploy.data.calib import find_calibration, read_calibration
+
+    if given is not None:
+        return given
+    found = find_calibration(pair.left)
+    return None if found is None else read_calibration(found)
 
 
 def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwrite: bool = False,
-                on_pair: Callable[[PairOutput], None] | None = None) -> list[PairOutput]:
+                on_pair: Callable[[PairOutput], None] | None = None, *, max_disp: int | None = None,
+                calib: Calibration | None = None) -> list[PairOutput]:
     """Match every pair with ``matcher`` and write its outputs into ``out``; ``on_pair`` sees each as it is done.
 
-    Refuses before any work if an output exists (unless ``overwrite``); stops at the first pair that cannot be
-    matched, with the pairs before it written.
+    ``max_disp`` is the max disparity the user chose (the matcher's): None lets a pair's Middlebury calib.txt set
+    it (``ndisp``), else the matcher's applies (capped at the width - 1). ``calib`` is the calibration of every
+    pair, for depth and points; without it, the pairs whose dataset holds one get those (see the module
+    docstring). Refuses before any work if an output exists (unless ``overwrite``); stops at the first pair that
+    cannot be matched, with the pairs before it written.
     """
     import warnings
 
+    from stereodeploy.data.calib import display_range
+    from stereodeploy.data.datasets import max_disp_hint
     from stereodeploy.data.io import (
         colorize_with_bar,
         ensure_writable,
@@ -101,31 +138,52 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
         write_json,
         write_kitti_disp,
         write_pfm,
+        write_ply,
         write_png,
     )
     from stereodeploy.data.preprocess import to_gray
     from stereodeploy.engine.sanity import check_swapped
-    from stereodeploy.study.evaluate import postprocess_name
+    from stereodeploy.study.evaluate import choose_max_disp, postprocess_name
 
     out = Path(out)
-    for pair in pairs:
-        for path in output_files(pair, out).values():
+    calibs = [pair_calibration(pair, calib) for pair in pairs]
+    for pair, c in zip(pairs, calibs):
+        for path in output_files(pair, out, c is not None).values():
             ensure_writable(path, overwrite)
     done = []
-    for pair in pairs:
+    for pair, c in zip(pairs, calibs):
         left, right = read_image(pair.left), read_image(pair.right)
-        result = matcher.match(left, right)
-        swapped, warning = check_swapped(pair.name, to_gray(left), to_gray(right), matcher.config.max_disp)
+        calib_txt = pair.left.parent / "calib.txt"
+        hint = max_disp_hint(calib_txt) if calib_txt.is_file() else None
+        d = choose_max_disp(max_disp, hint, left.shape[1], matcher.config.max_disp)
+        m = matcher if d == matcher.config.max_disp else matcher.with_max_disp(d)
+        result = m.match(left, right)
+        swapped, warning = check_swapped(pair.name, to_gray(left), to_gray(right), m.config.max_disp)
         if warning is not None:
             warnings.warn(warning, stacklevel=2)
-        files = output_files(pair, out)
+        files = output_files(pair, out, c is not None)
+        colours = display_range(calib_txt) or (m.min_disp, m.config.max_disp)
         write_pfm(files["pfm"], result.disparity, overwrite=overwrite)
         write_kitti_disp(files["png"], result.disparity, overwrite=overwrite)
-        write_png(files["color"], colorize_with_bar(result.disparity, matcher.config.max_disp), overwrite=overwrite)
+        write_png(files["color"], colorize_with_bar(result.disparity, colours[1], min_disp=colours[0]),
+                  overwrite=overwrite)
+        write_png(files["valid"], result.valid.astype(np.uint8) * 255, overwrite=overwrite)
+        if result.confidence is not None:
+            write_pfm(files["confidence"], result.confidence, overwrite=overwrite)
+        else:
+            del files["confidence"]
+        points = 0
+        if c is not None:
+            write_pfm(files["depth"], result.depth(c), overwrite=overwrite)
+            cloud = result.points(c, left)
+            write_ply(files["ply"], cloud.xyz, cloud.rgb, overwrite=overwrite)
+            points = len(cloud)
         write_json(files["json"], {
-            "left": str(pair.left), "right": str(pair.right), "model": str(getattr(matcher.backend, "path", "")),
-            "backend": matcher.backend.name, "device": matcher.backend.device, "max_disp": matcher.config.max_disp,
-            "postprocess": postprocess_name(matcher), "sgm_preset": matcher.sgm_preset,
+            "left": str(pair.left), "right": str(pair.right), "model": str(getattr(m.backend, "path", "")),
+            "backend": m.backend.name, "device": m.backend.device, "min_disp": m.min_disp,
+            "max_disp": m.config.max_disp, "colour_range": list(colours), "postprocess": postprocess_name(m),
+            "sgm_preset": m.sgm_preset, "fill": m.fill, "density": 100.0 * float(result.valid.mean()),
+            "calibration": None if c is None else c.to_dict(), "points": points,
             "seconds": result.timings, "swapped_score": swapped}, overwrite=overwrite)
         done.append(PairOutput(pair, result, tuple(files.values())))
         if on_pair is not None:

@@ -2,7 +2,8 @@
 
     matcher = StereoMatcher.from_file("model.onnx", max_disp=128, postprocess="full")
     disparity = matcher(left, right)          # (H, W) float32, NaN where the pipeline has no answer
-    result = matcher.match(left, right)       # disparity plus the time of every stage
+    result = matcher.match(left, right)       # disparity, valid mask, confidence, the time of every stage
+    depth = result.depth(calib)               # metres, with a calibration of stereodeploy.data.calib
     for result in matcher.match_many(pairs):  # a stream: the next pair's features beside this one's post-processing
 
 A matcher holds no per-call state, so one instance may serve several threads at once: onnxruntime sessions and
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,7 +33,11 @@ from stereodeploy.data.preprocess import to_gray
 from stereodeploy.engine.backends import Backend, open_backend
 from stereodeploy.engine.matching import check_max_disp
 from stereodeploy.engine.spec import DEFAULT_PRESET
-from stereodeploy.errors import UserError
+from stereodeploy.errors import UsageError, UserError
+
+if TYPE_CHECKING:
+    from stereodeploy.data.calib import Calibration
+    from stereodeploy.engine.geometry import PointCloud
 
 # numba's threading layer is one per process, so the guard of the one layer that is not thread-safe is too.
 _WORKQUEUE_LOCK = threading.Lock()
@@ -48,26 +54,73 @@ def _numba_guard() -> contextlib.AbstractContextManager[object]:
     return _WORKQUEUE_LOCK if layer == "workqueue" else contextlib.nullcontext()
 
 
-@dataclass
+@dataclass(frozen=True)
 class MatchResult:
-    """One pair's disparity and the seconds each stage took.
+    """One pair's answer: disparity, which pixels were matched rather than filled, how sure each winner is, and the
+    seconds each stage took. docs/embedding.md ("The engine in Python") shows it in use.
 
-    ``timings`` keys: ``features``; ``matching`` (everything after the features); with post-processing also
-    ``cost_volume`` and one key per post-processing stage; ``total`` (from the raw images to the disparity).
+    - ``disparity``: (H, W) float32, in pixels of the left image (``x_right = x_left - d``), in
+      ``[min_disp, max_disp)``; NaN = no answer (the pixels not ``valid``, when the matcher does not fill them).
+    - ``valid``: (H, W) bool, True where the pipeline found the answer itself: with post-processing the pixels
+      whose winner passed the left-right check; the rest (occlusions and mismatches) were filled from their
+      neighbours, or are NaN without filling. Winner-take-all answers everywhere. False left of ``min_disp``
+      (no right pixel can match there).
+    - ``confidence``: (H, W) float32 in [0, 1], or None when not computed (winner-take-all unless asked for):
+      ``1 - C(best) / C(best rival)`` on the (aggregated, with SGM) cost volume, rivals being the disparities at
+      least 2 from the winner (:func:`stereodeploy.engine.postprocess.confidence_ratio`); 0 where not ``valid``.
+      Higher is surer; it ranks pixels, it is not a probability.
+    - ``timings`` keys: ``features``; ``matching`` (everything after the features); with post-processing (or
+      confidence) also ``cost_volume``, ``confidence`` and one key per stage; ``total`` (images to disparity).
+    - ``min_disp``, ``max_disp``: the range searched, ``[min_disp, max_disp)``.
+
+    :meth:`depth` and :meth:`points` turn it into metric depth and a coloured point cloud with a calibration.
     """
 
-    disparity: np.ndarray  # (H, W) float32, NaN = invalid
+    disparity: np.ndarray
+    valid: np.ndarray
+    confidence: np.ndarray | None
     timings: dict[str, float] = field(default_factory=dict)
+    min_disp: int = 0
+    max_disp: int = 0
+
+    def depth(self, calib: Calibration) -> np.ndarray:
+        """(H, W) float32 depth along the optical axis, in the units of ``calib.baseline`` (metres from
+        :mod:`stereodeploy.data.calib`): ``focal * baseline / (d + doffs)``; NaN where not ``valid`` or where
+        ``d + doffs <= 0`` (at infinity)."""
+        from stereodeploy.engine.geometry import depth_map
+
+        return depth_map(self.disparity, calib, self.valid)
+
+    def points(self, calib: Calibration, colours: np.ndarray | None = None) -> PointCloud:
+        """The ``valid`` pixels of finite depth as 3-D points in the left camera's frame (x right, y down, z
+        forward), coloured by ``colours`` ((H, W) or (H, W, 3) image, usually the left one) if given."""
+        from stereodeploy.engine.geometry import point_cloud
+
+        return point_cloud(self.disparity, calib, self.valid, colours)
 
 
 class StereoMatcher:
-    """Features from ``backend``, then winner-take-all or MC-CNN's post-processing as ``config`` says."""
+    """Features from ``backend``, then winner-take-all or MC-CNN's post-processing as ``config`` says.
 
-    def __init__(self, backend: Backend, config: MatchConfig | None = None, sgm_preset: str | None = None):
+    The disparities searched are ``[min_disp, config.max_disp)``. ``fill``: keep the values post-processing fills
+    in where the left-right check fails (MC-CNN's interpolation), or leave NaN there. ``confidence``: compute
+    :attr:`MatchResult.confidence` for winner-take-all too (it then stores the cost volume, 4 bytes per pixel and
+    disparity, and takes about the post-processing path's time before SGM); post-processing always computes it.
+    """
+
+    def __init__(self, backend: Backend, config: MatchConfig | None = None, sgm_preset: str | None = None, *,
+                 fill: bool = True, confidence: bool = False, min_disp: int = 0):
         self.backend = backend
         self.config = config or MatchConfig(max_disp=backend.meta.max_disp)
         if sgm_preset is not None:  # a shorthand for the config's own preset
             self.config = replace(self.config, sgm_preset=sgm_preset)
+        self.fill = fill
+        self.confidence = confidence
+        self.min_disp = int(min_disp)
+        if not 0 <= self.min_disp < self.config.max_disp:
+            raise UsageError(f"min disparity must be in [0, max disparity {self.config.max_disp}), got {min_disp}")
+        # what the pipeline runs: max_disp - min_disp disparities, on a right image shifted by min_disp columns
+        self._searched = replace(self.config, max_disp=self.config.max_disp - self.min_disp)
         self.patch_size = backend.meta.patch_size
         self._local = threading.local()  # per thread: the volumes of post-processing, kept between calls
         self._loader: threading.Thread | None = None
@@ -90,17 +143,20 @@ class StereoMatcher:
     @classmethod
     def from_file(cls, path: Path | str, max_disp: int | None = None, postprocess: str = "none",
                   backend: str = "onnx", provider: str = "cpu", sgm_preset: str = DEFAULT_PRESET,
-                  threads: int | None = None) -> StereoMatcher:
+                  threads: int | None = None, *, fill: bool = True, confidence: bool = False,
+                  min_disp: int = 0) -> StereoMatcher:
         """Open the model at ``path`` with ``backend`` (onnx, torch or tf) on ``provider`` (cpu or cuda).
 
-        ``max_disp`` defaults to the model's; ``postprocess`` is ``none`` (winner-take-all) or ``full``.
+        ``max_disp`` defaults to the model's; ``postprocess`` is ``none`` (winner-take-all) or ``full``; ``fill``,
+        ``confidence`` and ``min_disp`` as in the class.
         ``threads`` caps the CPU threads of the backend (see :func:`~stereodeploy.engine.backends.open_backend`);
         the matching kernels' threads follow :func:`stereodeploy.util.threads.configure_threads`.
         """
         # every option is checked before the model loads (the model's range stands in until it is known)
         config = MatchConfig.preset(postprocess, 1 if max_disp is None else max_disp, sgm_preset=sgm_preset)
         be = open_backend(path, backend=backend, provider=provider, threads=threads)
-        return cls(be, config if max_disp is not None else replace(config, max_disp=be.meta.max_disp))
+        config = config if max_disp is not None else replace(config, max_disp=be.meta.max_disp)
+        return cls(be, config, fill=fill, confidence=confidence, min_disp=min_disp)
 
     @property
     def sgm_preset(self) -> str:
@@ -112,7 +168,8 @@ class StereoMatcher:
 
     def with_max_disp(self, max_disp: int) -> StereoMatcher:
         """The same backend (shared, not reloaded) with another disparity range."""
-        return StereoMatcher(self.backend, replace(self.config, max_disp=max_disp))
+        return StereoMatcher(self.backend, replace(self.config, max_disp=max_disp), fill=self.fill,
+                             confidence=self.confidence, min_disp=self.min_disp)
 
     def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """(H, W) or (H, W, 3) images -> (H, W) float32 disparity of the left image."""
@@ -126,7 +183,7 @@ class StereoMatcher:
         if min(h, w) < self.patch_size:
             raise UserError(f"images of {w}x{h} are smaller than the network's {self.patch_size}x{self.patch_size} "
                             "patch: give larger images", exit_code=2)
-        check_max_disp(self.config.max_disp, w)
+        check_max_disp(self._searched.max_disp, w)
 
     @property
     def postprocessing(self) -> bool:
@@ -155,16 +212,17 @@ class StereoMatcher:
         self._loader.start()
 
     def match(self, left: np.ndarray, right: np.ndarray) -> MatchResult:
-        """Disparity of the left image and the time of each stage (see :class:`MatchResult`)."""
-        if not self.postprocessing:
+        """Disparity of the left image, validity, confidence and the time of each stage (see :class:`MatchResult`)."""
+        if not self.postprocessing and not self.confidence:
             left, right = np.asarray(left), np.asarray(right)
             self._check(left, right)
             self._load_kernels()
             t0 = time.perf_counter()
             timings: dict[str, float] = {}
             with _numba_guard():
-                disp = self.backend.wta(to_gray(left), to_gray(right), self.config.max_disp, timings)
-            return self._result(disp, timings, t0)
+                disp = self.backend.wta(to_gray(left), self._shifted(to_gray(right)), self._searched.max_disp,
+                                        timings)
+            return self._result(disp, {"valid": np.ones(disp.shape, dtype=bool)}, timings, t0)
         return self._post(self._front(left, right, "cost"))
 
     def match_many(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -211,9 +269,11 @@ class StereoMatcher:
         # stored row by row, as engine.matching.row_major_volume, what SGM reads fastest; for SGM as uint16
         # (round(cost * COST_SCALE)): half the memory and traffic, a step of 3e-5 of a cost
         dtype = np.uint16 if cfg.sgm else np.float32
-        volume = self._buffer(slot, (gl.shape[0], cfg.max_disp, gl.shape[1]), dtype).transpose(1, 0, 2)
+        nd = self._searched.max_disp
+        volume = self._buffer(slot, (gl.shape[0], nd, gl.shape[1]), dtype).transpose(1, 0, 2)
+        gr = self._shifted(gr)
         with _numba_guard():
-            cost = self.backend.cost_volume(gl, gr, cfg.max_disp, timings, out=volume)
+            cost = self.backend.cost_volume(gl, gr, nd, timings, out=volume)
         return cost, gl, gr, timings, t0
 
     def _post(self, front: tuple) -> MatchResult:
@@ -221,14 +281,37 @@ class StereoMatcher:
         from stereodeploy.engine.postprocess import postprocess
 
         cost, gl, gr, timings, t0 = front
+        details: dict[str, np.ndarray] = {}
         with _numba_guard():
-            disp, stages = postprocess(cost, gl, gr, self.config, scratch=self._scratch)
+            disp, stages = postprocess(cost, gl, gr, self._searched, scratch=self._scratch, details=details)
         timings.update(stages)
-        return self._result(disp, timings, t0)
+        return self._result(disp, details, timings, t0)
 
-    @staticmethod
-    def _result(disp: np.ndarray, timings: dict[str, float], t0: float) -> MatchResult:
+    def _shifted(self, right_gray: np.ndarray) -> np.ndarray:
+        """The right image moved ``min_disp`` columns to the right (its first column repeated into the gap), so
+        that disparity ``min_disp + d`` of the pair is disparity ``d`` of the shifted one."""
+        m = self.min_disp
+        if m == 0:
+            return right_gray
+        out = np.empty_like(right_gray)
+        out[:, m:] = right_gray[:, :-m]
+        out[:, :m] = right_gray[:, :1]
+        return out
+
+    def _result(self, disp: np.ndarray, details: dict[str, np.ndarray], timings: dict[str, float],
+                t0: float) -> MatchResult:
+        """The result in the pair's own disparities: ``min_disp`` added back, nothing left of it valid, and the
+        filled pixels NaN unless the matcher fills."""
+        valid, confidence = details["valid"], details.get("confidence")
+        if self.min_disp:
+            disp = disp + np.float32(self.min_disp)
+            valid[:, : self.min_disp] = False
+            if confidence is not None:
+                confidence[:, : self.min_disp] = 0.0
+        if not self.fill:
+            disp = np.where(valid, disp, np.float32(np.nan))
         total = time.perf_counter() - t0
         timings["matching"] = total - timings["features"]
         timings["total"] = total
-        return MatchResult(disparity=disp, timings=timings)
+        return MatchResult(disparity=disp, valid=valid, confidence=confidence, timings=timings,
+                           min_disp=self.min_disp, max_disp=self.config.max_disp)

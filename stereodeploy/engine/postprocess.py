@@ -25,6 +25,7 @@ from numba import njit
 
 from stereodeploy.config import MatchConfig
 from stereodeploy.engine.filters import (
+    MATCH,
     bilateral,
     fill_invalid,
     left_right_check,
@@ -35,7 +36,7 @@ from stereodeploy.engine.filters import (
 from stereodeploy.engine.matching import dequantise, winner_take_all
 from stereodeploy.engine.sgm import aggregate, run_split
 
-__all__ = ["load_kernels", "postprocess"]
+__all__ = ["confidence_ratio", "load_kernels", "postprocess"]
 
 T = TypeVar("T")
 
@@ -71,8 +72,68 @@ def _gather_hwd(volume: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.nd
     return cm, cz, cp, usable
 
 
+# ------------------------------------------------------------------------------------- validity and confidence
+# The confidence of a winner, defined once here and documented in docs/embedding.md ("What a result holds").
+
+@njit(cache=True, nogil=True)
+def _ratio_kernel(volume, disp, out, y0, y1):  # pragma: no cover - compiled
+    _h, w, nd = volume.shape
+    for y in range(y0, y1):
+        for x in range(w):
+            d1 = disp[y, x]
+            c1 = np.float32(volume[y, x, d1])
+            c2 = np.float32(np.inf)
+            for d in range(min(nd, x + 1)):  # the left reference: right pixel x - d inside the image
+                if abs(d - d1) >= 2:
+                    c2 = min(c2, np.float32(volume[y, x, d]))
+            if c2 == np.inf or c2 <= 0.0:  # no rival (x < 2), or a rival as perfect as the winner
+                out[y, x] = 0.0
+            else:
+                out[y, x] = max(np.float32(0.0), np.float32(1.0) - c1 / c2)
+
+
+@njit(cache=True, nogil=True)
+def _ratio_rows_kernel(rows, disp, out, y0, y1):  # pragma: no cover - compiled
+    """As :func:`_ratio_kernel` on an (H, D, W) volume (stored row by row): disparities outer, pixels inner."""
+    _h, nd, w = rows.shape
+    c2 = np.empty(w, dtype=np.float32)
+    for y in range(y0, y1):
+        c2[:] = np.inf
+        for d in range(nd):
+            for x in range(d, w):  # x - d >= 0
+                if abs(d - disp[y, x]) >= 2:
+                    c2[x] = min(c2[x], np.float32(rows[y, d, x]))
+        for x in range(w):
+            c1 = np.float32(rows[y, disp[y, x], x])
+            out[y, x] = 0.0 if (c2[x] == np.inf or c2[x] <= 0.0) else max(np.float32(0.0), np.float32(1.0) - c1 / c2[x])
+
+
+def confidence_ratio(volume_hwd: np.ndarray, disp_int: np.ndarray) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: how clearly the winner ``disp_int`` beats every rival in the non-negative cost
+    volume ``volume_hwd`` ((H, W, D), left reference, any array layout, float32 or uint16):
+
+        confidence = 1 - C(d1) / C2,   C2 = min { C(d) : |d - d1| >= 2, 0 <= d <= x }
+
+    the cost margin to the best rival relative to that rival's cost (a peak ratio). The two neighbours of the
+    winner are no rivals: they belong to the same minimum. 0 means a rival as good as the winner (or none at all,
+    at x < 2); 1 would be a winner of cost 0 against any costlier rival. A ratio, so the same for the uint16
+    volume as for its float costs."""
+    h, w, _nd = volume_hwd.shape
+    disp = np.asarray(disp_int, dtype=np.int32)
+    if disp.shape != (h, w):
+        raise ValueError(f"disparity {disp.shape} does not match the volume's {(h, w)}")
+    out = np.empty((h, w), dtype=np.float32)
+    rows = volume_hwd.transpose(0, 2, 1)
+    if rows.flags.c_contiguous and not volume_hwd.flags.c_contiguous:  # the matcher's row-major cost volume
+        run_split(lambda a, b: _ratio_rows_kernel(rows, disp, out, a, b), h)
+    else:
+        run_split(lambda a, b: _ratio_kernel(volume_hwd, disp, out, a, b), h)
+    return out
+
+
 def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.ndarray, cfg: MatchConfig,
                 scratch: Callable[[tuple[int, int, int]], tuple[np.ndarray, np.ndarray]] | None = None,
+                details: dict[str, np.ndarray] | None = None,
                 ) -> tuple[np.ndarray, dict[str, float]]:
     """Disparity (H, W) float32 of the left image from its (D, H, W) cost volume, and the seconds spent per stage.
 
@@ -93,6 +154,11 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
     With every stage off the result is exactly winner-take-all of ``cost_left``. Timings use the keys ``wta``, ``sgm``,
     ``lr_check``, ``subpixel``, ``median``, ``bilateral``; ``lr_check`` includes the right volume's SGM (or
     winner-take-all).
+
+    ``details``, if given, is a dict that receives ``valid`` ((H, W) bool: the pixels whose winner passed the
+    left-right check, i.e. were not filled; all True without ``lr_check``) and ``confidence`` ((H, W) float32 in
+    [0, 1]: :func:`confidence_ratio` on the volume the winner came from, the aggregated one with ``sgm``; 0 where
+    not ``valid``), timed as ``confidence``.
     """
     if cost_left.ndim != 3:
         raise ValueError(f"cost volume must be (D, H, W), got shape {cost_left.shape}")
@@ -133,12 +199,19 @@ def postprocess(cost_left: np.ndarray, left_gray: np.ndarray, right_gray: np.nda
         disp_right = (timed("lr_check", lambda: winner_take_all(cost_left, derived_right=True))
                       if cfg.lr_check else None)
     disp = disp_int.astype(np.float32)
+    if details is not None:
+        winners = cost_left.transpose(1, 2, 0) if volume is None else volume  # (H, W, D) views
+        details["confidence"] = timed("confidence", lambda: confidence_ratio(winners, disp_int))
+        details["valid"] = np.ones((h, w), dtype=bool)
 
     if cfg.lr_check:
         assert disp_right is not None
 
         def check() -> np.ndarray:
             labels = left_right_check(disp, disp_right.astype(np.float32), spec.lr_threshold, nd)
+            if details is not None:
+                details["valid"] = labels == MATCH
+                details["confidence"][labels != MATCH] = 0.0
             return fill_invalid(disp, labels)
 
         disp = timed("lr_check", check)
@@ -168,4 +241,4 @@ def load_kernels(cfg: MatchConfig) -> None:
     volume = row_major_volume(nd, h, w, np.uint16)
     volume[...] = np.arange(volume.size, dtype=np.uint16).reshape(volume.shape)
     gray = np.linspace(0.0, 255.0, h * w, dtype=np.float32).reshape(h, w)
-    postprocess(volume, gray, gray[:, ::-1].copy(), replace(cfg, max_disp=nd))
+    postprocess(volume, gray, gray[:, ::-1].copy(), replace(cfg, max_disp=nd), details={})

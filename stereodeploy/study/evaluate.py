@@ -11,6 +11,11 @@ Evaluation is dense: a prediction that is NaN or infinite where ground truth is 
 every rule (the benchmarks' devkits interpolate such holes instead; we do not, so a sparse matcher cannot look
 better by answering less). :func:`density` reports how much of the image was answered. The average over a dataset
 is the mean of the per-image rates (the study's equation 3), not the rate over all pixels pooled.
+
+As KITTI reports a method that leaves holes, every rate is also given on the *valid* pixels alone (those the
+matcher answered itself, :attr:`stereodeploy.engine.matcher.MatchResult.valid`: not filled after a failed
+left-right check), beside the density, the percentage of valid pixels. The full pipeline's valid pixels are its
+better ones (KITTI 000005_10: 5.2 % against 7.4 % on all pixels, at 88 % density).
 """
 
 from __future__ import annotations
@@ -134,20 +139,31 @@ def ground_truth_kind(sample: StereoSample) -> str:
     return "disp"
 
 
-def image_metrics(pred: np.ndarray, sample: StereoSample, threshold: float = THRESHOLD) -> dict[str, float]:
+def image_metrics(pred: np.ndarray, sample: StereoSample, threshold: float = THRESHOLD,
+                  valid: np.ndarray | None = None) -> dict[str, float]:
     """Every measure of one prediction against ``sample``'s ground truth, in percent.
 
     ``error_rate`` is the study's rule on ``sample.disp`` (non-occluded where known, else all); then for each of
     ``noc`` and ``occ`` that the sample has, ``study_<kind>``, ``kitti_<kind>`` and ``d1_<kind>``; and
-    ``density`` of the prediction over the whole image.
+    ``density``: the percentage of pixels the matcher answered, those of ``valid`` (the matcher's own answers, not
+    filled ones) where given, else the finite ones. With ``valid``, every rate is also given on the valid pixels
+    alone, under its name followed by ``_valid`` (``error_rate_valid``, ``d1_noc_valid``, ...).
     """
     if sample.disp is None:
         raise UserError(f"{sample.name} has no ground truth to evaluate against: leave it out")
-    out = {"error_rate": error_rate(pred, sample.disp, "study", threshold), "density": density(pred)}
+    answered = None if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(pred)
+    out = {"error_rate": error_rate(pred, sample.disp, "study", threshold),
+           "density": density(pred) if answered is None else 100.0 * float(answered.mean())}
     for kind, gt in (("noc", sample.disp_noc), ("occ", sample.disp_occ)):
         if gt is not None:
             for rule in RULES:
                 out[f"{rule}_{kind}"] = error_rate(pred, gt, rule, threshold)
+    if answered is not None:
+        out["error_rate_valid"] = error_rate(pred, sample.disp, "study", threshold, answered)
+        for kind, gt in (("noc", sample.disp_noc), ("occ", sample.disp_occ)):
+            if gt is not None:
+                for rule in RULES:
+                    out[f"{rule}_{kind}_valid"] = error_rate(pred, gt, rule, threshold, answered)
     return out
 
 
@@ -277,10 +293,15 @@ def postprocess_name(matcher: StereoMatcher) -> str:
 def frame_max_disp(option: int | None, sample: StereoSample, model_default: int) -> int:
     """``option`` when given (checked later against the width), else the sample's hint (Middlebury ``ndisp``),
     else the model's; a hint or default is capped at ``width - 1``."""
+    return choose_max_disp(option, sample.max_disp, sample.left.shape[1], model_default)
+
+
+def choose_max_disp(option: int | None, hint: int | None, width: int, model_default: int) -> int:
+    """The rule of :func:`frame_max_disp` for any pair: ``option``, else ``hint``, else ``model_default``; the
+    last two capped at ``width - 1``. `stereodeploy infer` uses it with ``ndisp`` of a pair's calib.txt."""
     if option is not None:
         return option
-    width = sample.left.shape[1]
-    return max(1, min(sample.max_disp or model_default, width - 1))
+    return max(1, min(hint or model_default, width - 1))
 
 
 def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: str | None = None,
@@ -336,7 +357,7 @@ def evaluate(samples: Sequence[StereoSample], matcher: StereoMatcher, *, model: 
         for sample in scored:
             m, d = matcher_for(sample)
             res = m.match(sample.left, sample.right)
-            metrics = image_metrics(res.disparity, sample, threshold)
+            metrics = image_metrics(res.disparity, sample, threshold, res.valid)
             result.images.append(ImageResult(
                 name=sample.name, error_rate=metrics["error_rate"], density=metrics["density"],
                 seconds={k: float(v) for k, v in res.timings.items()}, metrics=metrics,

@@ -107,31 +107,33 @@ def render_eval_table(result: EvalResult, width: int | None = None, terminal: bo
     terminal the table wraps at ``width`` (default: the terminal's width) by moving columns to further blocks
     that repeat the frame names (:func:`text_table`); otherwise it is one plain block with every column, for
     ``grep``, ``column -t`` and files. Headers are ASCII: ``>=3`` is the study's rule on the best ground truth,
-    ``>3 noc`` / ``D1 noc`` KITTI's rules on non-occluded (and ``occ`` all) ground truth, ``dens`` the percentage
-    of pixels answered, times in seconds.
+    ``>3 noc`` / ``D1 noc`` KITTI's rules on non-occluded (and ``occ`` all) ground truth, ``>=3 valid`` the
+    study's rule on the pixels the matcher answered itself (not filled), ``dens`` the percentage of those, times
+    in seconds.
     """
     width = _text_width(width, terminal)
     t = f"{result.threshold:g}"
     kinds = [k for k in ("noc", "occ") if any(f"kitti_{k}" in i.metrics for i in result.images)]
-    headers = ["frame", "D", f">={t}"]
+    headers = ["frame", "D", f">={t}", f">={t} valid"]
     for kind in kinds:
         headers += [f">{t} {kind}", f"D1 {kind}"]
     headers += ["dens", "feat", "match", "total"]
     stages = ("features", "matching", "total")
     rows = []
     for img in result.images:
-        cells = [img.name, str(img.max_disp), fmt(img.error_rate)]
+        cells = [img.name, str(img.max_disp), fmt(img.error_rate), fmt(img.metrics.get("error_rate_valid"))]
         for kind in kinds:
             cells += [fmt(img.metrics.get(f"kitti_{kind}")), fmt(img.metrics.get(f"d1_{kind}"))]
         rows.append(cells + [fmt(img.density, 1)] + [fmt(img.seconds.get(k), 3) for k in stages])
     avg, sec = result.averages(), result.mean_stage_seconds()
-    mean = [f"mean of {len(result.images)}", "", fmt(result.average_error_rate)]
+    mean = [f"mean of {len(result.images)}", "", fmt(result.average_error_rate), fmt(avg.get("error_rate_valid"))]
     for kind in kinds:
         mean += [fmt(avg.get(f"kitti_{kind}")), fmt(avg.get(f"d1_{kind}"))]
     mean += [fmt(avg.get("density"), 1)] + [fmt(sec.get(k), 3) for k in stages]
     caption = (f"error rates in %: >={t} the study's rule on the best ground truth"
                + (f", >{t} KITTI and D1 KITTI 2015 on {'/'.join(kinds)} ground truth" if kinds else "")
-               + "; dens = % of pixels answered; D = max disparity; times in seconds")
+               + f"; >={t} valid: the same on the pixels the matcher answered itself (not filled after the "
+               "left-right check); dens = % of pixels so answered; D = max disparity; times in seconds")
     return text_table(headers, rows, footer=[mean], width=width,
                       title=f"{result.model} - {result.backend} - post-processing {result.postprocess}",
                       caption=caption)
