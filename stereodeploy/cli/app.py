@@ -328,10 +328,13 @@ def quantize(
 @_user_errors
 def models() -> None:
     """The shipped models: names for --model, source framework, precision, max disparity, training data, path."""
+    import shutil
+
     from stereodeploy.engine.shipped import list_models
     from stereodeploy.study.report import models_table
 
-    typer.echo(models_table(list_models()), nl=False)
+    width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80  # 80 in a pipe or file
+    typer.echo(models_table(list_models(), width=width), nl=False)
 
 
 # ------------------------------------------------------------------------------------------------ demo

@@ -141,15 +141,19 @@ def render_eval_table(result: EvalResult, width: int | None = None, terminal: bo
 # Comparison tables (plain data, shared by report.json and report.md)
 
 
-def models_table(models: Sequence[ShippedModel], width: int | None = None) -> str:
-    """The text `stereodeploy models` prints: one row per model (see :func:`text_table`)."""
-    headers = ["name", "framework", "weights", "max disp", "network", "trained on", "size", "path"]
+def models_table(models: Sequence[ShippedModel], width: int | None = 80) -> str:
+    """The text `stereodeploy models` prints: one row per model (see :func:`text_table`), wrapped at ``width``,
+    then the folder the files are in on a line of its own (whole, so that it can be copied, however long)."""
+    headers = ["name", "from", "weights", "max disp", "network", "frames", "size"]
     rows = [[m.name + (" (default)" if m.default else ""), m.source_framework, "int8" if m.quantization else "float32",
-             str(m.max_disp), m.network, f"{m.training_frames} frames", f"{m.size_bytes / 1e6:.2f} MB", str(m.path)]
+             str(m.max_disp), m.network_short, str(m.training_frames), f"{m.size_bytes / 1e6:.2f} MB"]
             for m in models]
-    return text_table(headers, rows, align="llllllrl", width=width,
-                      caption="--model takes a name (e.g. mccnn_fast_torch) or a path; the default is used "
-                              "when --model is not given (STEREODEPLOY_MODEL overrides it)")
+    text = text_table(headers, rows, align="lllrlrr", width=width,
+                      caption="from: the framework that trained it; network: layers x maps, kernel; frames: "
+                              "training frames. --model takes a name (e.g. mccnn_fast_torch) or a path; the default "
+                              "is used when --model is not given (STEREODEPLOY_MODEL overrides it). The files are in:")
+    folders = sorted({str(m.path.parent) for m in models})
+    return text + "".join(f"{folder}\n" for folder in folders)
 
 
 def comparison_text(report: Mapping[str, Any], width: int | None = None, terminal: bool | None = None) -> str:
