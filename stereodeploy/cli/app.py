@@ -277,12 +277,23 @@ def infer(
     infer_pairs(todo, matcher, out, overwrite=overwrite, on_pair=report)
 
 
+def check_line(r) -> str:
+    """What the export check found, in words: all the same, or how many pixels are ties / differ."""
+    same = r.checked_pixels - r.differing_pixels
+    if not r.differing_pixels:
+        return f"the same disparity at all {r.checked_pixels} pixels"
+    rest = "ties between two disparities" if r.postprocess == "none" else "off by more than 0.5 px"
+    return f"the same disparity at {same} of {r.checked_pixels} pixels; {r.differing_pixels} are {rest}"
+
+
 @app.command("export-matcher")
 @_user_errors
 def export_matcher(
     features: Annotated[Path | None, typer.Argument(
         help="Feature model written by `stereodeploy export`, or a shipped model's name (default: the shipped model).",
         metavar="[MODEL]", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="The same as MODEL, as infer and evaluate take it (give one of the two).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Matcher ONNX file to write (and OUT.json beside it).")] = Path("matcher.onnx"),
     max_disp: Annotated[int | None, typer.Option(help="Max disparity, fixed in the file (default: the model's).")] = None,
     postprocess: PostprocessOption = Postprocess.full,
@@ -294,14 +305,15 @@ def export_matcher(
     """Write a self-contained ONNX matcher (left, right uint8 images -> disparity) for any onnxruntime binding."""
     from stereodeploy.deploy.export_matcher import export_matcher as do_export_matcher
 
-    r = do_export_matcher(model_path(features), out, max_disp=max_disp, overwrite=overwrite,
+    if features is not None and model is not None and features != model:
+        raise UsageError(f"the model is given twice ({features} and --model {model}): give it once")
+    r = do_export_matcher(model_path(model or features), out, max_disp=max_disp, overwrite=overwrite,
                           postprocess=postprocess.value, preset=preset.value, check=check)
     what = "winner-take-all" if r.postprocess == "none" else f"full pipeline, preset {r.preset}"
     typer.echo(f"wrote {r.path} ({what}, max disparity {r.max_disp}) and {r.sidecar}: inputs left, right uint8 "
                "(H, W, C) gray/RGB/RGBA -> disparity float32 (H, W)")
     if check:
-        typer.echo(f"same as the engine on {r.checked_pixels - r.differing_pixels} of {r.checked_pixels} check "
-                   f"pixels ({'the rest are ties' if r.postprocess == 'none' else 'the rest differ by more than 0.5 px'})")
+        typer.echo(f"checked against the engine on a synthetic pair: {check_line(r)}")
 
 
 # ------------------------------------------------------------------------------------------------ quantize, models

@@ -13,8 +13,8 @@
 A pair that looks swapped (most of it matches better at negative disparity) gets a warning
 (:func:`warnings.warn`, one line at the CLI); its outputs are written all the same.
 
-Every output path is checked before any work starts, and every file is written atomically, so an interrupted run
-leaves whole files only.
+Every output path, and the memory the largest pair needs (:func:`refuse_oversized`), is checked before any work
+starts, and every file is written atomically, so an interrupted run leaves whole files only.
 """
 
 from __future__ import annotations
@@ -85,6 +85,51 @@ def output_files(pair: Pair, out: Path) -> dict[str, Path]:
             (("pfm", "_disp.pfm"), ("png", "_disp.png"), ("color", "_disp_color.png"), ("json", "_disp.json"))}
 
 
+# Peak memory of one match on top of the loaded model, measured with the shipped model (64 feature maps) on a
+# 375 x 1242 pair (KITTI's size), from ru_maxrss: winner-take-all held 722-725 MiB at max disparity 64, 256 and
+# 1000 (feature maps and their buffers: about 1630 bytes per pixel, none per disparity); the full pipeline
+# 725 MiB at 64 and 1414 MiB at 256, 8.1 bytes per pixel per disparity (the uint16 cost volume, SGM's sums
+# and the right reference's volume) on top. Rounded up for headroom.
+MATCH_BYTES_PER_PIXEL = 1700
+FULL_BYTES_PER_VOXEL = 9
+
+
+def match_memory_bytes(height: int, width: int, max_disp: int, postprocessing: bool) -> int:
+    """About how many bytes matching one ``height`` x ``width`` pair takes at ``max_disp`` (see the constants)."""
+    pixels = height * width
+    return MATCH_BYTES_PER_PIXEL * pixels + (FULL_BYTES_PER_VOXEL * pixels * max_disp if postprocessing else 0)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image from its header (the whole image only where Pillow cannot tell)."""
+    from PIL import Image
+
+    from stereodeploy.data.io import read_image
+
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # noqa: BLE001 - read_image says what is wrong with the file, in one line
+        return read_image(path).shape[:2]
+
+
+def refuse_oversized(pairs: Sequence[Pair], max_disp: int, postprocessing: bool,
+                     available: int | None = None) -> None:
+    """UserError, before any work, when the largest pair would need more memory than is available."""
+    from stereodeploy.util.memory import refuse_if_oversized
+
+    if not pairs:
+        return
+    sizes = {pair.left: image_size(pair.left) for pair in pairs}
+    biggest = max(sizes, key=lambda p: sizes[p][0] * sizes[p][1])
+    h, w = sizes[biggest]
+    need = match_memory_bytes(h, w, max_disp, postprocessing)
+    fix = "use a smaller --max-disp" + (", or --postprocess none (no cost volume)" if postprocessing else
+                                        ", or smaller images")
+    refuse_if_oversized(need, f"matching {biggest.name} ({w}x{h}) at max disparity {max_disp}"
+                        + (" with post-processing" if postprocessing else ""), fix, available)
+
+
 def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwrite: bool = False,
                 on_pair: Callable[[PairOutput], None] | None = None) -> list[PairOutput]:
     """Match every pair with ``matcher`` and write its outputs into ``out``; ``on_pair`` sees each as it is done.
@@ -111,6 +156,7 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
     for pair in pairs:
         for path in output_files(pair, out).values():
             ensure_writable(path, overwrite)
+    refuse_oversized(pairs, matcher.config.max_disp, matcher.postprocessing)
     done = []
     for pair in pairs:
         left, right = read_image(pair.left), read_image(pair.right)
