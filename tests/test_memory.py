@@ -50,7 +50,7 @@ def test_check_estimates_follow_the_measured_peaks() -> None:
     from stereodeploy.deploy.export_matcher import check_memory_bytes
 
     for max_disp, postprocess, measured in ((1000, "none", 476), (4000, "none", 1448), (8000, "none", 2587),
-                                            (256, "full", 477), (512, "full", 1193)):
+                                            (256, "full", 477), (512, "full", 1193), (768, "full", 2368)):
         estimate = check_memory_bytes(max_disp, postprocess) / 2**20
         assert measured <= estimate <= 1.3 * measured, (max_disp, postprocess, estimate)
     assert check_memory_bytes(100000, "none") > 22e9  # the run the issue saw killed at 22 GB

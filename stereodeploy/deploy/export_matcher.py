@@ -177,7 +177,7 @@ FULL_MISMATCH_LIMIT = 0.05  # share of check pixels where the full pipeline may 
 # Peak memory of the check (this file and the engine on the 64 x (max_disp + 64) check pair), measured from
 # ru_maxrss with the shipped model: winner-take-all 476, 1448 and 2587 MiB at max disparity 1000, 4000 and 8000
 # (the banded matrix product grows with the width: about 5.4 kB per check pixel); the full pipeline 477 and
-# 1193 MiB at 256 and 512 (its (H, W, D) volumes: about 55 bytes per pixel per disparity). Rounded up.
+# 1193 and 2368 MiB at 256, 512 and 768 (its (H, W, D) volumes: about 55 bytes per pixel per disparity). Rounded up.
 CHECK_BASE_BYTES = 160 * 2**20  # onnxruntime's session and the engine's kernels
 WTA_BYTES_PER_PIXEL = 5400
 FULL_BYTES_PER_PIXEL = 1700
