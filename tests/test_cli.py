@@ -134,3 +134,4 @@ def test_resume_of_a_folder_without_a_run_suggests_a_command_that_works(syntheti
     res = invoke(*args, "--epochs", "1", "--max-examples", "64", "--layers", "2", "--maps", "8", "--no-progress")
     assert res.exit_code == 0, res.output
     assert (out / "config.json").is_file()
+    assert "torch: 1 epoch in" in res.output  # not "1 epochs"

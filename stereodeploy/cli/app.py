@@ -108,7 +108,7 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: DataFormat | 
     if not summary["epochs"]:
         raise UserError(f"{out}: nothing was trained (no epoch completed)")
     typer.echo(
-        f"{framework.value}: {summary['epochs']} epochs in {summary['total_seconds']:.1f} s "
+        f"{framework.value}: {summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'} in {summary['total_seconds']:.1f} s "
         f"(epoch {summary['mean_epoch_seconds']:.2f} s, step {1000 * summary['mean_step_seconds']:.2f} ms, "
         f"{summary['examples_per_second']:.0f} examples/s), patch accuracy {100 * summary['final_accuracy']:.1f}% -> {out}"
     )
@@ -221,6 +221,15 @@ def export(
 
 
 # ------------------------------------------------------------------------------------------------ infer
+def preset_line(applied: str, given: bool, detected: str | None, from_format: bool) -> str:
+    """Which SGM preset infer applies, and why."""
+    if given:
+        return f"SGM preset {applied} (--preset)"
+    why = ("from --format" if from_format else "detected from the data's folders") if detected else \
+        "the default: the data's folders name no dataset"
+    return f"SGM preset {applied} ({why}; --preset chooses another)"
+
+
 @app.command()
 @_user_errors
 def infer(
@@ -261,13 +270,13 @@ def infer(
         configure_threads(threads)  # before the engine's kernels load
     inputs = list(inputs or [])
     todo = resolve_pairs(inputs, pairs, value(fmt))
-    sgm_preset = value(preset) or detected_preset(todo, inputs, value(fmt)) or DEFAULT_PRESET
+    detected = detected_preset(todo, inputs, value(fmt))
+    sgm_preset = value(preset) or detected or DEFAULT_PRESET
     matcher = StereoMatcher.from_file(model_path(model), max_disp=max_disp, postprocess=postprocess.value,
                                       backend=value(backend), provider=provider.value, sgm_preset=sgm_preset,
                                       threads=threads)
     if postprocess is Postprocess.full:
-        typer.echo(f"SGM preset {sgm_preset}" + ("" if preset else " (from the data, else the default; --preset "
-                                                                    "chooses another)"))
+        typer.echo(preset_line(sgm_preset, preset is not None, detected, fmt is not None))
 
     def report(done) -> None:
         t = done.result.timings

@@ -51,8 +51,11 @@ def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None, fmt: s
         pairs = [Pair(f.name, Path(f.left), Path(f.right)) for f in list_frames(inputs[0], fmt)]
     elif len(inputs) == 2:
         pairs = [Pair(inputs[0].stem, inputs[0], inputs[1])]
+    elif len(inputs) == 1 and not inputs[0].exists():
+        raise UserError(f"{inputs[0]} does not exist: check the path (give LEFT RIGHT images, a dataset folder, or "
+                        "--pairs FILE)")
     elif len(inputs) == 1:
-        raise UsageError(f"{inputs[0]} is not a folder: give LEFT RIGHT images, a dataset folder, or --pairs FILE")
+        raise UsageError(f"{inputs[0]} is one file: give LEFT RIGHT images, a dataset folder, or --pairs FILE")
     else:
         raise UsageError("give LEFT RIGHT images, one dataset folder (KITTI or Middlebury layout), or --pairs FILE")
     for pair in pairs:
