@@ -81,6 +81,9 @@ def test_demo_scores_the_shipped_model_and_keeps_an_existing_picture(motorcycle,
     assert res.exit_code == 0, res.output
     error = float(re.search(r">=3 px error ([0-9.]+)%", res.output).group(1))
     assert 0 < error < 15  # the shipped model with post-processing; the model card says 9.3 %
+    for label in ("3-6 px", ">= 6 px or none", "no ground truth"):  # the legend's own labels (error_legend)
+        assert label in res.output
+    assert "red >= 3 px" not in res.output
     picture = out / "motorcycle_full.png"
     before = picture.read_bytes()
     assert before.startswith(b"\x89PNG")

@@ -206,3 +206,20 @@ def test_a_phase_whose_load_exceeded_the_cores_gets_a_warning_in_the_report() ->
     assert "3.4 at the end of TensorFlow training, above the 2 usable cores" in warning
     md = markdown({"title": "T", "warnings": load.warnings()})
     assert f"**Warning:** {warning}." in md
+
+
+def test_disparity_figure_has_a_colour_bar_of_the_ramp(tmp_path):
+    """compare's disparity.png: under the panels, a bar running from colorize's 0 colour to its max colour."""
+    pytest.importorskip("matplotlib")
+    from stereodeploy.data.io import colorize, read_image
+    from stereodeploy.study.report import plot_disparities
+
+    gt = np.full((48, 64), 20.0, np.float32)  # mid-range panels: the ramp's two ends can only come from a bar
+    path = plot_disparities(gt, {("ONNX", "none"): gt, ("ONNX", "full"): gt}, 40.0, tmp_path / "d.png")
+    img = read_image(path).astype(int)[..., :3]
+    low, high = colorize(np.array([[0.0, 40.0]], np.float32), 40.0)[0].astype(int)
+
+    def found(colour) -> bool:
+        return bool((np.abs(img - colour).sum(axis=-1) <= 12).any())
+
+    assert found(low) and found(high)

@@ -374,7 +374,8 @@ def demo(
     stages = ", ".join(f"{k} {v:.3f} s" for k, v in r.timings.items() if k != "total")
     typer.echo(f"Motorcycle (741x500, max disparity 70), postprocess {postprocess.value}: "
                f">=3 px error {r.error_rate:.1f}% in {r.seconds:.2f} s ({stages})")
-    typer.echo(f"left | disparity | error map (blue good ... red >= 3 px off): {r.image}")
+    typer.echo(f"left | disparity | error map (blue exact ... yellow < 3 px off, orange 3-6 px, red >= 6 px or "
+               f"none, black no ground truth): {r.image}")
 
 
 @app.command("serve-demo")

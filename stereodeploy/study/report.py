@@ -389,8 +389,26 @@ def plot_disparities(gt: np.ndarray, disparities: Mapping[tuple[str, str], np.nd
             axes[r, c].set_title(f"{rt}, {pp}", fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    _disparity_bar(fig, max_disp)
     return _save(fig, path, overwrite)
+
+
+BAR_INCHES = 0.75  # room under the panels for the colour bar and its label
+
+
+def _disparity_bar(fig: Any, max_disp: float) -> None:
+    """Lay out the panels above a horizontal colour bar of :func:`colorize`'s ramp, 0 .. ``max_disp`` pixels."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    height = fig.get_figheight()
+    fig.set_figheight(height + BAR_INCHES)
+    bottom = BAR_INCHES / (height + BAR_INCHES)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    ramp = colorize(np.linspace(0, max_disp, 256, dtype=np.float32)[None], max_disp)[0] / 255.0
+    bar = fig.add_axes((0.2, 0.6 * bottom, 0.6, 0.14 * bottom))
+    fig.colorbar(ScalarMappable(Normalize(0, max_disp), ListedColormap(ramp)), cax=bar, orientation="horizontal",
+                 label="disparity (px); black: no value")
 
 
 def plot_errors(gt: np.ndarray, disparities: Mapping[tuple[str, str], np.ndarray], path: str | Path,
