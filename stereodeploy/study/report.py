@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,6 +157,21 @@ def models_table(models: Sequence[ShippedModel], width: int | None = 80) -> str:
     return text + "".join(f"{folder}\n" for folder in folders)
 
 
+def interleaved_line(report: Mapping[str, Any]) -> str:
+    """The frameworks' median step times measured taking turns (comparable on a shared machine), or ""."""
+    bench = report.get("interleaved_steps")
+    if not bench or not bench.get("rounds"):
+        return ""
+    labels = {r["key"]: r["framework"] for r in report.get("table1", {}).get("rows", []) if "key" in r}
+    times = ", ".join(f"{labels.get(k, k)} {fmt(1000 * t, 1)} ms" for k, t in bench["median_step_seconds"].items()
+                      if t is not None)
+    load = bench.get("load_average") or [None, None]
+    threads = report.get("configuration", {}).get("threads", {}).get("text", "")
+    return (f"Interleaved step time (median of {bench['rounds']} rounds, the frameworks taking turns on the same "
+            f"batches, load average {fmt(load[0], 1)} -> {fmt(load[-1], 1)}{'; ' + threads if threads else ''}): "
+            f"{times}")
+
+
 def comparison_text(report: Mapping[str, Any], width: int | None = None, terminal: bool | None = None) -> str:
     """Table I (training time) and Table II (error rate and time per depth map) of a comparison report as text,
     laid out as :func:`render_eval_table` does (no number cut; wrapped on a terminal, one block in a pipe);
@@ -167,6 +183,9 @@ def comparison_text(report: Mapping[str, Any], width: int | None = None, termina
     t1 = text_table(["framework", "total (s)", "mean epoch (s)", "mean step (ms)"], rows1, width=width,
                     footer=[["difference (%)", *(fmt_signed(diff.get(k)) for k in TABLE1_KEYS)]],
                     title="Table I: training time")
+    if interleaved_line(report):
+        t1 += "".join(line + "\n" for line in (textwrap.wrap(interleaved_line(report), width) if width else
+                                                [interleaved_line(report)]))
     times = {(r["runtime"], r["postprocess"]): r["mean_seconds"] for r in report["execution_time"]["rows"]}
     rows2 = [[r["runtime"], r["postprocess"], fmt(r["single_image_error"]), fmt(r["average_error_rate"]),
               fmt(times[(r["runtime"], r["postprocess"])], 3)] for r in report["table2"]["rows"]]
@@ -255,6 +274,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         out += [(f"Difference = {t1.get('difference_formula', DIFFERENCE_FORMULA)}. A step is one network forward, "
                  "backward and SGD update on a batch, timed after the device synchronised; the epoch and total times "
                  "include batch assembly but not validation."), ""]
+        if interleaved_line(report):
+            out += [interleaved_line(report) + ".", ""]
     figures = report.get("figures", {})
     if figures.get("accuracy"):
         out += [f"![Patch accuracy per epoch]({figures['accuracy']})", ""]
