@@ -348,7 +348,7 @@ def test_infer_pairs_file_checks_every_output_first(model_file, tmp_path):
 def test_infer_usage_errors(model_file, tmp_path):
     left, right = write_pair(tmp_path, "a", 0)
     res = invoke("infer", left, "--model", model_file)
-    assert res.exit_code == 2 and "not a folder" in res.output
+    assert res.exit_code == 2 and "a_left.png is one file: give LEFT RIGHT images" in res.output
     (tmp_path / "bad.txt").write_text(f"{left} {right} name extra\n")
     res = invoke("infer", "--pairs", tmp_path / "bad.txt", "--model", model_file)
     assert res.exit_code == 2 and "bad.txt:1" in res.output
