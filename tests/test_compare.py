@@ -203,10 +203,12 @@ def test_busy_phases_get_one_warning_that_says_what_the_threads_were() -> None:
     load.record("PyTorch training", 1.9)  # its own two threads: fine
     for phase in ("TensorFlow training", "PyTorch none evaluation", "PyTorch full evaluation"):
         load.record(phase, 3.4)  # something else ran too
-    [warning] = load.warnings("threads 2 for every framework: PyTorch 2 intra-op / 1 inter-op")  # once, not 3 times
-    assert "above the 2 usable cores in 3 of 4 timed phases (3.4 at the end of TensorFlow training, " in warning
+    [warning] = load.warnings("threads 2 for every framework: PyTorch 2 intra-op / 1 inter-op", 2)  # once, not 3x
+    assert "above the 2 usable cores in 3 of 4 timed phases (up to 3.4, at the end of TensorFlow training)" in warning
     assert "(threads 2 for every framework: PyTorch 2 intra-op / 1 inter-op)" in warning
-    assert "or with --threads 1" in warning  # not the --threads that was given
+    assert warning.endswith("or with --threads 1 (PyTorch's threads wait for one another on shared cores)")
+    [one_thread] = load.warnings("threads 1", 1)
+    assert "--threads" not in one_thread and one_thread.endswith("rerun on a quiet machine")  # no advice to repeat
     md = markdown({"title": "T", "warnings": [warning]})
     assert f"**Warning:** {warning}." in md
 
@@ -218,6 +220,8 @@ def test_estimate_counts_both_frameworks_and_says_how_to_make_it_small() -> None
     assert text.startswith("compare will train for about 1:21:40 (14 epochs x 1000 steps per framework: "
                            "PyTorch 1:10:00 (300 ms per step), TensorFlow 0:11:40 (50 ms per step))")
     assert text.endswith("--epochs 1 --max-examples 12800 (about 0:00:35 of training)")
+    small = compare_mod.estimate_text({**bench, "batches_per_epoch": 4}, epochs=1, batch_size=64, frames=1)
+    assert small.endswith("on 1 frame") and "quick run" not in small  # already small: no advice
 
 
 def test_disparity_figure_has_a_colour_bar_of_the_ramp(tmp_path):

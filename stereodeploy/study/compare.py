@@ -135,17 +135,20 @@ class PhaseLoad:
         """The phases whose load exceeded the usable cores (by more than half a core)."""
         return {phase: load for phase, load in self.phases.items() if load > self.cores + 0.5}
 
-    def warnings(self, threads: str = "") -> list[str]:
-        """One warning (or none) for all the busy phases, saying what the threads were (``threads``)."""
+    def warnings(self, threads: str = "", count: int | None = None) -> list[str]:
+        """One warning (or none) for all the busy phases, saying what the threads were (``threads``, their
+        ``count``: above 1, the warning suggests --threads 1)."""
         busy = self.busy()
         if not busy:
             return []
-        phases = ", ".join(f"{load:.1f} at the end of {phase}" for phase, load in busy.items())
+        worst = max(busy, key=busy.__getitem__)
+        advice = ("rerun on a quiet machine, or with --threads 1 (PyTorch's threads wait for one another on shared "
+                  "cores)" if count is None or count > 1 else "rerun on a quiet machine")
         return [f"the load average was above the {self.cores} usable cores in {len(busy)} of {len(self.phases)} "
-                f"timed phases ({phases}): other work shared the cores, so those phases' times are not comparable"
-                + (f" ({threads})" if threads else "") + "; the interleaved step times of Table I were measured "
-                "with the frameworks taking turns on the same batches and are; for whole-run times rerun on a quiet "
-                "machine, or with --threads 1 (PyTorch's threads wait for one another when the cores are shared)"]
+                f"timed phases (up to {busy[worst]:.1f}, at the end of {worst}): other work shared the cores, so "
+                "the whole-run times are not comparable" + (f" ({threads})" if threads else "") + "; the "
+                "interleaved step times beside Table I saw the same load for both frameworks; for whole-run times "
+                + advice]
 
 
 STEP_ROUNDS = 10  # interleaved rounds of one step per framework (after STEP_WARMUP untimed ones)
@@ -203,11 +206,14 @@ def estimate_text(bench: dict[str, Any], epochs: int, batch_size: int, frames: i
     per = ", ".join(f"{FRAMEWORKS[fw].label} {_clock(steps * t)} ({1000 * t:.0f} ms per step)"
                     for fw, t in med.items())
     quick_steps = min(bench["batches_per_epoch"], -(-QUICK_EXAMPLES // batch_size))
+    total = steps * sum(med.values())
     quick = quick_steps * sum(med.values())
-    return (f"compare will train for about {_clock(steps * sum(med.values()))} ({epochs} epoch{'s'[:epochs != 1]} x "
+    text = (f"compare will train for about {_clock(total)} ({epochs} epoch{'s'[:epochs != 1]} x "
             f"{bench['batches_per_epoch']} steps per framework: {per}), then export both and evaluate "
-            f"{len(RUNTIMES) * len(POSTPROCESS)} runtime settings on {frames} frames; for a quick run give "
-            f"--epochs 1 --max-examples {QUICK_EXAMPLES} (about {_clock(quick)} of training)")
+            f"{len(RUNTIMES) * len(POSTPROCESS)} runtime settings on {frames} frame{'s'[:frames != 1]}")
+    if quick < total:
+        text += f"; for a quick run give --epochs 1 --max-examples {QUICK_EXAMPLES} (about {_clock(quick)} of training)"
+    return text
 
 
 COMPARE_FILE = "compare.json"  # the settings of a comparison, in its --out folder: what --resume reads back
@@ -411,7 +417,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             evaluations.append({"runtime": label, "framework": fw, **res.to_dict()})
             load.record(f"{label} {pp} evaluation")
     threads_note = threads_text(threads, bench["threads"])
-    for warning in load.warnings(threads_note):  # at most one
+    for warning in load.warnings(threads_note, threads):  # at most one
         warnings.warn(warning, stacklevel=2)
 
     report = _build_report(
@@ -492,7 +498,7 @@ def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, di
         "stereodeploy": __version__,
         "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]
                     if hasattr(os, "getloadavg") else None, "load_after_phase": load.phases},
-        "warnings": load.warnings(config.get("threads", {}).get("text", "")),
+        "warnings": load.warnings(config.get("threads", {}).get("text", ""), config.get("threads", {}).get("chosen")),
         "versions": versions(),
         "configuration": config,
         "data": data,
