@@ -269,10 +269,13 @@ def test_an_interrupted_compare_resumes_with_the_command_it_suggests(tmp_path: P
                                       "continue with `stereodeploy train tf --resume --out x`", exit_code=130)
         return real(framework, *args, **kwargs)
 
+    res = CliRunner().invoke(app, ["compare", "--resume", "--out", str(out)])  # nothing there yet: how to start
+    assert res.exit_code == 1 and "holds no comparison to resume" in res.output, res.output
+    start = re.search(r"`stereodeploy (compare [^`]+)`", res.output).group(1)
+    args = [{"PATH": str(data), "OUT": str(out)}.get(a, a) for a in start.split()] + [
+        "--hold-out", "scene1", "--epochs", "1", "--max-examples", "256", "--batch-size", "64", "--layers", "2",
+        "--maps", "8", "--no-progress", "--threads", "1"]
     monkeypatch.setattr(api, "train_run", stop_tf)
-    args = ["compare", "--train-data", str(data), "--eval-data", str(data), "--out", str(out), "--hold-out", "scene1",
-            "--epochs", "1", "--max-examples", "256", "--batch-size", "64", "--layers", "2", "--maps", "8",
-            "--no-progress", "--threads", "1"]
     with caplog.at_level(logging.INFO, logger="stereodeploy"):
         res = CliRunner().invoke(app, args)
     assert res.exit_code == 130, res.output
