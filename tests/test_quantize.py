@@ -139,6 +139,9 @@ def test_without_a_bar_each_stage_is_logged(fp32_model: Path, calibration_dir: P
         "int8: calibrated 1 of 4 crops", "int8: calibrated 2 of 4 crops", "int8: calibrated 3 of 4 crops",
         "int8: calibration done", "int8: quantised"]
     assert lines[-1].startswith("int8: done in ")
+    from stereodeploy.deploy.quantize import count
+
+    assert (count(1, "image"), count(4, "crop"), count(0, "crop")) == ("1 image", "4 crops", "0 crops")
 
 
 def test_quantize_file_defaults_beside_the_input_and_checks_before_work(fp32_model: Path, calibration_dir: Path,

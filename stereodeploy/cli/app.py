@@ -215,9 +215,9 @@ def export(
     typer.echo(f"wrote {report.path} from {fw}; largest difference against native {fw} on a "
                f"{report.input_shape[-1]}x{report.input_shape[-2]} image: {report.max_abs_diff:.2e}")
     if q is not None:
-        typer.echo(f"wrote {q.path}: int8 (float32: {', '.join(q.excluded)}), calibrated on {q.crops} crops of "
-                   f"{q.images} images; cosine of its features to float32: mean {q.cosine_mean:.4f}, "
-                   f"1st percentile {q.cosine_p01:.4f}")
+        from stereodeploy.deploy.quantize import summary
+
+        typer.echo(summary(q))
 
 
 # ------------------------------------------------------------------------------------------------ infer

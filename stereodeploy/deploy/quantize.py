@@ -333,7 +333,7 @@ def stage_logger(crops: int, images: int, log: logging.Logger | None = None) -> 
     log = log or logging.getLogger("stereodeploy")
     start = time.perf_counter()
     quarters = {max(1, round(crops * q / 4)) for q in (1, 2, 3)}
-    log.info("int8: calibrating on %d crop%s of %d image%s", crops, "s"[:crops != 1], images, "s"[:images != 1])
+    log.info("int8: calibrating on %s of %s", count(crops, "crop"), count(images, "image"))
 
     def report(done: int, total: int) -> None:
         took = time.perf_counter() - start
@@ -389,10 +389,15 @@ def quantize_file(model: Path | str, out: Path | str | None = None, calibration:
     return quantize_model(model, out, calibration, overwrite=overwrite, progress=progress, **options)
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 image", "4 crops"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def summary(report: QuantizeReport) -> str:
     """One line for the terminal: what was written and how close its features are to the float32 model's."""
-    return (f"wrote {report.path}: int8 (float32: {', '.join(report.excluded)}), calibrated on {report.crops} crops "
-            f"of {report.images} images; cosine of its features to float32: mean {report.cosine_mean:.4f}, "
+    return (f"wrote {report.path}: int8 (float32: {', '.join(report.excluded)}), calibrated on "
+            f"{count(report.crops, 'crop')} of {count(report.images, 'image')}; cosine of its features to float32: mean {report.cosine_mean:.4f}, "
             f"1st percentile {report.cosine_p01:.4f}")
 
 
