@@ -373,7 +373,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
         if resume and (run_dir / "summary.json").is_file():  # finished before the stop: kept as it is
             summaries[fw] = json.loads((run_dir / "summary.json").read_text())
         else:
-            again = resume and (run_dir / "config.json").is_file()
+            again = resume and (run_dir / "checkpoint.npz").is_file()  # else (killed before one) from the start
             try:
                 summaries[fw] = train_run(fw, train, run_dir, network=network, sampler=sampler, cfg=cfg,
                                           validation=scored if validate else (), max_disp=val_disp,
