@@ -153,7 +153,7 @@ def test_quantize_file_defaults_beside_the_input_and_checks_before_work(fp32_mod
     report = quantize_file(model, calibration=[calibration_dir / "left1.png"], crop_size=32, crops_per_image=1)
     assert report.path == tmp_path / "m_int8.onnx" and report.path.is_file()
     line = summary(report)
-    assert line.startswith(f"wrote {report.path}: int8") and "1 crops of 1 images" in line and "\n" not in line
+    assert line.startswith(f"wrote {report.path}: int8") and "calibrated on 1 crop of 1 image;" in line and "\n" not in line
     with pytest.raises(UsageError, match="exists: pass --overwrite"):  # refused before the calibration is read
         quantize_file(model, calibration=[tmp_path / "missing"])
     with pytest.raises(UsageError, match="is the model being quantised"):
