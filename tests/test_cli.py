@@ -81,6 +81,9 @@ def test_demo_scores_the_shipped_model_and_keeps_an_existing_picture(motorcycle,
     assert res.exit_code == 0, res.output
     error = float(re.search(r">=3 px error ([0-9.]+)%", res.output).group(1))
     assert 0 < error < 15  # the shipped model with post-processing; the model card says 9.3 %
+    for label in ("3-6 px", ">= 6 px or none", "no ground truth"):  # the legend's own labels (error_legend)
+        assert label in res.output
+    assert "red >= 3 px" not in res.output
     picture = out / "motorcycle_full.png"
     before = picture.read_bytes()
     assert before.startswith(b"\x89PNG")
@@ -116,3 +119,22 @@ def test_export_of_a_tensorflow_run_checks_for_tf2onnx(monkeypatch, tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "exporting a TensorFlow run needs tf2onnx" in res.output and "pip install 'stereodeploy[tf]'" in res.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+def test_resume_of_a_folder_without_a_run_suggests_a_command_that_works(synthetic_dataset, tmp_path):
+    """Issue 19: it said "give --data again", which then failed; the command it suggests now is run here."""
+    import re
+
+    pytest.importorskip("torch")
+    out = tmp_path / "runs" / "nothing"
+    for extra in ((), ("--data", synthetic_dataset)):  # with or without --data: the same advice
+        res = invoke("train", "torch", "--resume", "--out", out, *extra)
+        assert res.exit_code == 1 and "give --data again" not in res.output, res.output
+        command = re.search(r"`stereodeploy ([^`]+)`", res.output).group(1)
+        assert "--resume" not in command and "DATA" in command
+    args = [str(synthetic_dataset) if a == "DATA" else a for a in command.split()]
+    res = invoke(*args, "--epochs", "1", "--max-examples", "64", "--layers", "2", "--maps", "8", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert (out / "config.json").is_file()
+    assert "torch: 1 epoch in" in res.output  # not "1 epochs"

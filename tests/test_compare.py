@@ -197,12 +197,104 @@ def test_comparison_text_wraps_on_a_terminal_and_never_cuts_a_number() -> None:
             assert max(len(line) for line in text.splitlines()) <= width
 
 
-def test_a_phase_whose_load_exceeded_the_cores_gets_a_warning_in_the_report() -> None:
+def test_busy_phases_get_one_warning_that_says_what_the_threads_were() -> None:
     load = compare_mod.PhaseLoad(cores=2)
+    assert load.warnings("threads 2") == []
     load.record("PyTorch training", 1.9)  # its own two threads: fine
-    load.record("TensorFlow training", 3.4)  # something else ran too
-    assert load.phases == {"PyTorch training": 1.9, "TensorFlow training": 3.4}
-    [warning] = load.warnings()
-    assert "3.4 at the end of TensorFlow training, above the 2 usable cores" in warning
-    md = markdown({"title": "T", "warnings": load.warnings()})
+    for phase in ("TensorFlow training", "PyTorch none evaluation", "PyTorch full evaluation"):
+        load.record(phase, 3.4)  # something else ran too
+    [warning] = load.warnings("threads 2 for every framework: PyTorch 2 intra-op / 1 inter-op", 2)  # once, not 3x
+    assert "above the 2 usable cores in 3 of 4 timed phases (up to 3.4, at the end of TensorFlow training)" in warning
+    assert "(threads 2 for every framework: PyTorch 2 intra-op / 1 inter-op)" in warning
+    assert warning.endswith("or with --threads 1 (PyTorch's threads wait for one another on shared cores)")
+    [one_thread] = load.warnings("threads 1", 1)
+    assert "--threads" not in one_thread and one_thread.endswith("rerun on a quiet machine")  # no advice to repeat
+    md = markdown({"title": "T", "warnings": [warning]})
     assert f"**Warning:** {warning}." in md
+
+
+def test_estimate_counts_both_frameworks_and_says_how_to_make_it_small() -> None:
+    bench = {"median_step_seconds": {"torch": 0.3, "tf": 0.05}, "batches_per_epoch": 1000, "rounds": 10}
+    text = compare_mod.estimate_text(bench, epochs=14, batch_size=128, frames=20)
+    # 14 x 1000 steps x 0.35 s = 4900 s; the quick run: 100 steps x 0.35 s = 35 s
+    assert text.startswith("compare will train for about 1:21:40 (14 epochs x 1000 steps per framework: "
+                           "PyTorch 1:10:00 (300 ms per step), TensorFlow 0:11:40 (50 ms per step))")
+    assert text.endswith("--epochs 1 --max-examples 12800 (about 0:00:35 of training)")
+    small = compare_mod.estimate_text({**bench, "batches_per_epoch": 4}, epochs=1, batch_size=64, frames=1)
+    assert small.endswith("on 1 frame") and "quick run" not in small  # already small: no advice
+
+
+def test_disparity_figure_has_a_colour_bar_of_the_ramp(tmp_path):
+    """compare's disparity.png: under the panels, a bar running from colorize's 0 colour to its max colour."""
+    pytest.importorskip("matplotlib")
+    from stereodeploy.data.io import colorize, read_image
+    from stereodeploy.study.report import plot_disparities
+
+    gt = np.full((48, 64), 20.0, np.float32)  # mid-range panels: the ramp's two ends can only come from a bar
+    path = plot_disparities(gt, {("ONNX", "none"): gt, ("ONNX", "full"): gt}, 40.0, tmp_path / "d.png")
+    img = read_image(path).astype(int)[..., :3]
+    low, high = colorize(np.array([[0.0, 40.0]], np.float32), 40.0)[0].astype(int)
+
+    def found(colour) -> bool:
+        return bool((np.abs(img - colour).sum(axis=-1) <= 12).any())
+
+    assert found(low) and found(high)
+
+
+@pytest.mark.slow
+def test_an_interrupted_compare_resumes_with_the_command_it_suggests(tmp_path: Path, monkeypatch, caplog) -> None:
+    """Ctrl-C during TensorFlow's training: the message names `stereodeploy compare --resume --out ...`; running
+    it keeps PyTorch's finished run and completes the report. The run starts with the whole run's estimate, and
+    both frameworks ran with one thread count, their steps also measured interleaved."""
+    import logging
+    import shlex
+
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    from typer.testing import CliRunner
+
+    from stereodeploy.cli.app import app
+    from stereodeploy.train.loop import TrainingInterrupted
+
+    data = _middlebury(tmp_path / "data", n=2)
+    out = tmp_path / "report"
+    from stereodeploy.train import api
+
+    real = api.train_run
+
+    def stop_tf(framework, *args, **kwargs):
+        if framework == "tf":
+            raise TrainingInterrupted("SIGINT: stopped at epoch 1, batch 0 after writing x/checkpoint.npz; "
+                                      "continue with `stereodeploy train tf --resume --out x`", exit_code=130)
+        return real(framework, *args, **kwargs)
+
+    res = CliRunner().invoke(app, ["compare", "--resume", "--out", str(out)])  # nothing there yet: how to start
+    assert res.exit_code == 1 and "holds no comparison to resume" in res.output, res.output
+    start = re.search(r"`stereodeploy (compare [^`]+)`", res.output).group(1)
+    args = [{"PATH": str(data), "OUT": str(out)}.get(a, a) for a in start.split()] + [
+        "--hold-out", "scene1", "--epochs", "1", "--max-examples", "256", "--batch-size", "64", "--layers", "2",
+        "--maps", "8", "--no-progress", "--threads", "1"]
+    monkeypatch.setattr(api, "train_run", stop_tf)
+    with caplog.at_level(logging.INFO, logger="stereodeploy"):
+        res = CliRunner().invoke(app, args)
+    assert res.exit_code == 130, res.output
+    assert "train tf --resume" not in res.output
+    command = re.search(r"`(stereodeploy compare [^`]+)`", res.output).group(1)
+    assert command == f"stereodeploy compare --resume --out {out}"
+    estimate = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("compare will train"))
+    assert "(1 epoch x 4 steps per framework: PyTorch " in estimate  # 256 examples in batches of 64
+    torch_summary = (out / "runs" / "torch" / "summary.json").read_bytes()
+
+    monkeypatch.setattr(api, "train_run", real)
+    res = CliRunner().invoke(app, shlex.split(command)[1:])
+    assert res.exit_code == 0, res.output
+    assert (out / "runs" / "torch" / "summary.json").read_bytes() == torch_summary  # kept, not trained again
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "runs" / "tf" / "summary.json").is_file() and len(report["table2"]["rows"]) == 8
+    assert report["configuration"]["threads"]["chosen"] == 1
+    assert all(report["training"][fw]["threads"]["threads"] == 1 for fw in ("torch", "tf"))
+    bench = report["interleaved_steps"]
+    assert bench["rounds"] >= 1 and all(t > 0 for t in bench["median_step_seconds"].values())
+    assert "Interleaved step time" in res.output and "Interleaved step time" in (out / "report.md").read_text()
+    assert len(report["warnings"]) <= 1

@@ -130,7 +130,7 @@ def test_unrecognised_layout_lists_what_was_looked_for(tmp_path: Path) -> None:
     (tmp_path / "random").mkdir()
     with pytest.raises(UserError, match=r"no stereo dataset layout recognised; looked for KITTI 2015 .*Middlebury"):
         detect_format(tmp_path)
-    with pytest.raises(UserError, match=r"nowhere: dataset folder not found"):
+    with pytest.raises(UserError, match=r"nowhere: no such dataset folder \(the path does not exist\)"):
         list_frames(tmp_path / "nowhere")
 
 

@@ -315,9 +315,10 @@ def test_infer_takes_the_sgm_preset_from_the_data(model_file, tmp_path):
     common = ["--model", model_file, "--max-disp", 12, "--postprocess", "full"]
     res = invoke("infer", root, *common, "--out", tmp_path / "a")
     assert res.exit_code == 0, res.output
-    assert "SGM preset kitti2015 (from the data" in res.output
+    assert "SGM preset kitti2015 (detected from the data's folders; --preset chooses another)" in res.output
     assert assert_disparity_file(tmp_path / "a" / "000001_10_disp.png", (40, 72))["sgm_preset"] == "kitti2015"
     res = invoke("infer", root, *common, "--preset", "kitti2012", "--out", tmp_path / "b")
+    assert "SGM preset kitti2012 (--preset)" in res.output
     assert assert_disparity_file(tmp_path / "b" / "000001_10_disp.png", (40, 72))["sgm_preset"] == "kitti2012"
     res = invoke("infer", root, *common, "--format", "middlebury", "--out", tmp_path / "c")
     assert res.exit_code == 1 and "no stereo pairs found for format middlebury" in res.output
@@ -347,7 +348,7 @@ def test_infer_pairs_file_checks_every_output_first(model_file, tmp_path):
 def test_infer_usage_errors(model_file, tmp_path):
     left, right = write_pair(tmp_path, "a", 0)
     res = invoke("infer", left, "--model", model_file)
-    assert res.exit_code == 2 and "not a folder" in res.output
+    assert res.exit_code == 2 and "a_left.png is one file: give LEFT RIGHT images" in res.output
     (tmp_path / "bad.txt").write_text(f"{left} {right} name extra\n")
     res = invoke("infer", "--pairs", tmp_path / "bad.txt", "--model", model_file)
     assert res.exit_code == 2 and "bad.txt:1" in res.output
@@ -385,3 +386,15 @@ def test_infer_pairs_file_names_outputs_and_models_by_name(tmp_path):
     listing = invoke("models")
     assert listing.exit_code == 0 and "mccnn_fast_torch (default)" in listing.output
     assert "mccnn_fast_tf" in listing.output and "int8" in listing.output
+
+
+def test_infer_says_a_missing_path_does_not_exist_and_which_preset_applied(model_file, tmp_path):
+    from stereodeploy.cli.app import preset_line
+
+    res = invoke("infer", tmp_path / "nowhere", "--model", model_file)
+    assert res.exit_code == 1 and f"{tmp_path / 'nowhere'} does not exist: check the path" in res.output
+    assert "not a folder" not in res.output
+    assert preset_line("middlebury", False, None, False) == \
+        "SGM preset middlebury (the default: the data's folders name no dataset; --preset chooses another)"
+    assert preset_line("kitti2012", False, "kitti2012", True) == \
+        "SGM preset kitti2012 (from --format; --preset chooses another)"

@@ -19,7 +19,8 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MAX_DISP = 24  # tsukuba's ndisp
-SCENE = "tsukuba"  # 384x288, a scene the shipped model never saw
+SCENE = "tsukuba"  # 384x288, small and fast; one of the shipped model's training scenes (models/README.md), which
+# does not matter here: the clients are checked against the Python engine on the same pair, not for accuracy
 
 
 def require(ok: bool, what: str) -> None:
@@ -181,3 +182,12 @@ def test_node_example_reads_jpeg(scene, matcher_file, tmp_path):
     pillow = session.run(["disparity"], {"left": np.asarray(Image.open(paths[0])),
                                          "right": np.asarray(Image.open(paths[1]))})[0]
     assert np.mean(np.abs(read_pfm(out) - pillow) > 0.5) < 0.05
+
+
+def test_the_scene_s_description_is_true():
+    """The comment above SCENE says it is in the shipped model's training data: the model's own metadata agrees."""
+    from stereodeploy.contract import load_onnx, read_meta
+    from stereodeploy.engine.shipped import default_model_path
+
+    path = default_model_path()
+    assert SCENE in read_meta(load_onnx(path), str(path)).training_data["frames"]

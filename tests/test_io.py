@@ -279,13 +279,15 @@ def test_colorize_range_nan_and_order() -> None:
     disp = np.array([[0.0, 5.0, 10.0, np.nan, 20.0]], dtype=np.float32)
     img = colorize(disp, max_disp=10)
     assert img.dtype == np.uint8 and img.shape == (1, 5, 3)
-    assert tuple(img[0, 0]) == (48, 18, 59)  # first anchor
-    assert tuple(img[0, 2]) == (122, 4, 3)  # last anchor
+    assert tuple(img[0, 0]) == (120, 60, 175)  # first anchor
+    assert tuple(img[0, 2]) == (190, 25, 20)  # last anchor
     assert tuple(img[0, 4]) == tuple(img[0, 2])  # clipped at max_disp
     assert tuple(img[0, 3]) == (0, 0, 0)
     ramp = colorize(np.linspace(0, 1, 256, dtype=np.float32)[None])
     assert len({tuple(c) for c in ramp[0]}) > 200  # a real colour ramp, no big flat runs
     assert (ramp[0].sum(axis=1) > 0).all()  # black only for NaN
+    luma = ramp[0].astype(float) @ [0.299, 0.587, 0.114]
+    assert luma.min() >= 70  # disparity ~0 does not read as "no answer" (issue 19: the low end was nearly black)
     assert (colorize(np.full((2, 2), np.nan)) == 0).all()
 
 

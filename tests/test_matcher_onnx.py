@@ -140,3 +140,54 @@ def test_a_matcher_given_where_a_feature_model_belongs_says_what_it_is(model_fil
         res = CliRunner().invoke(app, command)
         assert res.exit_code == 1 and "Traceback" not in res.output, res.output
         assert f"{matcher} is a self-contained matcher" in res.output and "upgrade" not in res.output
+
+
+def test_export_matcher_takes_model_as_an_option_too(model_file, tmp_path):
+    from stereodeploy.cli.app import app
+
+    out = tmp_path / "m.onnx"
+    res = CliRunner().invoke(app, ["export-matcher", "--model", str(model_file), "--out", str(out), "--max-disp", "20",
+                                   "--postprocess", "none"])
+    assert res.exit_code == 0, res.output
+    assert "max disparity 20" in res.output and out.is_file()
+    assert "checked against the engine on a synthetic pair: the same disparity at" in res.output
+    res = CliRunner().invoke(app, ["export-matcher", str(model_file), "--model", str(tmp_path / "other.onnx"),
+                                   "--out", str(tmp_path / "x.onnx")])
+    assert res.exit_code == 2 and "given twice" in res.output and not (tmp_path / "x.onnx").exists()
+
+
+def test_check_line_says_all_the_same_or_how_many_differ():
+    from types import SimpleNamespace
+
+    from stereodeploy.cli.app import check_line
+
+    assert check_line(SimpleNamespace(checked_pixels=12288, differing_pixels=0, postprocess="full")) \
+        == "the same disparity at all 12288 pixels"
+    assert check_line(SimpleNamespace(checked_pixels=100, differing_pixels=3, postprocess="none")) \
+        == "the same disparity at 97 of 100 pixels; 3 are ties between two disparities"
+
+
+@pytest.mark.slow
+def test_a_run_directory_gets_advice_that_works(tmp_path, monkeypatch):
+    """export-matcher on a training run suggests two commands; both are run here, as the message gives them."""
+    import re
+
+    pytest.importorskip("torch")
+    from conftest import TINY_NET
+
+    from stereodeploy.cli.app import app
+    from stereodeploy.config import TrainConfig
+    from stereodeploy.data.datasets import synthetic_pair
+    from stereodeploy.train.api import train_run
+
+    monkeypatch.chdir(tmp_path)
+    train_run("torch", [synthetic_pair(height=40, width=64, max_disp=10, seed=0)], Path("run"), network=TINY_NET,
+              cfg=TrainConfig(epochs=1, max_examples=128), progress=False)
+    res = CliRunner().invoke(app, ["export-matcher", "run", "--out", "m.onnx", "--max-disp", "16"])
+    assert res.exit_code == 1 and "--backend" not in res.output, res.output
+    commands = re.findall(r"`stereodeploy ([^`]+)`", res.output)
+    assert len(commands) == 2, res.output
+    for command in commands:
+        done = CliRunner().invoke(app, command.split())
+        assert done.exit_code == 0, (command, done.output)
+    assert Path("m.onnx").is_file()

@@ -114,12 +114,34 @@ def test_progress_callback_sees_every_calibration_crop(fp32_model: Path, calibra
     assert capsys.readouterr().out.splitlines() == [f"crop {i}/5" for i in range(1, 6)]
 
 
-def test_progress_true_draws_a_bar_on_stderr(fp32_model: Path, calibration_dir: Path, tmp_path: Path, capfd):
+def test_progress_true_draws_a_bar_on_a_terminal_s_stderr(fp32_model: Path, calibration_dir: Path, tmp_path: Path,
+                                                          capfd, monkeypatch):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    monkeypatch.setenv("FORCE_COLOR", "0")
     quantize_model(fp32_model, tmp_path / "q.onnx", [calibration_dir / "left0.png"], crop_size=32,
                    crops_per_image=2, progress=True)
     captured = capfd.readouterr()
     assert "int8: calibrating" in captured.err and "4/4" in captured.err
     assert "calibrating" not in captured.out  # stdout stays for results
+
+
+@pytest.mark.parametrize("progress", [False, True])  # True, but stderr is not a terminal here (a log file)
+def test_without_a_bar_each_stage_is_logged(fp32_model: Path, calibration_dir: Path, tmp_path: Path, caplog,
+                                            progress: bool):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="stereodeploy"):
+        quantize_model(fp32_model, tmp_path / "q.onnx", [calibration_dir / "left0.png"], crop_size=32,
+                       crops_per_image=4, progress=progress)
+    lines = [r.getMessage() for r in caplog.records if r.name == "stereodeploy"]
+    assert lines[0] == "int8: calibrating on 4 crops of 1 image"
+    assert [line.split(" (")[0] for line in lines[1:-1]] == [
+        "int8: calibrated 1 of 4 crops", "int8: calibrated 2 of 4 crops", "int8: calibrated 3 of 4 crops",
+        "int8: calibration done", "int8: quantised"]
+    assert lines[-1].startswith("int8: done in ")
+    from stereodeploy.deploy.quantize import count
+
+    assert (count(1, "image"), count(4, "crop"), count(0, "crop")) == ("1 image", "4 crops", "0 crops")
 
 
 def test_quantize_file_defaults_beside_the_input_and_checks_before_work(fp32_model: Path, calibration_dir: Path,
@@ -131,7 +153,7 @@ def test_quantize_file_defaults_beside_the_input_and_checks_before_work(fp32_mod
     report = quantize_file(model, calibration=[calibration_dir / "left1.png"], crop_size=32, crops_per_image=1)
     assert report.path == tmp_path / "m_int8.onnx" and report.path.is_file()
     line = summary(report)
-    assert line.startswith(f"wrote {report.path}: int8") and "1 crops of 1 images" in line and "\n" not in line
+    assert line.startswith(f"wrote {report.path}: int8") and "calibrated on 1 crop of 1 image;" in line and "\n" not in line
     with pytest.raises(UsageError, match="exists: pass --overwrite"):  # refused before the calibration is read
         quantize_file(model, calibration=[tmp_path / "missing"])
     with pytest.raises(UsageError, match="is the model being quantised"):

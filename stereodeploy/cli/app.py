@@ -108,7 +108,7 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: DataFormat | 
     if not summary["epochs"]:
         raise UserError(f"{out}: nothing was trained (no epoch completed)")
     typer.echo(
-        f"{framework.value}: {summary['epochs']} epochs in {summary['total_seconds']:.1f} s "
+        f"{framework.value}: {summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'} in {summary['total_seconds']:.1f} s "
         f"(epoch {summary['mean_epoch_seconds']:.2f} s, step {1000 * summary['mean_step_seconds']:.2f} ms, "
         f"{summary['examples_per_second']:.0f} examples/s), patch accuracy {100 * summary['final_accuracy']:.1f}% -> {out}"
     )
@@ -215,12 +215,21 @@ def export(
     typer.echo(f"wrote {report.path} from {fw}; largest difference against native {fw} on a "
                f"{report.input_shape[-1]}x{report.input_shape[-2]} image: {report.max_abs_diff:.2e}")
     if q is not None:
-        typer.echo(f"wrote {q.path}: int8 (float32: {', '.join(q.excluded)}), calibrated on {q.crops} crops of "
-                   f"{q.images} images; cosine of its features to float32: mean {q.cosine_mean:.4f}, "
-                   f"1st percentile {q.cosine_p01:.4f}")
+        from stereodeploy.deploy.quantize import summary
+
+        typer.echo(summary(q))
 
 
 # ------------------------------------------------------------------------------------------------ infer
+def preset_line(applied: str, given: bool, detected: str | None, from_format: bool) -> str:
+    """Which SGM preset infer applies, and why."""
+    if given:
+        return f"SGM preset {applied} (--preset)"
+    why = ("from --format" if from_format else "detected from the data's folders") if detected else \
+        "the default: the data's folders name no dataset"
+    return f"SGM preset {applied} ({why}; --preset chooses another)"
+
+
 @app.command()
 @_user_errors
 def infer(
@@ -278,13 +287,13 @@ def infer(
     inputs = list(inputs or [])
     todo = resolve_pairs(inputs, pairs, value(fmt))
     calibration = _calibration_options(calib, focal, baseline)
-    sgm_preset = value(preset) or detected_preset(todo, inputs, value(fmt)) or DEFAULT_PRESET
+    detected = detected_preset(todo, inputs, value(fmt))
+    sgm_preset = value(preset) or detected or DEFAULT_PRESET
     matcher = StereoMatcher.from_file(model_path(model), max_disp=max_disp, postprocess=postprocess.value,
                                       backend=value(backend), provider=provider.value, sgm_preset=sgm_preset,
                                       threads=threads, fill=fill, confidence=confidence, min_disp=min_disp)
     if postprocess is Postprocess.full:
-        typer.echo(f"SGM preset {sgm_preset}" + ("" if preset else " (from the data, else the default; --preset "
-                                                                    "chooses another)"))
+        typer.echo(preset_line(sgm_preset, preset is not None, detected, fmt is not None))
 
     def report(done) -> None:
         t = done.result.timings
@@ -307,12 +316,23 @@ def _calibration_options(calib: Path | None, focal: float | None, baseline: floa
     return None if focal is None else Calibration(focal=focal, baseline=baseline, source="--focal/--baseline")
 
 
+def check_line(r) -> str:
+    """What the export check found, in words: all the same, or how many pixels are ties / differ."""
+    same = r.checked_pixels - r.differing_pixels
+    if not r.differing_pixels:
+        return f"the same disparity at all {r.checked_pixels} pixels"
+    rest = "ties between two disparities" if r.postprocess == "none" else "off by more than 0.5 px"
+    return f"the same disparity at {same} of {r.checked_pixels} pixels; {r.differing_pixels} are {rest}"
+
+
 @app.command("export-matcher")
 @_user_errors
 def export_matcher(
     features: Annotated[Path | None, typer.Argument(
         help="Feature model written by `stereodeploy export`, or a shipped model's name (default: the shipped model).",
         metavar="[MODEL]", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="The same as MODEL, as infer and evaluate take it (give one of the two).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Matcher ONNX file to write (and OUT.json beside it).")] = Path("matcher.onnx"),
     max_disp: Annotated[int | None, typer.Option(help="Max disparity, fixed in the file (default: the model's).")] = None,
     postprocess: PostprocessOption = Postprocess.full,
@@ -324,14 +344,15 @@ def export_matcher(
     """Write a self-contained ONNX matcher (left, right uint8 images -> disparity) for any onnxruntime binding."""
     from stereodeploy.deploy.export_matcher import export_matcher as do_export_matcher
 
-    r = do_export_matcher(model_path(features), out, max_disp=max_disp, overwrite=overwrite,
+    if features is not None and model is not None and features != model:
+        raise UsageError(f"the model is given twice ({features} and --model {model}): give it once")
+    r = do_export_matcher(model_path(model or features), out, max_disp=max_disp, overwrite=overwrite,
                           postprocess=postprocess.value, preset=preset.value, check=check)
     what = "winner-take-all" if r.postprocess == "none" else f"full pipeline, preset {r.preset}"
     typer.echo(f"wrote {r.path} ({what}, max disparity {r.max_disp}) and {r.sidecar}: inputs left, right uint8 "
                "(H, W, C) gray/RGB/RGBA -> disparity float32 (H, W)")
     if check:
-        typer.echo(f"same as the engine on {r.checked_pixels - r.differing_pixels} of {r.checked_pixels} check "
-                   f"pixels ({'the rest are ties' if r.postprocess == 'none' else 'the rest differ by more than 0.5 px'})")
+        typer.echo(f"checked against the engine on a synthetic pair: {check_line(r)}")
 
 
 # ------------------------------------------------------------------------------------------------ quantize, models
@@ -358,10 +379,13 @@ def quantize(
 @_user_errors
 def models() -> None:
     """The shipped models: names for --model, source framework, precision, max disparity, training data, path."""
+    import shutil
+
     from stereodeploy.engine.shipped import list_models
     from stereodeploy.study.report import models_table
 
-    typer.echo(models_table(list_models()), nl=False)
+    width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80  # 80 in a pipe or file
+    typer.echo(models_table(list_models(), width=width), nl=False)
 
 
 # ------------------------------------------------------------------------------------------------ demo
@@ -380,7 +404,8 @@ def demo(
     stages = ", ".join(f"{k} {v:.3f} s" for k, v in r.timings.items() if k != "total")
     typer.echo(f"Motorcycle (741x500, max disparity 70), postprocess {postprocess.value}: "
                f">=3 px error {r.error_rate:.1f}% in {r.seconds:.2f} s ({stages})")
-    typer.echo(f"left | disparity | error map (blue good ... red >= 3 px off): {r.image}")
+    typer.echo(f"left | disparity | error map (blue exact ... yellow < 3 px off, orange 3-6 px, red >= 6 px or "
+               f"none, black no ground truth): {r.image}")
 
 
 @app.command("serve-demo")

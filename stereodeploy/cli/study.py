@@ -38,6 +38,7 @@ from stereodeploy.cli.options import (
     user_errors,
     value,
 )
+from stereodeploy.errors import UsageError
 
 
 def evaluate_command(
@@ -77,8 +78,8 @@ def evaluate_command(
 
 
 def compare_command(
-    train_data: Annotated[list[Path], typer.Option("--train-data", metavar="PATH", help="Training dataset folder (repeatable).")],
-    eval_data: Annotated[Path, typer.Option("--eval-data", help="Evaluation dataset folder.")],
+    train_data: Annotated[list[Path] | None, typer.Option("--train-data", metavar="PATH", help="Training dataset folder (repeatable).")] = None,
+    eval_data: Annotated[Path | None, typer.Option("--eval-data", help="Evaluation dataset folder.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Report folder to create.")] = Path("report"),
     epochs: Epochs = 14,
     max_examples: MaxExamples = None,
@@ -101,11 +102,23 @@ def compare_command(
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
     progress: Progress = True,
     threads: Threads = None,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the comparison in --out that stopped (Ctrl-C, a kill), with the settings it started with: "
+             "finished trainings are kept, a stopped one continues from its checkpoint.")] = False,
 ) -> None:
-    """Train PyTorch and TensorFlow alike, export both to ONNX, evaluate all four runtimes, write a report."""
-    from stereodeploy.study.compare import compare
+    """Train PyTorch and TensorFlow alike, export both to ONNX, evaluate all four runtimes, write a report.
+
+    Before training it measures both frameworks' steps interleaved and estimates the whole run."""
+    from stereodeploy.study.compare import compare, resume_compare
     from stereodeploy.study.report import comparison_text
 
+    if resume:
+        report = resume_compare(out, progress=progress)
+        typer.echo(comparison_text(report), nl=False)
+        typer.echo(f"wrote {out / 'report.md'} and {out / 'report.json'}")
+        return
+    if not train_data or eval_data is None:
+        raise UsageError("give --train-data and --eval-data (or --resume --out FOLDER to continue a comparison)")
     report = compare(list(train_data), eval_data, out, epochs=epochs, max_examples=max_examples,
                      device=value(device), network=network_or_usage_error(layers, maps, kernel), batch_size=batch_size,
                      lr=lr, momentum=momentum, lr_drops=tuple(lr_drop), seed=seed, hold_out=hold_out or [],

@@ -84,7 +84,7 @@ class Frame:
 def _check_root(root: str | os.PathLike[str]) -> Path:
     path = Path(root)
     if not path.exists():
-        raise UserError(f"{path}: dataset folder not found; check the path")
+        raise UserError(f"{path}: no such dataset folder (the path does not exist); check it")
     if not path.is_dir():
         raise UserError(f"{path}: is a file; give the dataset folder")
     return path

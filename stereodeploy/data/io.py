@@ -31,8 +31,8 @@ from stereodeploy.errors import UsageError, UserError
 
 # Anchor colours (position in 0..1, R, G, B) of a turbo-like map: dark violet -> blue -> cyan -> green -> yellow
 # -> orange -> dark red. Its darkest colour is not black, so black stays free for "unknown".
-_DISPARITY_ANCHORS = (
-    (0.00, 48, 18, 59),
+_DISPARITY_ANCHORS = (  # no colour near black (the colour of "no answer"): luminance >= 70 at both ends
+    (0.00, 120, 60, 175),
     (0.13, 67, 97, 226),
     (0.25, 40, 160, 250),
     (0.38, 27, 215, 200),
@@ -40,7 +40,7 @@ _DISPARITY_ANCHORS = (
     (0.63, 170, 250, 50),
     (0.75, 245, 195, 45),
     (0.88, 240, 100, 20),
-    (1.00, 122, 4, 3),
+    (1.00, 190, 25, 20),
 )
 
 # Error colours: below the threshold, blue (exact) -> cyan -> green -> pale yellow; at or above it orange, and
@@ -347,8 +347,10 @@ def _lut(anchors: tuple[tuple[float, int, int, int], ...], n: int = 256) -> np.n
 
 
 def colorize(disp: np.ndarray, max_disp: float | None = None, min_disp: float = 0.0) -> np.ndarray:
-    """Colour a disparity map: ``min_disp`` (default 0) -> dark violet ... ``max_disp`` -> dark red (turbo-like),
-    NaN -> black.
+    """Colour a disparity map: ``min_disp`` (default 0) -> violet ... ``max_disp`` -> red (turbo-like), NaN -> black.
+
+    Every colour of the ramp is well away from black (luminance at least 70 of 255), so a disparity near the low
+    end never reads as "no answer".
 
     ``max_disp`` defaults to the largest finite value; values outside ``[min_disp, max_disp]`` are clipped.
     Returns uint8 ``(H, W, 3)``.

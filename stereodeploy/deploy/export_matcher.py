@@ -162,44 +162,33 @@ FULL_MISMATCH_LIMIT = 0.05  # share of check pixels where the full pipeline may 
 # room for float rounding at SGM's near-ties and for the engine's own evolution; a broken graph differs everywhere
 
 
-def check_memory_bytes(max_disp: int, postprocess: str, height: int = CHECK_HEIGHT, maps: int = 64) -> int:
-    """About how many bytes running the file on the (height, max_disp + 64) check pair takes: the feature maps
-    with their convolution buffers, and either four copies of one block of the banded matrix product (none) or
-    about seven live (H, W, D) volumes for each of the two references (full). An image of that area needs as
-    much."""
-    width = max_disp + 64
-    features = 4 * 2 * maps * height * width * 3
+# Peak memory of the check (this file and the engine on the 64 x (max_disp + 64) check pair), measured from
+# ru_maxrss with the shipped model: winner-take-all 476, 1448 and 2587 MiB at max disparity 1000, 4000 and 8000
+# (the banded matrix product grows with the width: about 5.4 kB per check pixel); the full pipeline 477 and
+# 1193 and 2368 MiB at 256, 512 and 768 (its (H, W, D) volumes: about 55 bytes per pixel per disparity). Rounded up.
+CHECK_BASE_BYTES = 160 * 2**20  # onnxruntime's session and the engine's kernels
+WTA_BYTES_PER_PIXEL = 5400
+FULL_BYTES_PER_PIXEL = 1700
+FULL_BYTES_PER_VOXEL = 60
+
+
+def check_memory_bytes(max_disp: int, postprocess: str, height: int = CHECK_HEIGHT) -> int:
+    """About how many bytes checking a matcher of ``max_disp`` takes, on the (height, max_disp + 64) check pair
+    (see the constants above). Running the file on an image of that area needs about as much."""
+    pixels = height * (max_disp + 64)
     if postprocess == "none":
-        return features + 4 * height * DEFAULT_BLOCK * (DEFAULT_BLOCK + max_disp) * 4
-    return features + 4 * height * width * max_disp * 2 * 7
-
-
-def _available_memory() -> int | None:
-    """MemAvailable of /proc/meminfo, else the physical memory, in bytes; None if neither can be read."""
-    import os
-
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return None
+        return CHECK_BASE_BYTES + WTA_BYTES_PER_PIXEL * pixels
+    return CHECK_BASE_BYTES + FULL_BYTES_PER_PIXEL * pixels + FULL_BYTES_PER_VOXEL * pixels * max_disp
 
 
 def refuse_oversized(max_disp: int, postprocess: str, available: int | None = None) -> None:
     """UserError, before any work, when checking the file would need more memory than is available."""
-    need = check_memory_bytes(max_disp, postprocess)
-    have = available if available is not None else _available_memory()
-    if have is not None and need > have:
-        gib = 2**30
-        raise UserError(f"a matcher with max disparity {max_disp} needs about {need / gib:.1f} GiB to check (and "
-                        f"as much to run on any image wide enough for it), more than the {have / gib:.1f} GiB "
-                        "available: use a smaller --max-disp")
+    from stereodeploy.util.memory import refuse_if_oversized
+
+    what = "winner-take-all" if postprocess == "none" else "full-pipeline"
+    refuse_if_oversized(check_memory_bytes(max_disp, postprocess),
+                        f"checking a {what} matcher with max disparity {max_disp} (and running it on an image "
+                        "wide enough for it)", "use a smaller --max-disp", available)
 
 
 def _similarity(fl: np.ndarray, fr: np.ndarray, ys: np.ndarray, xs: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -287,6 +276,10 @@ def export_matcher(features: Path | str | None, out: Path | str, max_disp: int |
     out = Path(out)
     ensure_writable(out, overwrite)
     ensure_writable(sidecar_path(out), True)
+    if features.is_dir():  # a training run: its features need exporting first (there is no native backend here)
+        raise UserError(f"{features} is a folder (a training run?), not a feature model: export it first with "
+                        f"`stereodeploy export {features} --out model.onnx`, then run "
+                        f"`stereodeploy export-matcher model.onnx --out {out}`")
     proto = load_onnx(features, "feature model")
     meta = read_meta(proto, str(features))  # refuses a matcher file, and an older or newer format, in one line
     max_disp = max_disp or meta.max_disp

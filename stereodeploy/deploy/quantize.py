@@ -26,6 +26,7 @@ import inspect
 import io
 import json
 import logging
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -268,7 +269,7 @@ def quantize_model(model: Path | str, out: Path | str, calibration: Sequence[Pat
     images, sources = calibration_images(calibration)
     crops = calibration_crops(images, crop_size, crops_per_image, seed)
     excluded = [first_conv(proto)]
-    with _progress_bar(progress) as report_step:
+    with _progress_bar(progress, len(crops), len(images)) as report_step:
         qmodel, cos_mean, cos_p01 = _quantize(model, proto, crops, excluded, percentile, per_channel, report_step)
     del qmodel.metadata_props[:]
     for p in proto.metadata_props:
@@ -323,14 +324,40 @@ def _quantize(model: Path, proto: Any, crops: Sequence[np.ndarray], excluded: li
     return qmodel, cos_mean, cos_p01
 
 
+def stage_logger(crops: int, images: int, log: logging.Logger | None = None) -> ProgressCallback:
+    """A progress callback that logs a line per stage (INFO on the ``stereodeploy`` logger): the start, each
+    quarter of the calibration crops, the quantisation and the feature check, with the time so far. Where no bar
+    can show (``--no-progress``, or stderr not a terminal, e.g. a log file), a long calibration is not silent."""
+    import time
+
+    log = log or logging.getLogger("stereodeploy")
+    start = time.perf_counter()
+    quarters = {max(1, round(crops * q / 4)) for q in (1, 2, 3)}
+    log.info("int8: calibrating on %s of %s", count(crops, "crop"), count(images, "image"))
+
+    def report(done: int, total: int) -> None:
+        took = time.perf_counter() - start
+        if done < crops and done in quarters:
+            log.info("int8: calibrated %d of %d crops (%.0f s)", done, crops, took)
+        elif done == crops:
+            log.info("int8: calibration done (%.0f s); quantising", took)
+        elif done == total - 1:
+            log.info("int8: quantised (%.0f s); checking the int8 features against float32", took)
+        elif done == total:
+            log.info("int8: done in %.0f s", took)
+
+    return report
+
+
 @contextlib.contextmanager
-def _progress_bar(progress: bool | ProgressCallback) -> Iterator[ProgressCallback | None]:
-    """The per-step callback for ``progress``: the caller's own, a rich bar on stderr for ``True``, else None."""
+def _progress_bar(progress: bool | ProgressCallback, crops: int, images: int) -> Iterator[ProgressCallback]:
+    """The per-step callback for ``progress``: the caller's own; a rich bar on stderr for ``True`` when stderr is a
+    terminal; else :func:`stage_logger`'s lines."""
     if callable(progress):
         yield progress
         return
-    if not progress:
-        yield None
+    if not progress or not sys.stderr.isatty():
+        yield stage_logger(crops, images)
         return
     from stereodeploy.util.progress import progress_bar
 
@@ -362,10 +389,15 @@ def quantize_file(model: Path | str, out: Path | str | None = None, calibration:
     return quantize_model(model, out, calibration, overwrite=overwrite, progress=progress, **options)
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 image", "4 crops"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def summary(report: QuantizeReport) -> str:
     """One line for the terminal: what was written and how close its features are to the float32 model's."""
-    return (f"wrote {report.path}: int8 (float32: {', '.join(report.excluded)}), calibrated on {report.crops} crops "
-            f"of {report.images} images; cosine of its features to float32: mean {report.cosine_mean:.4f}, "
+    return (f"wrote {report.path}: int8 (float32: {', '.join(report.excluded)}), calibrated on "
+            f"{count(report.crops, 'crop')} of {count(report.images, 'image')}; cosine of its features to float32: mean {report.cosine_mean:.4f}, "
             f"1st percentile {report.cosine_p01:.4f}")
 
 

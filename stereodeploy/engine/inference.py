@@ -24,8 +24,8 @@ Middlebury calib.txt beside the left image has ``ndisp``, which is used then (as
 A pair that looks swapped (most of it matches better at negative disparity) gets a warning
 (:func:`warnings.warn`, one line at the CLI); its outputs are written all the same.
 
-Every output path is checked before any work starts, and every file is written atomically, so an interrupted run
-leaves whole files only.
+Every output path, and the memory the largest pair needs (:func:`refuse_oversized`), is checked before any work
+starts, and every file is written atomically, so an interrupted run leaves whole files only.
 """
 
 from __future__ import annotations
@@ -65,8 +65,11 @@ def resolve_pairs(inputs: Sequence[Path], pairs_file: Path | None = None, fmt: s
         pairs = [Pair(f.name, Path(f.left), Path(f.right)) for f in list_frames(inputs[0], fmt)]
     elif len(inputs) == 2:
         pairs = [Pair(inputs[0].stem, inputs[0], inputs[1])]
+    elif len(inputs) == 1 and not inputs[0].exists():
+        raise UserError(f"{inputs[0]} does not exist: check the path (give LEFT RIGHT images, a dataset folder, or "
+                        "--pairs FILE)")
     elif len(inputs) == 1:
-        raise UsageError(f"{inputs[0]} is not a folder: give LEFT RIGHT images, a dataset folder, or --pairs FILE")
+        raise UsageError(f"{inputs[0]} is one file: give LEFT RIGHT images, a dataset folder, or --pairs FILE")
     else:
         raise UsageError("give LEFT RIGHT images, one dataset folder (KITTI or Middlebury layout), or --pairs FILE")
     for pair in pairs:
@@ -116,6 +119,51 @@ def pair_calibration(pair: Pair, given: Calibration | None) -> Calibration | Non
     return None if found is None else read_calibration(found)
 
 
+# Peak memory of one match on top of the loaded model, measured with the shipped model (64 feature maps) on a
+# 375 x 1242 pair (KITTI's size), from ru_maxrss: winner-take-all held 722-725 MiB at max disparity 64, 256 and
+# 1000 (feature maps and their buffers: about 1630 bytes per pixel, none per disparity); the full pipeline
+# 725 MiB at 64 and 1414 MiB at 256, 8.1 bytes per pixel per disparity (the uint16 cost volume, SGM's sums
+# and the right reference's volume) on top. Rounded up for headroom.
+MATCH_BYTES_PER_PIXEL = 1700
+FULL_BYTES_PER_VOXEL = 9
+
+
+def match_memory_bytes(height: int, width: int, max_disp: int, postprocessing: bool) -> int:
+    """About how many bytes matching one ``height`` x ``width`` pair takes at ``max_disp`` (see the constants)."""
+    pixels = height * width
+    return MATCH_BYTES_PER_PIXEL * pixels + (FULL_BYTES_PER_VOXEL * pixels * max_disp if postprocessing else 0)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image from its header (the whole image only where Pillow cannot tell)."""
+    from PIL import Image
+
+    from stereodeploy.data.io import read_image
+
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # noqa: BLE001 - read_image says what is wrong with the file, in one line
+        return read_image(path).shape[:2]
+
+
+def refuse_oversized(pairs: Sequence[Pair], max_disp: int, postprocessing: bool,
+                     available: int | None = None) -> None:
+    """UserError, before any work, when the largest pair would need more memory than is available."""
+    from stereodeploy.util.memory import refuse_if_oversized
+
+    if not pairs:
+        return
+    sizes = {pair.left: image_size(pair.left) for pair in pairs}
+    biggest = max(sizes, key=lambda p: sizes[p][0] * sizes[p][1])
+    h, w = sizes[biggest]
+    need = match_memory_bytes(h, w, max_disp, postprocessing)
+    fix = "use a smaller --max-disp" + (", or --postprocess none (no cost volume)" if postprocessing else
+                                        ", or smaller images")
+    refuse_if_oversized(need, f"matching {biggest.name} ({w}x{h}) at max disparity {max_disp}"
+                        + (" with post-processing" if postprocessing else ""), fix, available)
+
+
 def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwrite: bool = False,
                 on_pair: Callable[[PairOutput], None] | None = None, *, max_disp: int | None = None,
                 calib: Calibration | None = None) -> list[PairOutput]:
@@ -150,6 +198,7 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
     for pair, c in zip(pairs, calibs):
         for path in output_files(pair, out, c is not None).values():
             ensure_writable(path, overwrite)
+    refuse_oversized(pairs, matcher.config.max_disp, matcher.postprocessing)
     done = []
     for pair, c in zip(pairs, calibs):
         left, right = read_image(pair.left), read_image(pair.right)

@@ -38,6 +38,7 @@ class ShippedModel:
     training_frames: int
     size_bytes: int
     default: bool
+    network_short: str = ""  # e.g. "4x64, 3x3" (for narrow listings)
 
 
 def _describe(path: Path, default: Path) -> ShippedModel:
@@ -52,7 +53,8 @@ def _describe(path: Path, default: Path) -> ShippedModel:
         if "stereodeploy.quantization" in props else ""
     n = meta.network
     return ShippedModel(name=path.stem, path=path, source_framework=meta.source_framework, max_disp=meta.max_disp,
-                        network=f"{n.layers} layers x {n.maps} maps, {n.kernel}x{n.kernel}", quantization=quant,
+                        network=f"{n.layers} layers x {n.maps} maps, {n.kernel}x{n.kernel}",
+                        network_short=f"{n.layers}x{n.maps}, {n.kernel}x{n.kernel}", quantization=quant,
                         training_frames=len(meta.training_data.get("frames") or ()), size_bytes=path.stat().st_size,
                         default=path.name == default.name)
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import json
+import logging
 import os
 import platform
 import warnings
@@ -43,6 +45,7 @@ POSTPROCESS = ("none", "full")
 # environment variables that set how many threads the frameworks and kernels use (reported with the machine)
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                "NUMBA_NUM_THREADS")
+log = logging.getLogger("stereodeploy")
 _DISTRIBUTIONS = {
     "numpy": ("numpy",), "torch": ("torch",), "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu"),
     "keras": ("keras",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
@@ -128,10 +131,112 @@ class PhaseLoad:
         if load is not None:
             self.phases[phase] = round(load, 2)
 
-    def warnings(self) -> list[str]:
-        return [f"the load average was {load:.1f} at the end of {phase}, above the {self.cores} usable cores: other "
-                "work shared them, so its times cannot be compared (rerun on a quiet machine, or with --threads)"
-                for phase, load in self.phases.items() if load > self.cores + 0.5]
+    def busy(self) -> dict[str, float]:
+        """The phases whose load exceeded the usable cores (by more than half a core)."""
+        return {phase: load for phase, load in self.phases.items() if load > self.cores + 0.5}
+
+    def warnings(self, threads: str = "", count: int | None = None) -> list[str]:
+        """One warning (or none) for all the busy phases, saying what the threads were (``threads``, their
+        ``count``: above 1, the warning suggests --threads 1)."""
+        busy = self.busy()
+        if not busy:
+            return []
+        worst = max(busy, key=busy.__getitem__)
+        advice = ("rerun on a quiet machine, or with --threads 1 (PyTorch's threads wait for one another on shared "
+                  "cores)" if count is None or count > 1 else "rerun on a quiet machine")
+        return [f"the load average was above the {self.cores} usable cores in {len(busy)} of {len(self.phases)} "
+                f"timed phases (up to {busy[worst]:.1f}, at the end of {worst}): other work shared the cores, so "
+                "the whole-run times are not comparable" + (f" ({threads})" if threads else "") + "; the "
+                "interleaved step times beside Table I saw the same load for both frameworks; for whole-run times "
+                + advice]
+
+
+STEP_ROUNDS = 10  # interleaved rounds of one step per framework (after STEP_WARMUP untimed ones)
+STEP_WARMUP = 2
+QUICK_EXAMPLES = 12800  # --max-examples of the quick run the estimate suggests (100 batches of 128)
+
+
+def threads_text(threads: int, report: dict[str, Any]) -> str:
+    """What the frameworks' thread pools were, e.g. "--threads 2: PyTorch 2 intra-op / 1 inter-op, ..."."""
+    parts = [f"{fw.label} {report[key]['intra_op']} intra-op / {report[key]['inter_op']} inter-op"
+             for key, fw in FRAMEWORKS.items() if isinstance(report.get(key), dict)]
+    return f"threads {threads} for every framework" + (f": {', '.join(parts)}" if parts else "")
+
+
+def step_benchmark(train: Sequence[Any], network: NetworkConfig, sampler: SamplerConfig, cfg: TrainConfig,
+                   weights: Any, rounds: int = STEP_ROUNDS, warmup: int = STEP_WARMUP) -> dict[str, Any]:
+    """Training step time of every framework, measured fairly on a shared machine: in each round every
+    framework takes one step on the same batch, the order alternating between rounds, so all see the same load
+    within seconds. Fresh steppers from ``weights`` (the training runs are not touched). Returns the median and
+    every time per framework, the rounds, the load average before and after, and the batches per epoch."""
+    import statistics
+    import time
+
+    from stereodeploy.train.api import build_index, make_stepper
+    from stereodeploy.util.threads import thread_report
+
+    index, _ = build_index(train, network.patch_size, sampler)
+    steppers = {fw: make_stepper(fw, network, cfg, [(k.copy(), b.copy()) for k, b in weights]) for fw in FRAMEWORKS}
+    times: dict[str, list[float]] = {fw: [] for fw in FRAMEWORKS}
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    order = list(FRAMEWORKS)
+    for r, batch in zip(range(warmup + rounds), index.batches(0, cfg.batch_size, cfg.max_examples)):
+        for fw in (order if r % 2 == 0 else order[::-1]):  # neither framework always goes first
+            t0 = time.perf_counter()
+            steppers[fw].step(batch, cfg.lr)
+            if r >= warmup:
+                times[fw].append(time.perf_counter() - t0)
+    return {"rounds": len(times[order[0]]), "warmup": warmup,
+            "median_step_seconds": {fw: statistics.median(t) if t else None for fw, t in times.items()},
+            "step_seconds": times, "batches_per_epoch": index.num_batches(cfg.batch_size, cfg.max_examples),
+            "load_average": [round(x, 2) if x is not None else None for x in
+                             (load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None)],
+            "threads": thread_report()}
+
+
+def _clock(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def estimate_text(bench: dict[str, Any], epochs: int, batch_size: int, frames: int) -> str:
+    """The whole run's training time from the interleaved step times, and how to make it small."""
+    steps = epochs * bench["batches_per_epoch"]
+    med = {fw: t for fw, t in bench["median_step_seconds"].items() if t is not None}
+    per = ", ".join(f"{FRAMEWORKS[fw].label} {_clock(steps * t)} ({1000 * t:.0f} ms per step)"
+                    for fw, t in med.items())
+    quick_steps = min(bench["batches_per_epoch"], -(-QUICK_EXAMPLES // batch_size))
+    total = steps * sum(med.values())
+    quick = quick_steps * sum(med.values())
+    text = (f"compare will train for about {_clock(total)} ({epochs} epoch{'s'[:epochs != 1]} x "
+            f"{bench['batches_per_epoch']} steps per framework: {per}), then export both and evaluate "
+            f"{len(RUNTIMES) * len(POSTPROCESS)} runtime settings on {frames} frame{'s'[:frames != 1]}")
+    if quick < total:
+        text += f"; for a quick run give --epochs 1 --max-examples {QUICK_EXAMPLES} (about {_clock(quick)} of training)"
+    return text
+
+
+COMPARE_FILE = "compare.json"  # the settings of a comparison, in its --out folder: what --resume reads back
+
+
+def resume_command(out: Path | str) -> str:
+    """The command that continues the comparison in ``out`` (every message that suggests it uses this)."""
+    return f"stereodeploy compare --resume --out {out}"
+
+
+def resume_compare(out: Path | str, progress: bool = True) -> dict[str, Any]:
+    """Continue the comparison in ``out`` with the settings it started with (``out/compare.json``)."""
+    out = Path(out)
+    try:
+        saved = json.loads((out / COMPARE_FILE).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{out} holds no comparison to resume (no {COMPARE_FILE}): start one with "
+                        "`stereodeploy compare --train-data PATH --eval-data PATH --out OUT`") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{out / COMPARE_FILE} is unreadable ({exc}): start the comparison again") from None
+    network = NetworkConfig(**saved.pop("network"))
+    return compare(saved.pop("train_data"), saved.pop("eval_data"), out, network=network, progress=progress,
+                   resume=True, **saved)
 
 
 def _eval_max_disp(option: int | None, samples: Sequence[Any]) -> int:
@@ -179,8 +284,15 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             batch_size: int = 128, lr: float = 0.002, momentum: float = 0.9, lr_drops: Sequence[int] = (12,),
             seed: int = 0, hold_out: Sequence[str] = (), train_format: str | None = None,
             eval_format: str | None = None, max_disp: int | None = None, validate: bool = True,
-            progress: bool = True, overwrite: bool = False, threads: int | None = None) -> dict[str, Any]:
+            progress: bool = True, overwrite: bool = False, threads: int | None = None,
+            resume: bool = False) -> dict[str, Any]:
     """Run the whole comparison into folder ``out`` and return the report (also written as report.json / .md).
+
+    ``resume`` continues a comparison that stopped (Ctrl-C, a kill) in ``out``: a framework whose training
+    finished is kept, one that stopped continues from its checkpoint (:func:`resume_compare` reads the settings
+    back from ``out/compare.json``). Both frameworks and the evaluation use one thread count (``threads``, else
+    the default for this machine chosen once), and their step times are also measured interleaved
+    (:func:`step_benchmark`), which stays comparable when other work shares the cores.
 
     ``hold_out`` names frames (Middlebury scenes, KITTI frame ids) left out of training; when given, only they are
     evaluated. ``validate`` logs the evaluation set's winner-take-all error after every epoch (untimed). The
@@ -217,7 +329,16 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             raise UserError("--device cuda evaluates ONNX on the GPU too, but this onnxruntime has no CUDA provider: "
                             "pip install onnxruntime-gpu, or use --device cpu")
-    _check_out(out, overwrite)
+    if resume:
+        if not (out / COMPARE_FILE).is_file():
+            raise UserError(f"{out} holds no comparison to resume (no {COMPARE_FILE}): start one with "
+                            "`stereodeploy compare --train-data PATH --eval-data PATH --out OUT`")
+    else:
+        _check_out(out, overwrite)
+    from stereodeploy.util.threads import configure_threads, default_threads
+
+    threads = threads or default_threads()  # chosen once: the same count for both frameworks and the evaluation
+    configure_threads(threads, frameworks=list(FRAMEWORKS))
     machine = machine_info(device)  # the load average before the work starts
     train, evaluation, eval_fmt = _load(train_paths, eval_data, hold_out, train_format, eval_format)
     scored = [s for s in evaluation if s.disp is not None]
@@ -226,19 +347,44 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     model_disp = max_disp if max_disp is not None else max(val_disp, 128)  # the exported default, for other data
     sampler = SamplerConfig(seed=seed)
     weights = init_weights(network, seed)
+    if not resume:
+        from stereodeploy.data.io import write_json
+
+        write_json(out / COMPARE_FILE, {
+            "train_data": [str(p.resolve()) for p in train_paths], "eval_data": str(eval_data.resolve()),
+            "epochs": epochs, "max_examples": max_examples, "device": device, "network": asdict(network),
+            "batch_size": batch_size, "lr": lr, "momentum": momentum, "lr_drops": list(lr_drops), "seed": seed,
+            "hold_out": list(hold_out), "train_format": train_format, "eval_format": eval_format,
+            "max_disp": max_disp, "validate": validate, "threads": threads}, overwrite=True)
+
+    # ---- the frameworks' step times, interleaved (fair under load), and from them the whole run's estimate
+    load = PhaseLoad()
+    bench = step_benchmark(train, network, sampler, cfg, weights)
+    load.record("interleaved steps")
+    log.info(estimate_text(bench, epochs, batch_size, len(scored)))
 
     # ---- training: same samples, sampler seed, initial weights, schedule and threads for both frameworks
+    from stereodeploy.train.loop import TrainingInterrupted
+
     summaries: dict[str, dict[str, Any]] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
-    load = PhaseLoad()
     for fw in FRAMEWORKS:
         run_dir = out / "runs" / fw
-        summaries[fw] = train_run(fw, train, run_dir, network=network, sampler=sampler, cfg=cfg,
-                                  validation=scored if validate else (), max_disp=val_disp,
-                                  weights=[(k.copy(), b.copy()) for k, b in weights],
-                                  data_sources=[str(p) for p in train_paths], progress=progress, overwrite=overwrite,
-                                  threads=threads)
-        load.record(f"{FRAMEWORKS[fw].label} training")
+        if resume and (run_dir / "summary.json").is_file():  # finished before the stop: kept as it is
+            summaries[fw] = json.loads((run_dir / "summary.json").read_text())
+        else:
+            again = resume and (run_dir / "checkpoint.npz").is_file()  # else (killed before one) from the start
+            try:
+                summaries[fw] = train_run(fw, train, run_dir, network=network, sampler=sampler, cfg=cfg,
+                                          validation=scored if validate else (), max_disp=val_disp,
+                                          weights=[(k.copy(), b.copy()) for k, b in weights],
+                                          data_sources=[str(p) for p in train_paths], progress=progress,
+                                          overwrite=overwrite or resume, threads=threads, resume=again)
+            except TrainingInterrupted as exc:  # the train command it names would resume only this framework
+                stopped = str(exc).split("; continue with")[0]
+                raise TrainingInterrupted(f"{stopped} ({FRAMEWORKS[fw].label} training); continue the comparison "
+                                          f"with `{resume_command(out)}`", exit_code=exc.exit_code) from None
+            load.record(f"{FRAMEWORKS[fw].label} training")
         histories[fw] = read_metrics(run_dir)
     train_summary = read_run_config(out / "runs" / "torch", required=False).get("data", {})
 
@@ -270,7 +416,8 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             results[(label, pp)] = res
             evaluations.append({"runtime": label, "framework": fw, **res.to_dict()})
             load.record(f"{label} {pp} evaluation")
-    for warning in load.warnings():
+    threads_note = threads_text(threads, bench["threads"])
+    for warning in load.warnings(threads_note, threads):  # at most one
         warnings.warn(warning, stacklevel=2)
 
     report = _build_report(
@@ -284,8 +431,10 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             "threshold": THRESHOLD, "train_data": [str(p) for p in train_paths], "eval_data": str(eval_data),
             "eval_format": eval_fmt, "hold_out": list(hold_out), "validate": validate,
             "world_size": {fw: summaries[fw].get("world_size", 1) for fw in FRAMEWORKS},
-            "threads": {"option": threads, **{fw: summaries[fw].get("threads") for fw in FRAMEWORKS}},
+            "threads": {"chosen": threads, "text": threads_note,
+                        **{fw: summaries[fw].get("threads") for fw in FRAMEWORKS}},
         },
+        bench=bench,
         data={"train_frames": train_summary.get("frames", [s.name for s in train]),
               "train_examples": train_summary.get("examples"), "eval_frames": [s.name for s in scored],
               "eval_skipped_without_ground_truth": unscored,
@@ -306,7 +455,7 @@ def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, di
                   exported: dict[str, Any], results: dict[tuple[str, str], EvalResult],
                   evaluations: list[dict[str, Any]], captured: dict[tuple[str, str], np.ndarray], first: Any,
                   load: PhaseLoad, config: dict[str, Any],
-                  data: dict[str, Any]) -> dict[str, Any]:
+                  data: dict[str, Any], bench: dict[str, Any] | None = None) -> dict[str, Any]:
     """Tables, figures and files from the measurements; returns the report dictionary."""
     from stereodeploy.data.io import write_json, write_text
     from stereodeploy.study.report import markdown, plot_accuracy, plot_disparities, plot_errors, training_table
@@ -349,13 +498,14 @@ def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, di
         "stereodeploy": __version__,
         "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]
                     if hasattr(os, "getloadavg") else None, "load_after_phase": load.phases},
-        "warnings": load.warnings(),
+        "warnings": load.warnings(config.get("threads", {}).get("text", ""), config.get("threads", {}).get("chosen")),
         "versions": versions(),
         "configuration": config,
         "data": data,
         "training": summaries,
         "epochs": histories,
         "table1": training_table(summaries),
+        "interleaved_steps": bench,
         "export": exported,
         "table2": {"single_image": first.name, "images": len(data["eval_frames"]),
                    "ground_truth": ground_truth_kind(first), "kitti_kind": kind, "rows": table2_rows},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,15 +144,34 @@ def render_eval_table(result: EvalResult, width: int | None = None, terminal: bo
 # Comparison tables (plain data, shared by report.json and report.md)
 
 
-def models_table(models: Sequence[ShippedModel], width: int | None = None) -> str:
-    """The text `stereodeploy models` prints: one row per model (see :func:`text_table`)."""
-    headers = ["name", "framework", "weights", "max disp", "network", "trained on", "size", "path"]
+def models_table(models: Sequence[ShippedModel], width: int | None = 80) -> str:
+    """The text `stereodeploy models` prints: one row per model (see :func:`text_table`), wrapped at ``width``,
+    then the folder the files are in on a line of its own (whole, so that it can be copied, however long)."""
+    headers = ["name", "from", "weights", "max disp", "network", "frames", "size"]
     rows = [[m.name + (" (default)" if m.default else ""), m.source_framework, "int8" if m.quantization else "float32",
-             str(m.max_disp), m.network, f"{m.training_frames} frames", f"{m.size_bytes / 1e6:.2f} MB", str(m.path)]
+             str(m.max_disp), m.network_short, str(m.training_frames), f"{m.size_bytes / 1e6:.2f} MB"]
             for m in models]
-    return text_table(headers, rows, align="llllllrl", width=width,
-                      caption="--model takes a name (e.g. mccnn_fast_torch) or a path; the default is used "
-                              "when --model is not given (STEREODEPLOY_MODEL overrides it)")
+    text = text_table(headers, rows, align="lllrlrr", width=width,
+                      caption="from: the framework that trained it; network: layers x maps, kernel; frames: "
+                              "training frames. --model takes a name (e.g. mccnn_fast_torch) or a path; the default "
+                              "is used when --model is not given (STEREODEPLOY_MODEL overrides it). The files are in:")
+    folders = sorted({str(m.path.parent) for m in models})
+    return text + "".join(f"{folder}\n" for folder in folders)
+
+
+def interleaved_line(report: Mapping[str, Any]) -> str:
+    """The frameworks' median step times measured taking turns (comparable on a shared machine), or ""."""
+    bench = report.get("interleaved_steps")
+    if not bench or not bench.get("rounds"):
+        return ""
+    labels = {r["key"]: r["framework"] for r in report.get("table1", {}).get("rows", []) if "key" in r}
+    times = ", ".join(f"{labels.get(k, k)} {fmt(1000 * t, 1)} ms" for k, t in bench["median_step_seconds"].items()
+                      if t is not None)
+    load = bench.get("load_average") or [None, None]
+    threads = report.get("configuration", {}).get("threads", {}).get("text", "")
+    return (f"Interleaved step time (median of {bench['rounds']} rounds, the frameworks taking turns on the same "
+            f"batches, load average {fmt(load[0], 1)} -> {fmt(load[-1], 1)}{'; ' + threads if threads else ''}): "
+            f"{times}")
 
 
 def comparison_text(report: Mapping[str, Any], width: int | None = None, terminal: bool | None = None) -> str:
@@ -165,6 +185,9 @@ def comparison_text(report: Mapping[str, Any], width: int | None = None, termina
     t1 = text_table(["framework", "total (s)", "mean epoch (s)", "mean step (ms)"], rows1, width=width,
                     footer=[["difference (%)", *(fmt_signed(diff.get(k)) for k in TABLE1_KEYS)]],
                     title="Table I: training time")
+    if interleaved_line(report):
+        t1 += "".join(line + "\n" for line in (textwrap.wrap(interleaved_line(report), width) if width else
+                                                [interleaved_line(report)]))
     times = {(r["runtime"], r["postprocess"]): r["mean_seconds"] for r in report["execution_time"]["rows"]}
     rows2 = [[r["runtime"], r["postprocess"], fmt(r["single_image_error"]), fmt(r["average_error_rate"]),
               fmt(times[(r["runtime"], r["postprocess"])], 3)] for r in report["table2"]["rows"]]
@@ -253,6 +276,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         out += [(f"Difference = {t1.get('difference_formula', DIFFERENCE_FORMULA)}. A step is one network forward, "
                  "backward and SGD update on a batch, timed after the device synchronised; the epoch and total times "
                  "include batch assembly but not validation."), ""]
+        if interleaved_line(report):
+            out += [interleaved_line(report) + ".", ""]
     figures = report.get("figures", {})
     if figures.get("accuracy"):
         out += [f"![Patch accuracy per epoch]({figures['accuracy']})", ""]
@@ -387,8 +412,26 @@ def plot_disparities(gt: np.ndarray, disparities: Mapping[tuple[str, str], np.nd
             axes[r, c].set_title(f"{rt}, {pp}", fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    _disparity_bar(fig, max_disp)
     return _save(fig, path, overwrite)
+
+
+BAR_INCHES = 0.75  # room under the panels for the colour bar and its label
+
+
+def _disparity_bar(fig: Any, max_disp: float) -> None:
+    """Lay out the panels above a horizontal colour bar of :func:`colorize`'s ramp, 0 .. ``max_disp`` pixels."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    height = fig.get_figheight()
+    fig.set_figheight(height + BAR_INCHES)
+    bottom = BAR_INCHES / (height + BAR_INCHES)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    ramp = colorize(np.linspace(0, max_disp, 256, dtype=np.float32)[None], max_disp)[0] / 255.0
+    bar = fig.add_axes((0.2, 0.6 * bottom, 0.6, 0.14 * bottom))
+    fig.colorbar(ScalarMappable(Normalize(0, max_disp), ListedColormap(ramp)), cax=bar, orientation="horizontal",
+                 label="disparity (px); black: no value")
 
 
 def plot_errors(gt: np.ndarray, disparities: Mapping[tuple[str, str], np.ndarray], path: str | Path,

@@ -58,6 +58,12 @@ def load_samples(paths: Sequence[Path], fmt: str | None = None, exclude: Sequenc
     return samples
 
 
+def not_resumable(framework: str, out: Path | str) -> str:
+    """The message for ``--resume`` on a folder that holds no run, with the command that starts one there."""
+    return (f"{out} is not a run directory to resume (no config.json): start a new run there with "
+            f"`stereodeploy train {framework} --data DATA --out {out}` (without --resume)")
+
+
 def train_run(framework: str, samples: Sequence[Any], out: Path, network: NetworkConfig = NetworkConfig(),
               sampler: SamplerConfig = SamplerConfig(), cfg: TrainConfig = TrainConfig(),
               validation: Sequence[Any] = (), max_disp: int = 64, weights: Weights | None = None,
@@ -87,7 +93,7 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
     if resume:
         saved = read_run_config(out, required=False)
         if not saved:
-            raise UserError(f"{out} is not a run directory to resume (no config.json): start a new run with --out")
+            raise UserError(not_resumable(framework, out))
         if saved.get("framework") != framework:
             raise UserError(f"{out} is a {saved.get('framework')} run, not {framework}: resume it with "
                             f"`{resume_command(saved.get('framework'), out)}`")
@@ -142,7 +148,10 @@ def train_from_paths(framework: str, data: Sequence[Path], out: Path, fmt: str |
     frameworks.get(framework).require("train")  # before any data is read
     out = Path(out)
     if resume:
-        saved = read_run_config(out, required=False).get("data", {})
+        config = read_run_config(out, required=False)
+        if not config:
+            raise UserError(not_resumable(framework, out))
+        saved = config.get("data", {})
         data = list(data) or [Path(p) for p in saved.get("sources", [])]
         exclude = list(exclude) or list(saved.get("exclude", []))
         fmt = fmt or saved.get("format")
