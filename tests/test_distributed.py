@@ -187,5 +187,5 @@ def test_nproc_per_node_mistakes_end_in_one_line(synthetic_dataset, tmp_path, mo
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     res = CliRunner().invoke(app, ["train", "torch", *common])
-    assert res.exit_code == 2 and "already runs under torchrun" in res.output
+    assert res.exit_code == 2 and "already runs distributed" in res.output
     assert not (tmp_path / "run").exists()

@@ -32,7 +32,7 @@ import numpy as np
 from stereodeploy import __version__
 from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.frameworks import DEVICES, FRAMEWORKS
+from stereodeploy.frameworks import DEVICES, FRAMEWORKS, labels
 from stereodeploy.study.evaluate import THRESHOLD, EvalResult, evaluate, ground_truth_kind
 
 # (label, framework that trained the weights, backend, model source: the run directory or the exported file):
@@ -41,12 +41,11 @@ RUNTIMES = tuple((fw.label, fw.key, fw.key, "run") for fw in FRAMEWORKS.values()
     (f"ONNX ({fw.label})", fw.key, "onnx", "onnx") for fw in FRAMEWORKS.values())
 POSTPROCESS = ("none", "full")
 # environment variables that set how many threads the frameworks and kernels use (reported with the machine)
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *(v for fw in FRAMEWORKS.values() for v in fw.thread_env),
                "NUMBA_NUM_THREADS")
 _DISTRIBUTIONS = {
-    "numpy": ("numpy",), "torch": ("torch",), "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu"),
-    "keras": ("keras",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "tf2onnx": ("tf2onnx",), "numba": ("numba",),
+    "numpy": ("numpy",), **{k: v for fw in FRAMEWORKS.values() for k, v in fw.distributions.items()},
+    "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "numba": ("numba",),
 }
 
 
@@ -87,10 +86,8 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews timings
     info["thread_settings"] = {k: os.environ[k] for k in _THREAD_ENV if k in os.environ}
     info["device"] = device
-    if device == "cuda":
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name(0)
+    if device == "cuda":  # the description of the first framework's GPU: "cuda (name)"
+        info["gpu"] = next(iter(FRAMEWORKS.values())).resolve_device("cuda")[1]
     return info
 
 
@@ -207,10 +204,11 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     check_requirements()
-    from stereodeploy.train.distributed import tf_process, torch_process
+    from stereodeploy.train.distributed import process_for
 
-    if torch_process().distributed or tf_process().distributed:  # like with like: one process for both frameworks
-        raise UsageError("compare trains both frameworks in one process: run it without torchrun and TF_CONFIG")
+    if any(process_for(fw).distributed for fw in FRAMEWORKS):  # like with like: one process for every framework
+        raise UsageError("compare trains every framework in one process: run it without a distributed launcher "
+                         f"({'; '.join(fw.distributed_hint for fw in FRAMEWORKS.values())})")
     if device == "cuda":
         import onnxruntime
 
@@ -240,7 +238,7 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
                                   threads=threads)
         load.record(f"{FRAMEWORKS[fw].label} training")
         histories[fw] = read_metrics(run_dir)
-    train_summary = read_run_config(out / "runs" / "torch", required=False).get("data", {})
+    train_summary = read_run_config(out / "runs" / next(iter(FRAMEWORKS)), required=False).get("data", {})
 
     # ---- export both to ONNX (each checked against its native network)
     exported = {}
@@ -344,7 +342,7 @@ def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, di
                 overwrite=True)
 
     report = {
-        "title": "MC-CNN fast: PyTorch vs TensorFlow, native and ONNX",
+        "title": f"MC-CNN fast: {labels(' vs ')}, native and ONNX",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "stereodeploy": __version__,
         "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]
