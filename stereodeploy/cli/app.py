@@ -38,7 +38,6 @@ from stereodeploy.cli.options import (
     Quantization,
     Seed,
     Threads,
-    network_or_usage_error,
     value,
 )
 from stereodeploy.cli.options import user_errors as _user_errors
@@ -71,31 +70,31 @@ def model_path(model: Path | None) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ train
-def _train(framework: Framework, data: list[Path], out: Path, fmt: DataFormat | None, exclude: list[str],
-           val: list[Path], epochs: int, batch_size: int, lr: float, momentum: float, lr_drop: list[int],
-           max_examples: int | None, seed: int, device: Device, layers: int, maps: int, kernel: int,
-           augment: bool, checkpoint_every: int, checkpoint_minutes: float, max_disp: int, resume: bool,
+def _train(ctx: typer.Context, framework: Framework, data: list[Path], out: Path, fmt: DataFormat | None,
+           exclude: list[str], val: list[Path], epochs: int, batch_size: int, lr: float, momentum: float,
+           lr_drop: list[int], max_examples: int | None, seed: int, device: Device, layers: int, maps: int,
+           kernel: int, augment: bool, checkpoint_every: int, checkpoint_minutes: float, max_disp: int, resume: bool,
            overwrite: bool, progress: bool, threads: int | None, nproc_per_node: int | None = None) -> None:
-    from stereodeploy.config import SamplerConfig, TrainConfig
-    from stereodeploy.train.api import train_from_paths
+    from stereodeploy.config import DataSpec, NetworkConfig, RunSpec, SamplerConfig, TrainConfig
+    from stereodeploy.train.api import train_run
     from stereodeploy.train.distributed import process_for
     from stereodeploy.train.loop import TrainingInterrupted
 
     proc = process_for(framework.value)
     if nproc_per_node is not None:
         _relaunch_locally(framework, nproc_per_node, proc.distributed)
-    network = network_or_usage_error(layers, maps, kernel)
-    try:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drop),
+    spec = RunSpec(  # validates every value once (a usage error naming the option)
+        framework=framework.value, data=DataSpec(sources=tuple(data), exclude=tuple(exclude), format=value(fmt)),
+        network=NetworkConfig(layers=layers, maps=maps, kernel=kernel),
+        sampler=SamplerConfig(seed=seed, augment=augment),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drop),
                           max_examples=max_examples, seed=seed, checkpoint_every=checkpoint_every,
-                          checkpoint_minutes=checkpoint_minutes, device=device.value)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+                          checkpoint_minutes=checkpoint_minutes, device=device.value),
+        validation=tuple(val), max_disp=max_disp, threads=threads)
+    given = {p.opts[0] for p in ctx.command.params  # what the user typed: a resume honours or refuses it
+             if p.name and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
     try:
-        summary = train_from_paths(framework.value, data, out, fmt.value if fmt else None, exclude, val,
-                                   network=network, sampler=SamplerConfig(seed=seed, augment=augment), cfg=cfg,
-                                   max_disp=max_disp, resume=resume, overwrite=overwrite,
-                                   progress=progress, device=device.value, threads=threads)
+        summary = train_run(spec, out, resume=resume, options=given, overwrite=overwrite, progress=progress)
     except TrainingInterrupted as exc:
         if proc.rank != 0:  # process 0 says it
             raise typer.Exit(exc.exit_code) from None
@@ -106,12 +105,12 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: DataFormat | 
         raise
     if proc.rank != 0:
         return
-    if not summary["epochs"]:
+    if not summary.epochs:
         raise UserError(f"{out}: nothing was trained (no epoch completed)")
     typer.echo(
-        f"{framework.value}: {summary['epochs']} epochs in {summary['total_seconds']:.1f} s "
-        f"(epoch {summary['mean_epoch_seconds']:.2f} s, step {1000 * summary['mean_step_seconds']:.2f} ms, "
-        f"{summary['examples_per_second']:.0f} examples/s), patch accuracy {100 * summary['final_accuracy']:.1f}% -> {out}"
+        f"{framework.value}: {summary.epochs} epochs in {summary.total_seconds:.1f} s "
+        f"(epoch {summary.mean_epoch_seconds:.2f} s, step {1000 * summary.mean_step_seconds:.2f} ms, "
+        f"{summary.examples_per_second:.0f} examples/s), patch accuracy {100 * summary.final_accuracy:.1f}% -> {out}"
     )
 
 
@@ -149,6 +148,7 @@ def _relaunch_locally(framework: Framework, nproc: int, distributed: bool) -> No
 def _make_train_command(framework: Framework):
     @_user_errors
     def command(
+        ctx: typer.Context,
         data: Annotated[list[Path], typer.Option("--data", help="Dataset folder (repeatable).")] = [],  # noqa: B006
         out: Annotated[Path, typer.Option("--out", help="Run directory to create (or resume).")] = Path("runs/run"),
         fmt: FormatOption = None,
@@ -172,7 +172,10 @@ def _make_train_command(framework: Framework):
             help="Checkpoint when this many minutes passed since the last one (0: off). Epoch ends and "
                  "Ctrl-C / SIGTERM always checkpoint.")] = 10.0,
         max_disp: Annotated[int, typer.Option(help="Max disparity for --val.")] = 64,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
+        resume: Annotated[bool, typer.Option("--resume", help=(
+            "Continue the run in --out where it stopped, with its recorded options. Given with it, --epochs (e.g. "
+            "to extend a finished run), --device, --threads, --checkpoint-*, --val, --max-disp and --data (moved) "
+            "are honoured; any other option that differs from the run's is refused."))] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
         progress: Progress = True,
         threads: Threads = None,
@@ -181,7 +184,7 @@ def _make_train_command(framework: Framework):
                  f"{', '.join(f.key for f in FRAMEWORKS.values() if f.local_launch)}); several nodes: "
                  "docs/training.md.")] = None,
     ) -> None:
-        _train(framework, data, out, fmt, exclude, val, epochs, batch_size, lr, momentum, lr_drop, max_examples, seed,
+        _train(ctx, framework, data, out, fmt, exclude, val, epochs, batch_size, lr, momentum, lr_drop, max_examples, seed,
                device, layers, maps, kernel, augment, checkpoint_every, checkpoint_minutes, max_disp, resume,
                overwrite, progress, threads, nproc_per_node)
 

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from stereodeploy import __version__
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+from stereodeploy.config import DataSpec, NetworkConfig, RunSpec, SamplerConfig, TrainConfig
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.frameworks import DEVICES, FRAMEWORKS, labels
+from stereodeploy.frameworks import FRAMEWORKS, labels
 from stereodeploy.study.evaluate import THRESHOLD, EvalResult, evaluate, ground_truth_kind
 
 # (label, framework that trained the weights, backend, model source: the run directory or the exported file):
@@ -192,17 +192,8 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     out = Path(out)
     train_paths = [Path(train_data)] if isinstance(train_data, (str, Path)) else [Path(p) for p in train_data]
     eval_data = Path(eval_data)
-    if epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {epochs}")
-    if max_examples is not None and max_examples < 1:
-        raise UsageError(f"--max-examples must be at least 1, got {max_examples}")
-    if device not in DEVICES:
-        raise UsageError(f"unknown device {device!r}: use {' or '.join(DEVICES)}")
-    try:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drops),
-                          max_examples=max_examples, seed=seed, device=device)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drops),
+                      max_examples=max_examples, seed=seed, device=device)  # validates the options
     check_requirements()
     from stereodeploy.train.distributed import process_for
 
@@ -231,11 +222,12 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     load = PhaseLoad()
     for fw in FRAMEWORKS:
         run_dir = out / "runs" / fw
-        summaries[fw] = train_run(fw, train, run_dir, network=network, sampler=sampler, cfg=cfg,
-                                  validation=scored if validate else (), max_disp=val_disp,
-                                  weights=[(k.copy(), b.copy()) for k, b in weights],
-                                  data_sources=[str(p) for p in train_paths], progress=progress, overwrite=overwrite,
-                                  threads=threads)
+        spec = RunSpec(framework=fw, data=DataSpec(sources=tuple(map(str, train_paths)), exclude=tuple(hold_out),
+                                                   format=train_format),
+                       network=network, sampler=sampler, train=cfg, max_disp=val_disp, threads=threads)
+        summaries[fw] = train_run(spec, run_dir, samples=train, validation=scored if validate else (),
+                                  weights=[(k.copy(), b.copy()) for k, b in weights], progress=progress,
+                                  overwrite=overwrite).to_dict()
         load.record(f"{FRAMEWORKS[fw].label} training")
         histories[fw] = read_metrics(run_dir)
     train_summary = read_run_config(out / "runs" / next(iter(FRAMEWORKS)), required=False).get("data", {})
