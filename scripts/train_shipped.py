@@ -15,7 +15,7 @@ import json
 import platform
 from pathlib import Path
 
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+from stereodeploy.config import DataSpec, NetworkConfig, RunSpec, SamplerConfig, TrainConfig
 
 # The last scene of every Middlebury family with two or more scenes: chosen by that rule, not by their results.
 HELD_OUT = ("Baby3", "Bowling2", "Cloth4", "Lampshade2", "Midd2", "Wood2")
@@ -64,18 +64,22 @@ def score(model: Path, data: Path) -> dict[str, float]:
     return out
 
 
+def shipped_spec(framework: str, data: Path, augment: bool = False) -> RunSpec:
+    """The run that made the shipped model of ``framework`` from the data folder ``data`` (../shared/data)."""
+    return RunSpec(framework=framework, data=DataSpec(sources=(str(data / "middlebury"), str(data / "kitti2015")),
+                                                      exclude=HELD_OUT),
+                   network=NETWORK, sampler=SamplerConfig(seed=TRAIN.seed, augment=augment), train=TRAIN)
+
+
 def train_and_export(args: argparse.Namespace, frameworks: tuple[str, ...]) -> None:
-
+    from stereodeploy.data.datasets import list_frames
     from stereodeploy.deploy.export import export
-    from stereodeploy.train.api import load_samples, train_run
+    from stereodeploy.train.api import train_run
 
-    sources = [args.data / "middlebury", args.data / "kitti2015"]
-    samples = load_samples(sources, exclude=HELD_OUT)
     (args.out / "models").mkdir(parents=True, exist_ok=True)
     for fw in frameworks:
         run = args.out / f"run_{fw}"
-        summary = train_run(fw, samples, run, network=NETWORK, sampler=SamplerConfig(seed=TRAIN.seed, augment=args.augment),
-                            cfg=TRAIN, data_sources=[str(s) for s in sources], resume=args.resume, overwrite=False)
+        summary = train_run(shipped_spec(fw, args.data, args.augment), run, resume=args.resume).to_dict()
         summary["machine"] = f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs"
         (args.out / f"summary_{fw}.json").write_text(json.dumps(summary, indent=2))
         report = export(run, args.out / "models" / f"mccnn_fast_{fw}.onnx", max_disp=MAX_DISP, overwrite=True)
@@ -83,7 +87,9 @@ def train_and_export(args: argparse.Namespace, frameworks: tuple[str, ...]) -> N
         if fw == "torch":  # the int8 variant, calibrated on training scenes only
             from stereodeploy.deploy.quantize import quantize_model
 
-            calibration = [args.data / "middlebury" / s.name for s in samples if (args.data / "middlebury" / s.name).is_dir()]
+            middlebury = args.data / "middlebury"
+            calibration = [middlebury / f.name for f in list_frames(middlebury, None)
+                           if f.name not in HELD_OUT and (middlebury / f.name).is_dir()]
             quantize_model(report.path, args.out / "models" / "mccnn_fast_torch_int8.onnx",
                            calibration + [args.data / "kitti2015"], overwrite=True)
 

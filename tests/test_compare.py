@@ -206,7 +206,7 @@ def test_busy_phases_get_one_warning_that_says_what_the_threads_were() -> None:
     [warning] = load.warnings("threads 2 for every framework: PyTorch 2 intra-op / 1 inter-op", 2)  # once, not 3x
     assert "above the 2 usable cores in 3 of 4 timed phases (up to 3.4, at the end of TensorFlow training)" in warning
     assert "(threads 2 for every framework: PyTorch 2 intra-op / 1 inter-op)" in warning
-    assert warning.endswith("or with --threads 1 (PyTorch's threads wait for one another on shared cores)")
+    assert warning.endswith("or with --threads 1 (a framework's threads wait for one another on shared cores)")
     [one_thread] = load.warnings("threads 1", 1)
     assert "--threads" not in one_thread and one_thread.endswith("rerun on a quiet machine")  # no advice to repeat
     md = markdown({"title": "T", "warnings": [warning]})

@@ -23,8 +23,8 @@ import pytest
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow  # several processes each: about 90 s together on two cores
 
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
-from stereodeploy.train.api import train_from_paths
+from stereodeploy.config import DataSpec, NetworkConfig, RunSpec, SamplerConfig, TrainConfig
+from stereodeploy.train.api import train_run
 from stereodeploy.train.checkpoint import load_checkpoint, read_metrics
 from stereodeploy.train.loop import TrainingInterrupted
 
@@ -39,8 +39,9 @@ CLI = [sys.executable, "-m", "stereodeploy", "train", "torch"]
 
 
 def train_here(data: Path, out: Path, resume: bool = False) -> dict:
-    return train_from_paths("torch", [data], out, network=NET, sampler=SamplerConfig(seed=3), cfg=CFG,
-                            resume=resume, progress=False, threads=1)
+    spec = RunSpec(framework="torch", data=DataSpec(sources=(data,)), network=NET, sampler=SamplerConfig(seed=3),
+                   train=CFG, threads=1)
+    return train_run(spec, out, resume=resume, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +98,8 @@ def test_sigterm_to_a_torchrun_job_then_resume_in_one_process(synthetic_dataset,
     assert output.count("SIGTERM: stopped") == 1, output  # process 0 alone says it
     ckpt = load_checkpoint(run)
     assert (ckpt.epoch, ckpt.batch) != (2, 0)  # stopped before the end, with a checkpoint where it stopped
-    resumed = train_from_paths("torch", [], run, resume=True, progress=False, threads=1)  # data from config.json
-    assert resumed["epochs"] == 2 and [r["epoch"] for r in read_metrics(run)] == [0, 1]
+    resumed = train_run(RunSpec(framework="torch"), run, resume=True, options=(), progress=False)  # as recorded
+    assert resumed.epochs == 2 and [r["epoch"] for r in read_metrics(run)] == [0, 1]
     assert_close(load_checkpoint(run).weights, reference)
 
 
@@ -158,8 +159,8 @@ def start_tf_workers(args: list[str], world: int = 2) -> list[subprocess.Popen]:
 def test_tf_workers_sigterm_then_resume_in_one_process_match_one_process(synthetic_dataset, tmp_path):
     pytest.importorskip("tensorflow")
     straight = tmp_path / "straight"
-    train_from_paths("tf", [synthetic_dataset], straight, network=NET, sampler=SamplerConfig(seed=3), cfg=TF_CFG,
-                     progress=False, threads=1)
+    train_run(RunSpec(framework="tf", data=DataSpec(sources=(synthetic_dataset,)), network=NET,
+                      sampler=SamplerConfig(seed=3), train=TF_CFG, threads=1), straight, progress=False)
     run = tmp_path / "run"
     procs = start_tf_workers(["--data", str(synthetic_dataset), "--out", str(run), *TF_ARGS])
     wait_for_mid_epoch_checkpoint(run, procs[0], timeout=120)
@@ -171,7 +172,7 @@ def test_tf_workers_sigterm_then_resume_in_one_process_match_one_process(synthet
     ckpt = load_checkpoint(run)
     assert (ckpt.epoch, ckpt.batch) != (2, 0)
     assert load_checkpoint(run).framework == "tf"
-    train_from_paths("tf", [], run, resume=True, progress=False, threads=1)
+    train_run(RunSpec(framework="tf"), run, resume=True, options=(), progress=False)
     assert [r["epoch"] for r in read_metrics(run)] == [0, 1]
     assert_close(load_checkpoint(run).weights, load_checkpoint(straight).weights)
 
@@ -187,5 +188,5 @@ def test_nproc_per_node_mistakes_end_in_one_line(synthetic_dataset, tmp_path, mo
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     res = CliRunner().invoke(app, ["train", "torch", *common])
-    assert res.exit_code == 2 and "already runs under torchrun" in res.output
+    assert res.exit_code == 2 and "already runs distributed" in res.output
     assert not (tmp_path / "run").exists()

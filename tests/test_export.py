@@ -13,7 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from conftest import TINY_NET
 
-from stereodeploy.config import TrainConfig
+from stereodeploy.config import RunSpec, TrainConfig
 from stereodeploy.contract import INPUT_NAME, OUTPUT_NAME, read_meta
 from stereodeploy.data.datasets import synthetic_pair
 from stereodeploy.deploy.export import export
@@ -27,8 +27,8 @@ from stereodeploy.train.checkpoint import load_checkpoint
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "run"
-    train_run("torch", [synthetic_pair(height=40, width=64, max_disp=10, seed=0)], out, network=TINY_NET,
-              cfg=TrainConfig(epochs=1, max_examples=256), progress=False)
+    train_run(RunSpec(framework="torch", network=TINY_NET, train=TrainConfig(epochs=1, max_examples=256)), out,
+              samples=[synthetic_pair(height=40, width=64, max_disp=10, seed=0)], progress=False)
     return out
 
 

@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 pytest.importorskip("torch")
 
 from stereodeploy.cli.app import app
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+from stereodeploy.config import DataSpec, NetworkConfig, RunSpec, SamplerConfig, TrainConfig
 from stereodeploy.train import loop
-from stereodeploy.train.api import train_from_paths
+from stereodeploy.train.api import train_run
 from stereodeploy.train.checkpoint import load_checkpoint, read_metrics, read_run_config
 from stereodeploy.train.loop import TrainingInterrupted
 
@@ -32,8 +32,9 @@ CFG = TrainConfig(epochs=2, max_examples=1280, seed=4, lr=0.01)  # 20 steps of 6
 
 
 def run(data: Path, out: Path, cfg: TrainConfig = CFG, resume: bool = False, **kwargs) -> dict:
-    return train_from_paths("torch", [data] if data else [], out, network=NET, sampler=SamplerConfig(seed=4), cfg=cfg,
-                            resume=resume, progress=False, threads=1, **kwargs)
+    spec = RunSpec(framework="torch", data=DataSpec(sources=(data,) if data else ()), network=NET,
+                   sampler=SamplerConfig(seed=4), train=cfg, threads=1)
+    return train_run(spec, out, resume=resume, options=None if data else (), progress=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_a_crash_before_any_step_still_leaves_a_run_to_resume(synthetic_dataset,
         run(synthetic_dataset, tmp_path / "run")
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "run").batch == 0
-    assert run(None, tmp_path / "run", resume=True)["epochs"] == 2
+    assert run(None, tmp_path / "run", resume=True).epochs == 2
 
 
 @pytest.mark.slow

@@ -38,28 +38,28 @@ from stereodeploy.cli.options import (
     Quantization,
     Seed,
     Threads,
-    network_or_usage_error,
     value,
 )
 from stereodeploy.cli.options import user_errors as _user_errors
 from stereodeploy.cli.study import register as register_eval
 from stereodeploy.errors import UsageError, UserError
+from stereodeploy.frameworks import FRAMEWORKS, labels
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-    help="Train, export and deploy the MC-CNN fast stereo matcher in PyTorch, TensorFlow and ONNX.",
+    help=f"Train, export and deploy the MC-CNN fast stereo matcher in {labels(', ')} and ONNX.",
 )
-train_app = typer.Typer(no_args_is_help=True, help="Train MC-CNN fast with PyTorch or TensorFlow.")
+train_app = typer.Typer(no_args_is_help=True, help=f"Train MC-CNN fast with {labels()}.")
 app.add_typer(train_app, name="train")
 
 
 @app.callback()
 def _root(verbose: Annotated[bool, typer.Option(
-        "--verbose", "-v", help="Show the frameworks' own start-up logs (TensorFlow's absl and oneDNN lines).")] = False,
+        "--verbose", "-v", help="Show the frameworks' own start-up logs (e.g. absl and oneDNN lines).")] = False,
           ) -> None:
-    from stereodeploy.util.quiet import quiet_tensorflow
-
-    quiet_tensorflow(verbose)
+    for fw in FRAMEWORKS.values():
+        if fw.quiet:
+            fw.load("quiet")(verbose)
 
 
 def model_path(model: Path | None) -> Path:
@@ -70,31 +70,31 @@ def model_path(model: Path | None) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ train
-def _train(framework: Framework, data: list[Path], out: Path, fmt: DataFormat | None, exclude: list[str],
-           val: list[Path], epochs: int, batch_size: int, lr: float, momentum: float, lr_drop: list[int],
-           max_examples: int | None, seed: int, device: Device, layers: int, maps: int, kernel: int,
-           augment: bool, checkpoint_every: int, checkpoint_minutes: float, max_disp: int, resume: bool,
+def _train(ctx: typer.Context, framework: Framework, data: list[Path], out: Path, fmt: DataFormat | None,
+           exclude: list[str], val: list[Path], epochs: int, batch_size: int, lr: float, momentum: float,
+           lr_drop: list[int], max_examples: int | None, seed: int, device: Device, layers: int, maps: int,
+           kernel: int, augment: bool, checkpoint_every: int, checkpoint_minutes: float, max_disp: int, resume: bool,
            overwrite: bool, progress: bool, threads: int | None, nproc_per_node: int | None = None) -> None:
-    from stereodeploy.config import SamplerConfig, TrainConfig
-    from stereodeploy.train.api import train_from_paths
+    from stereodeploy.config import DataSpec, NetworkConfig, RunSpec, SamplerConfig, TrainConfig
+    from stereodeploy.train.api import train_run
     from stereodeploy.train.distributed import process_for
     from stereodeploy.train.loop import TrainingInterrupted
 
     proc = process_for(framework.value)
     if nproc_per_node is not None:
-        _relaunch_under_torchrun(framework, nproc_per_node, proc.distributed)
-    network = network_or_usage_error(layers, maps, kernel)
-    try:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drop),
+        _relaunch_locally(framework, nproc_per_node, proc.distributed)
+    spec = RunSpec(  # validates every value once (a usage error naming the option)
+        framework=framework.value, data=DataSpec(sources=tuple(data), exclude=tuple(exclude), format=value(fmt)),
+        network=NetworkConfig(layers=layers, maps=maps, kernel=kernel),
+        sampler=SamplerConfig(seed=seed, augment=augment),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drop),
                           max_examples=max_examples, seed=seed, checkpoint_every=checkpoint_every,
-                          checkpoint_minutes=checkpoint_minutes, device=device.value)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+                          checkpoint_minutes=checkpoint_minutes, device=device.value),
+        validation=tuple(val), max_disp=max_disp, threads=threads)
+    given = {p.opts[0] for p in ctx.command.params  # what the user typed: a resume honours or refuses it
+             if p.name and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
     try:
-        summary = train_from_paths(framework.value, data, out, fmt.value if fmt else None, exclude, val,
-                                   network=network, sampler=SamplerConfig(seed=seed, augment=augment), cfg=cfg,
-                                   max_disp=max_disp, resume=resume, overwrite=overwrite,
-                                   progress=progress, device=device.value, threads=threads)
+        summary = train_run(spec, out, resume=resume, options=given, overwrite=overwrite, progress=progress)
     except TrainingInterrupted as exc:
         if proc.rank != 0:  # process 0 says it
             raise typer.Exit(exc.exit_code) from None
@@ -105,29 +105,32 @@ def _train(framework: Framework, data: list[Path], out: Path, fmt: DataFormat | 
         raise
     if proc.rank != 0:
         return
-    if not summary["epochs"]:
+    if not summary.epochs:
         raise UserError(f"{out}: nothing was trained (no epoch completed)")
     typer.echo(
-        f"{framework.value}: {summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'} in {summary['total_seconds']:.1f} s "
-        f"(epoch {summary['mean_epoch_seconds']:.2f} s, step {1000 * summary['mean_step_seconds']:.2f} ms, "
-        f"{summary['examples_per_second']:.0f} examples/s), patch accuracy {100 * summary['final_accuracy']:.1f}% -> {out}"
+        f"{framework.value}: {summary.epochs} epoch{'' if summary.epochs == 1 else 's'} in {summary.total_seconds:.1f} s "
+        f"(epoch {summary.mean_epoch_seconds:.2f} s, step {1000 * summary.mean_step_seconds:.2f} ms, "
+        f"{summary.examples_per_second:.0f} examples/s), patch accuracy {100 * summary.final_accuracy:.1f}% -> {out}"
     )
 
 
-def _relaunch_under_torchrun(framework: Framework, nproc: int, distributed: bool) -> None:
-    """``--nproc-per-node N``: replace this process by ``torchrun --standalone --nproc-per-node N`` running the same
-    command without the flag (signals then reach torchrun, which forwards them to its processes)."""
+def _relaunch_locally(framework: Framework, nproc: int, distributed: bool) -> None:
+    """``--nproc-per-node N``: replace this process by the framework's local launcher (its record's
+    ``local_launch``, e.g. ``torchrun --standalone --nproc-per-node N``) running the same command without the flag
+    (signals then reach the launcher, which forwards them to its processes)."""
     import os
 
-    if framework is not Framework.torch:
-        raise UsageError("--nproc-per-node starts PyTorch processes: for TensorFlow start one process per TF_CONFIG task")
+    fw = FRAMEWORKS[framework.value]
+    if not fw.local_launch:
+        able = " or ".join(f.label for f in FRAMEWORKS.values() if f.local_launch) or "no framework"
+        raise UsageError(f"--nproc-per-node starts {able} processes: for {fw.label} start {fw.distributed_hint}")
     if nproc < 1:
         raise UsageError(f"--nproc-per-node must be at least 1, got {nproc}")
     if distributed:
-        raise UsageError("--nproc-per-node is given, but this process already runs under torchrun: drop the option")
+        raise UsageError("--nproc-per-node is given, but this process already runs distributed: drop the option")
     args = sys.argv[1:]
     if args[:2] != ["train", framework.value]:
-        raise UsageError("--nproc-per-node works from the command line only: launch with torchrun instead")
+        raise UsageError(f"--nproc-per-node works from the command line only: start {fw.distributed_hint} instead")
     kept, skip = [], False
     for arg in args:
         if skip:
@@ -136,8 +139,7 @@ def _relaunch_under_torchrun(framework: Framework, nproc: int, distributed: bool
             skip = True
         elif not arg.startswith("--nproc-per-node="):
             kept.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "stereodeploy", *kept]
+    command = [sys.executable, *(a.replace("{n}", str(nproc)) for a in fw.local_launch), "-m", "stereodeploy", *kept]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)
@@ -146,6 +148,7 @@ def _relaunch_under_torchrun(framework: Framework, nproc: int, distributed: bool
 def _make_train_command(framework: Framework):
     @_user_errors
     def command(
+        ctx: typer.Context,
         data: Annotated[list[Path], typer.Option("--data", help="Dataset folder (repeatable).")] = [],  # noqa: B006
         out: Annotated[Path, typer.Option("--out", help="Run directory to create (or resume).")] = Path("runs/run"),
         fmt: FormatOption = None,
@@ -169,33 +172,37 @@ def _make_train_command(framework: Framework):
             help="Checkpoint when this many minutes passed since the last one (0: off). Epoch ends and "
                  "Ctrl-C / SIGTERM always checkpoint.")] = 10.0,
         max_disp: Annotated[int, typer.Option(help="Max disparity for --val.")] = 64,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
+        resume: Annotated[bool, typer.Option("--resume", help=(
+            "Continue the run in --out where it stopped, with its recorded options. Given with it, --epochs (e.g. "
+            "to extend a finished run), --device, --threads, --checkpoint-*, --val, --max-disp and --data (moved) "
+            "are honoured; any other option that differs from the run's is refused."))] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
         progress: Progress = True,
         threads: Threads = None,
         nproc_per_node: Annotated[int | None, typer.Option(
-            help="PyTorch: run as N processes on this machine (torchrun --standalone); several nodes: use "
-                 "torchrun (docs/training.md).")] = None,
+            help="Run as N processes on this machine (frameworks with a local launcher: "
+                 f"{', '.join(f.key for f in FRAMEWORKS.values() if f.local_launch)}); several nodes: "
+                 "docs/training.md.")] = None,
     ) -> None:
-        _train(framework, data, out, fmt, exclude, val, epochs, batch_size, lr, momentum, lr_drop, max_examples, seed,
+        _train(ctx, framework, data, out, fmt, exclude, val, epochs, batch_size, lr, momentum, lr_drop, max_examples, seed,
                device, layers, maps, kernel, augment, checkpoint_every, checkpoint_minutes, max_disp, resume,
                overwrite, progress, threads, nproc_per_node)
 
-    command.__doc__ = (f"Train MC-CNN fast with {'PyTorch' if framework is Framework.torch else 'TensorFlow'}. "
-                       f"Several processes: {'torchrun --nproc-per-node N -m stereodeploy train torch' if framework is Framework.torch else 'one process per TF_CONFIG task'} "
+    fw = FRAMEWORKS[framework.value]
+    command.__doc__ = (f"Train MC-CNN fast with {fw.label}. Several processes: {fw.distributed_hint} "
                        "(see docs/training.md).")
     return command
 
 
-train_app.command("torch")(_make_train_command(Framework.torch))
-train_app.command("tf")(_make_train_command(Framework.tf))
+for _framework in Framework:
+    train_app.command(_framework.value)(_make_train_command(_framework))
 
 
 # ------------------------------------------------------------------------------------------------ export
 @app.command()
 @_user_errors
 def export(
-    source: Annotated[Path, typer.Argument(help="Run directory or checkpoint.npz (PyTorch or TensorFlow).",
+    source: Annotated[Path, typer.Argument(help=f"Run directory or checkpoint.npz ({labels()}).",
                                            metavar="RUN", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")] = Path("model.onnx"),
     max_disp: Annotated[int, typer.Option(help="Default max disparity stored in the model.")] = 128,

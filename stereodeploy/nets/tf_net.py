@@ -8,6 +8,8 @@ Keras' (kh, kw, in, out) here.
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -175,3 +177,20 @@ def resolve_device(device: str, option: str = "--device", index: int = 0) -> tup
                         "run at most that many workers per host")
     name = tf.config.experimental.get_device_details(gpus[index]).get("device_name", "GPU")
     return f"/GPU:{index}", f"cuda ({name})"
+
+
+def set_threads(intra: int, inter: int) -> None:
+    """Size TensorFlow's thread pools (stereodeploy.util.threads decides the counts)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:  # the runtime has started: the pools are fixed (the environment was read then)
+        pass
+
+
+def thread_counts() -> dict[str, int]:
+    """The pools' sizes; 0 (TensorFlow's "not set") falls back to the environment it read at start."""
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads()
+            or int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0") or 0),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()
+            or int(os.environ.get("TF_NUM_INTEROP_THREADS", "0") or 0)}

@@ -118,3 +118,16 @@ def resolve_device(device: str, option: str = "--device", index: int = 0) -> tup
         dev = torch.device("cuda", index)
         return dev, f"cuda ({torch.cuda.get_device_name(dev)})"
     return torch.device("cpu"), "cpu"
+
+
+def set_threads(intra: int, inter: int) -> None:
+    """Size PyTorch's thread pools (stereodeploy.util.threads decides the counts)."""
+    torch.set_num_threads(intra)
+    try:
+        torch.set_num_interop_threads(inter)
+    except RuntimeError:  # already sized by earlier parallel work in this process
+        pass
+
+
+def thread_counts() -> dict[str, int]:
+    return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from stereodeploy import __version__
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig
+from stereodeploy.config import DataSpec, NetworkConfig, RunSpec, SamplerConfig, TrainConfig
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.frameworks import DEVICES, FRAMEWORKS
+from stereodeploy.frameworks import FRAMEWORKS, labels
 from stereodeploy.study.evaluate import THRESHOLD, EvalResult, evaluate, ground_truth_kind
 
 # (label, framework that trained the weights, backend, model source: the run directory or the exported file):
@@ -43,13 +43,12 @@ RUNTIMES = tuple((fw.label, fw.key, fw.key, "run") for fw in FRAMEWORKS.values()
     (f"ONNX ({fw.label})", fw.key, "onnx", "onnx") for fw in FRAMEWORKS.values())
 POSTPROCESS = ("none", "full")
 # environment variables that set how many threads the frameworks and kernels use (reported with the machine)
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *(v for fw in FRAMEWORKS.values() for v in fw.thread_env),
                "NUMBA_NUM_THREADS")
 log = logging.getLogger("stereodeploy")
 _DISTRIBUTIONS = {
-    "numpy": ("numpy",), "torch": ("torch",), "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu"),
-    "keras": ("keras",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "tf2onnx": ("tf2onnx",), "numba": ("numba",),
+    "numpy": ("numpy",), **{k: v for fw in FRAMEWORKS.values() for k, v in fw.distributions.items()},
+    "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "numba": ("numba",),
 }
 
 
@@ -90,10 +89,8 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews timings
     info["thread_settings"] = {k: os.environ[k] for k in _THREAD_ENV if k in os.environ}
     info["device"] = device
-    if device == "cuda":
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name(0)
+    if device == "cuda":  # the description of the first framework's GPU: "cuda (name)"
+        info["gpu"] = next(iter(FRAMEWORKS.values())).resolve_device("cuda")[1]
     return info
 
 
@@ -142,8 +139,8 @@ class PhaseLoad:
         if not busy:
             return []
         worst = max(busy, key=busy.__getitem__)
-        advice = ("rerun on a quiet machine, or with --threads 1 (PyTorch's threads wait for one another on shared "
-                  "cores)" if count is None or count > 1 else "rerun on a quiet machine")
+        advice = ("rerun on a quiet machine, or with --threads 1 (a framework's threads wait for one another on "
+                  "shared cores)" if count is None or count > 1 else "rerun on a quiet machine")
         return [f"the load average was above the {self.cores} usable cores in {len(busy)} of {len(self.phases)} "
                 f"timed phases (up to {busy[worst]:.1f}, at the end of {worst}): other work shared the cores, so "
                 "the whole-run times are not comparable" + (f" ({threads})" if threads else "") + "; the "
@@ -307,22 +304,14 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
     out = Path(out)
     train_paths = [Path(train_data)] if isinstance(train_data, (str, Path)) else [Path(p) for p in train_data]
     eval_data = Path(eval_data)
-    if epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {epochs}")
-    if max_examples is not None and max_examples < 1:
-        raise UsageError(f"--max-examples must be at least 1, got {max_examples}")
-    if device not in DEVICES:
-        raise UsageError(f"unknown device {device!r}: use {' or '.join(DEVICES)}")
-    try:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drops),
-                          max_examples=max_examples, seed=seed, device=device)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, lr_drops=tuple(lr_drops),
+                      max_examples=max_examples, seed=seed, device=device)  # validates the options
     check_requirements()
-    from stereodeploy.train.distributed import tf_process, torch_process
+    from stereodeploy.train.distributed import process_for
 
-    if torch_process().distributed or tf_process().distributed:  # like with like: one process for both frameworks
-        raise UsageError("compare trains both frameworks in one process: run it without torchrun and TF_CONFIG")
+    if any(process_for(fw).distributed for fw in FRAMEWORKS):  # like with like: one process for every framework
+        raise UsageError("compare trains every framework in one process: run it without a distributed launcher "
+                         f"({'; '.join(fw.distributed_hint for fw in FRAMEWORKS.values())})")
     if device == "cuda":
         import onnxruntime
 
@@ -374,19 +363,20 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
             summaries[fw] = json.loads((run_dir / "summary.json").read_text())
         else:
             again = resume and (run_dir / "checkpoint.npz").is_file()  # else (killed before one) from the start
+            spec = RunSpec(framework=fw, data=DataSpec(sources=tuple(map(str, train_paths)), exclude=tuple(hold_out),
+                                                       format=train_format),
+                           network=network, sampler=sampler, train=cfg, max_disp=val_disp, threads=threads)
             try:
-                summaries[fw] = train_run(fw, train, run_dir, network=network, sampler=sampler, cfg=cfg,
-                                          validation=scored if validate else (), max_disp=val_disp,
-                                          weights=[(k.copy(), b.copy()) for k, b in weights],
-                                          data_sources=[str(p) for p in train_paths], progress=progress,
-                                          overwrite=overwrite or resume, threads=threads, resume=again)
+                summaries[fw] = train_run(spec, run_dir, samples=train, validation=scored if validate else (),
+                                          weights=[(k.copy(), b.copy()) for k, b in weights], progress=progress,
+                                          overwrite=overwrite or resume, resume=again).to_dict()
             except TrainingInterrupted as exc:  # the train command it names would resume only this framework
                 stopped = str(exc).split("; continue with")[0]
                 raise TrainingInterrupted(f"{stopped} ({FRAMEWORKS[fw].label} training); continue the comparison "
                                           f"with `{resume_command(out)}`", exit_code=exc.exit_code) from None
             load.record(f"{FRAMEWORKS[fw].label} training")
         histories[fw] = read_metrics(run_dir)
-    train_summary = read_run_config(out / "runs" / "torch", required=False).get("data", {})
+    train_summary = read_run_config(out / "runs" / next(iter(FRAMEWORKS)), required=False).get("data", {})
 
     # ---- export both to ONNX (each checked against its native network)
     exported = {}
@@ -493,7 +483,7 @@ def _build_report(*, out: Path, machine: dict[str, Any], summaries: dict[str, di
                 overwrite=True)
 
     report = {
-        "title": "MC-CNN fast: PyTorch vs TensorFlow, native and ONNX",
+        "title": f"MC-CNN fast: {labels(' vs ')}, native and ONNX",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "stereodeploy": __version__,
         "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]

@@ -17,13 +17,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stereodeploy.data.io import atomic_write, colorize, error_map, to_jsonable
-from stereodeploy.frameworks import label
+from stereodeploy.frameworks import FRAMEWORKS, label
 
 if TYPE_CHECKING:
     from stereodeploy.engine.shipped import ShippedModel
     from stereodeploy.study.evaluate import EvalResult
 
-DIFFERENCE_FORMULA = "100 × (T_TensorFlow − T_PyTorch) / T_PyTorch; positive: TensorFlow took longer than PyTorch"
+
+
+def difference_formula(reference: str, other: str) -> str:
+    """How Table I's difference of framework ``other`` against ``reference`` (keys) is computed, in words."""
+    ref, oth = label(reference), label(other)
+    return f"100 × (T_{oth} − T_{ref}) / T_{ref}; positive: {oth} took longer than {ref}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -210,11 +215,11 @@ def _text_width(width: int | None, terminal: bool | None) -> int | None:
     return width if width is not None else shutil.get_terminal_size().columns
 
 
-def percent_difference(tf_value: float | None, torch_value: float | None) -> float | None:
-    """``100 * (tf - torch) / torch`` (see :data:`DIFFERENCE_FORMULA`); ``None`` when undefined."""
-    if tf_value is None or torch_value is None or not torch_value:
+def percent_difference(value: float | None, reference: float | None) -> float | None:
+    """``100 * (value - reference) / reference`` (see :func:`difference_formula`); ``None`` when undefined."""
+    if value is None or reference is None or not reference:
         return None
-    return 100.0 * (tf_value - torch_value) / torch_value
+    return 100.0 * (value - reference) / reference
 
 
 TABLE1_KEYS = ("total_seconds", "mean_epoch_seconds", "mean_step_seconds")
@@ -222,14 +227,28 @@ TABLE1_KEYS = ("total_seconds", "mean_epoch_seconds", "mean_step_seconds")
 
 def training_table(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Table I: total training time, mean epoch time and mean network + optimisation step time per framework,
-    and the percentage difference of TensorFlow against PyTorch for each."""
+    and the percentage difference of every other framework against the reference, the first of the registry
+    (:data:`~stereodeploy.frameworks.FRAMEWORKS`) that has a summary.
+
+    ``differences`` maps each other framework's key to its differences; ``difference_percent`` and
+    ``difference_formula`` are those of the first other framework (the one difference row of two frameworks).
+    """
     rows = [{"framework": label(key), "key": key,
              **{k: s.get(k) for k in (*TABLE1_KEYS, "examples_per_second", "epochs", "device")}}
             for key, s in summaries.items()]
-    diff = {}
-    if "torch" in summaries and "tf" in summaries:
-        diff = {k: percent_difference(summaries["tf"].get(k), summaries["torch"].get(k)) for k in TABLE1_KEYS}
-    return {"rows": rows, "difference_percent": diff, "difference_formula": DIFFERENCE_FORMULA}
+    present = [key for key in FRAMEWORKS if key in summaries]
+    differences: dict[str, dict[str, float | None]] = {}
+    formulas: dict[str, str] = {}
+    if len(present) > 1:
+        reference = present[0]
+        for other in present[1:]:
+            differences[other] = {k: percent_difference(summaries[other].get(k), summaries[reference].get(k))
+                                  for k in TABLE1_KEYS}
+            formulas[other] = difference_formula(reference, other)
+    first = next(iter(differences), None)
+    return {"rows": rows, "difference_percent": differences.get(first, {}),
+            "difference_formula": formulas.get(first, ""), "differences": differences,
+            "difference_formulas": formulas}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -269,11 +288,15 @@ def markdown(report: Mapping[str, Any]) -> str:
         rows = [[r["framework"], fmt(r.get("total_seconds"), 2), fmt(r.get("mean_epoch_seconds"), 3),
                  fmt(None if r.get("mean_step_seconds") is None else 1000 * r["mean_step_seconds"], 3),
                  fmt(r.get("examples_per_second"), 0)] for r in t1["rows"]]
-        diff = t1.get("difference_percent", {})
-        if diff:
-            rows.append(["Difference (%)", *(fmt_signed(diff.get(k), 1) for k in TABLE1_KEYS), ""])
+        differences = t1.get("differences") or (
+            {"": t1["difference_percent"]} if t1.get("difference_percent") else {})
+        formulas = t1.get("difference_formulas") or {"": t1.get("difference_formula", "")}
+        for key, diff in differences.items():
+            name = "Difference (%)" if len(differences) == 1 else f"Difference {label(key)} (%)"
+            rows.append([name, *(fmt_signed(diff.get(k), 1) for k in TABLE1_KEYS), ""])
         out += _md_table(["Framework", "Total (s)", "Mean epoch (s)", "Mean step (ms)", "Examples/s"], rows)
-        out += [(f"Difference = {t1.get('difference_formula', DIFFERENCE_FORMULA)}. A step is one network forward, "
+        said = "; ".join(f for f in formulas.values() if f)
+        out += [((f"Difference = {said}. " if said else "") + "A step is one network forward, "
                  "backward and SGD update on a batch, timed after the device synchronised; the epoch and total times "
                  "include batch assembly but not validation."), ""]
         if interleaved_line(report):

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from stereodeploy import frameworks
-from stereodeploy.config import NetworkConfig, SamplerConfig, TrainConfig, from_dict
+from stereodeploy.config import NetworkConfig, RunSpec, SamplerConfig, TrainConfig
 from stereodeploy.data.patches import PatchIndex
 from stereodeploy.errors import UsageError, UserError
 from stereodeploy.nets.weights import Weights, init_weights
-from stereodeploy.train.checkpoint import clear_run, read_run_config, resume_command
+from stereodeploy.train.checkpoint import TrainingSummary, clear_run, read_run_config, resume_command
 
 log = logging.getLogger("stereodeploy")
 
@@ -49,7 +49,7 @@ def build_index(samples: Sequence[Any], patch_size: int, sampler: SamplerConfig)
     return index, {"frames": used, "skipped_without_gt": skipped, "examples": len(index)}
 
 
-def load_samples(paths: Sequence[Path], fmt: str | None = None, exclude: Sequence[str] = ()) -> list[Any]:
+def load_samples(paths: Sequence[Path | str], fmt: str | None = None, exclude: Sequence[str] = ()) -> list[Any]:
     from stereodeploy.data.datasets import load_dataset
 
     samples = []
@@ -64,59 +64,54 @@ def not_resumable(framework: str, out: Path | str) -> str:
             f"`stereodeploy train {framework} --data DATA --out {out}` (without --resume)")
 
 
-def train_run(framework: str, samples: Sequence[Any], out: Path, network: NetworkConfig = NetworkConfig(),
-              sampler: SamplerConfig = SamplerConfig(), cfg: TrainConfig = TrainConfig(),
-              validation: Sequence[Any] = (), max_disp: int = 64, weights: Weights | None = None,
-              data_sources: Sequence[str] = (), progress: bool = True, resume: bool = False,
-              overwrite: bool = False, data_options: dict[str, Any] | None = None,
-              device: str | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Train ``framework`` on ``samples`` into run directory ``out``; returns the summary.
+def train_run(spec: RunSpec, out: Path, *, samples: Sequence[Any] | None = None,
+              validation: Sequence[Any] | None = None, weights: Weights | None = None, resume: bool = False,
+              options: Iterable[str] | None = None, overwrite: bool = False, progress: bool = True) -> TrainingSummary:
+    """Train as ``spec`` says into run directory ``out``; returns the summary.
 
-    ``weights`` default to the seeded framework-neutral initialisation, so both frameworks start equal.
-    On ``resume`` the configuration is read back from ``out/config.json`` (only ``device``, when given, replaces
-    the saved one), and the data must rebuild the very same examples. ``data_options`` (e.g. the excluded frames
-    and the layout) are recorded with the data summary so that a resume can rebuild the same set. ``threads``:
-    CPU threads per operation (None: a default that does not oversubscribe the cores, see
-    :mod:`stereodeploy.util.threads`); the settings are recorded in the summary.
+    The data is read from ``spec.data`` and ``spec.validation`` unless ``samples`` / ``validation`` (StereoSamples)
+    are given, in which case ``spec.data`` only records where they came from. ``weights`` default to the seeded
+    framework-neutral initialisation, so every framework starts equal.
 
-    Launched by torchrun (PyTorch) or with TF_CONFIG (TensorFlow), every process calls this with the same
-    arguments; each trains on its slice of every batch and process 0 alone writes the run directory.
+    ``resume`` continues the run in ``out`` with the spec recorded there, changed by the ``options`` the caller
+    set (:data:`~stereodeploy.config.RUN_OPTIONS` names, e.g. ``{"--epochs"}``; None: every option, read from
+    ``spec``): what may change is honoured and logged (``--epochs 20`` extends the run to 20 epochs), what may
+    not is a usage error naming the option. The data must rebuild the very same examples.
+
+    Launched by a framework's distributed launcher (its record's ``process``), every process calls this with the
+    same arguments; each trains on its slice of every batch and process 0 alone writes the run directory.
     """
     from stereodeploy.train.distributed import process_for
     from stereodeploy.train.loop import train
-    from stereodeploy.util.threads import configure_threads
+    from stereodeploy.util.threads import configure_threads, thread_report
 
     out = Path(out)
-    proc = process_for(framework)
+    fw = frameworks.get(spec.framework)
+    fw.require("train")  # before any data is read
+    proc = process_for(spec.framework)
     if proc.rank != 0:
         log.setLevel(logging.ERROR)  # logs come from process 0
+    saved: dict[str, Any] = {}
     if resume:
-        saved = read_run_config(out, required=False)
-        if not saved:
-            raise UserError(not_resumable(framework, out))
-        if saved.get("framework") != framework:
-            raise UserError(f"{out} is a {saved.get('framework')} run, not {framework}: resume it with "
-                            f"`{resume_command(saved.get('framework'), out)}`")
-        network = from_dict(NetworkConfig, saved["network"])
-        sampler = from_dict(SamplerConfig, saved["sampler"])
-        cfg = from_dict(TrainConfig, saved["train"])
-        if device is not None:
-            cfg = replace(cfg, device=device)
+        spec, saved = _resumed_spec(spec, out, options)
     elif out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file: give a folder for the run with --out")
     elif out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UsageError(f"{out} exists and is not empty: choose another --out, pass --overwrite, or continue "
-                             f"it with `{resume_command(framework, out)}`")
+                             f"it with `{resume_command(spec.framework, out)}`")
         if proc.rank == 0:
             clear_run(out)  # a new run must not leave the old one's checkpoint to be resumed or exported
+    if samples is None:
+        spec, samples = _read_data(spec, out, resume)
+    if validation is None:
+        spec = replace(spec, validation=tuple(str(Path(p).resolve()) for p in spec.validation))
+        validation = [s for p in spec.validation for s in load_samples([p]) if s.disp is not None]
     try:
-        thread_settings = configure_threads(threads, frameworks=[framework])
+        thread_settings = configure_threads(spec.threads, frameworks=[spec.framework])
     except ImportError:  # make_stepper says what to install
-        thread_settings = configure_threads(threads)
-    index, summary = build_index(samples, network.patch_size, sampler)
-    summary["sources"] = list(data_sources)
-    summary.update(data_options or {})
+        thread_settings = configure_threads(spec.threads)
+    index, summary = build_index(samples, spec.network.patch_size, spec.sampler)
     if resume:
         old = saved.get("data", {})
         if old.get("frames") != summary["frames"] or saved.get("examples") != len(index):
@@ -124,57 +119,49 @@ def train_run(framework: str, samples: Sequence[Any], out: Path, network: Networ
                             f"({len(summary['frames'])} frames / {len(index)} examples now, "
                             f"{len(old.get('frames', []))} / {saved.get('examples')} then): give the same --data, "
                             "--exclude and --format")
-    stepper = make_stepper(framework, network, cfg, weights if weights is not None else init_weights(network, cfg.seed))
-    from stereodeploy.util.threads import thread_report
-
-    return train(stepper, index, network, cfg, out, data_summary=summary, validation=validation,
-                 max_disp=max_disp, resume=resume, progress=progress,
-                 run_info={"threads": {**thread_settings, **thread_report()}})
+    start = weights if weights is not None else init_weights(spec.network, spec.train.seed)
+    stepper = make_stepper(spec.framework, spec.network, spec.train, start)
+    return train(stepper, index, spec, out, data_summary=summary, validation=validation, resume=resume,
+                 progress=progress, run_info={"threads": {**thread_settings, **thread_report()}})
 
 
-def train_from_paths(framework: str, data: Sequence[Path], out: Path, fmt: str | None = None,
-                     exclude: Sequence[str] = (), val: Sequence[Path] = (), *, network: NetworkConfig = NetworkConfig(),
-                     sampler: SamplerConfig = SamplerConfig(), cfg: TrainConfig = TrainConfig(), max_disp: int = 64,
-                     resume: bool = False, overwrite: bool = False, progress: bool = True,
-                     device: str | None = None, threads: int | None = None) -> dict[str, Any]:
-    """`stereodeploy train`: load the datasets at ``data`` and train into ``out``.
+def _resumed_spec(given: RunSpec, out: Path, options: Iterable[str] | None) -> tuple[RunSpec, dict[str, Any]]:
+    """The spec recorded in ``out``, with the given options applied (see :func:`train_run`), and the record."""
+    saved = read_run_config(out, required=False)
+    if not saved:
+        raise UserError(not_resumable(given.framework, out))
+    if saved.get("framework") != given.framework:
+        raise UserError(f"{out} is a {saved.get('framework')} run, not {given.framework}: resume it with "
+                        f"`{resume_command(saved.get('framework'), out)}`")
+    recorded = RunSpec.from_dict(saved)
+    if options is None or "--data" in options:  # a moved dataset: recorded resolved, like a new run's
+        given = replace(given, data=replace(given.data, sources=tuple(str(Path(p).resolve())
+                                                                      for p in given.data.sources)))
+    spec, changes = recorded.resumed(given, options)
+    for change in changes:
+        log.info("resuming %s with %s", out, change)
+    return spec, saved
 
-    Data paths are recorded resolved, so a resume works from any working directory. On ``resume`` the data,
-    exclusions and layout default to the recorded ones; give ``data`` again for a dataset that moved (it must
-    hold the same frames).
-    """
+
+def _read_data(spec: RunSpec, out: Path, resume: bool) -> tuple[RunSpec, list[Any]]:
+    """Load the training frames of ``spec.data`` (sources recorded resolved, so that a resume works from any
+    working directory); the spec with resolved sources, and the frames."""
     from stereodeploy.data.datasets import list_frames
 
-    frameworks.get(framework).require("train")  # before any data is read
-    out = Path(out)
-    if resume:
-        config = read_run_config(out, required=False)
-        if not config:
-            raise UserError(not_resumable(framework, out))
-        saved = config.get("data", {})
-        data = list(data) or [Path(p) for p in saved.get("sources", [])]
-        exclude = list(exclude) or list(saved.get("exclude", []))
-        fmt = fmt or saved.get("format")
-        if not data:
-            raise UsageError(f"cannot resume {out}: no config.json with the data sources there; give --data again")
-        missing = [str(p) for p in data if not Path(p).exists()]
-        if missing:
-            raise UserError(f"the data of {out} is no longer at {', '.join(missing)}: if it moved, give its new "
-                            f"place with `{resume_command(framework, out)} --data NEW_PATH`")
-    elif not data:
+    data = spec.data
+    if not data.sources:
+        if resume:
+            raise UsageError(f"cannot resume {out}: its config.json names no data sources; give --data again")
         raise UsageError("give at least one --data folder (KITTI 2012/2015 or Middlebury layout)")
-    if cfg.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
-    if cfg.max_examples is not None and cfg.max_examples < 1:
-        raise UsageError("--max-examples must be at least 1")
-    data = [Path(p).resolve() for p in data]
-    samples = load_samples(data, fmt, exclude)
-    unknown = sorted(set(exclude) - {f.name for p in data for f in list_frames(p, fmt)})
+    missing = [p for p in data.sources if not Path(p).exists()]
+    if missing and resume:
+        raise UserError(f"the data of {out} is no longer at {', '.join(missing)}: if it moved, give its new "
+                        f"place with `{resume_command(spec.framework, out)} --data NEW_PATH`")
+    sources = [Path(p).resolve() for p in data.sources]
+    spec = replace(spec, data=replace(data, sources=tuple(map(str, sources))))
+    samples = load_samples(sources, data.format, data.exclude)
+    unknown = sorted(set(data.exclude) - {f.name for p in sources for f in list_frames(p, data.format)})
     if unknown:
         raise UsageError(f"--exclude names no frame of the data: {', '.join(unknown)} (names are scene folders or "
                          "KITTI frame names such as 000005_10)")
-    validation = [s for p in val for s in load_samples([p], None) if s.disp is not None]
-    return train_run(framework, samples, out, network=network, sampler=sampler, cfg=cfg, validation=validation,
-                     max_disp=max_disp, data_sources=[str(p) for p in data], progress=progress, resume=resume,
-                     overwrite=overwrite, device=device, threads=threads,
-                     data_options={"exclude": list(exclude), "format": fmt})
+    return spec, samples

@@ -1,9 +1,11 @@
 """The checkpoint and run-directory format (framework-free): what `stereodeploy train` writes and everything reads.
 
-    RUN_DIR/config.json      framework, network, sampler and training configuration, data summary
+    RUN_DIR/config.json      the run's RunSpec (the one record of its options; rewritten when a resume changes
+                             one), the data summary beside the data spec, examples, batches per epoch
     RUN_DIR/metrics.jsonl    one line per epoch: lr, loss, patch accuracy, times, validation error
-    RUN_DIR/summary.json     total, mean epoch and mean step time, examples per second, thread settings
-    RUN_DIR/checkpoint.npz   weights, momentum, epoch and next batch
+    RUN_DIR/summary.json     the TrainingSummary: total, mean epoch and mean step time, examples/s, threads
+    RUN_DIR/checkpoint.npz   weights, momentum, epoch and next batch; the framework version and the frames it was
+                             trained on (for an export of the checkpoint alone)
     RUN_DIR/accuracy.png     patch accuracy (and validation error) per epoch
 
 Checkpoints are plain ``.npz`` archives (arrays plus one JSON string) loaded with ``allow_pickle=False``: loading
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from stereodeploy import __version__
-from stereodeploy.config import NetworkConfig, from_dict
+from stereodeploy.config import NetworkConfig, RunSpec, from_dict
 from stereodeploy.data.io import atomic_write
 from stereodeploy.errors import UserError
 from stereodeploy.nets.weights import Weights
@@ -41,7 +43,7 @@ class Checkpoint:
     epoch: int = 0  # epoch in progress (or next, when batch == 0)
     batch: int = 0  # next batch of that epoch
     progress: dict[str, Any] = field(default_factory=dict)  # partial-epoch sums, run clock
-    meta: dict[str, Any] = field(default_factory=dict)  # train/sampler config, versions
+    meta: dict[str, Any] = field(default_factory=dict)  # framework_version, data (frames trained on)
 
 
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
@@ -101,10 +103,42 @@ def write_json(path: Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def write_run_config(run_dir: Path, config: dict[str, Any]) -> None:
-    """Write RUN_DIR/config.json, stamped with the format version and the package version."""
+def write_run_config(run_dir: Path, spec: RunSpec, data_summary: dict[str, Any], **record: Any) -> None:
+    """Write RUN_DIR/config.json: ``spec`` at the top level, the data summary (frames, examples) beside the data
+    spec under ``data``, and ``record`` (framework version, world size ...), stamped with the format version and
+    the package version."""
+    config = spec.to_dict()
+    config["data"] = {**config["data"], **data_summary}
     write_json(Path(run_dir) / "config.json",
-               {"format_version": FORMAT_VERSION, "stereodeploy": __version__, **config})
+               {"format_version": FORMAT_VERSION, "stereodeploy": __version__, **config, **record})
+
+
+def read_run_spec(run_dir: Path) -> RunSpec:
+    """The :class:`RunSpec` recorded in RUN_DIR/config.json (a UserError when there is none)."""
+    return RunSpec.from_dict(read_run_config(run_dir))
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What a run measured (RUN_DIR/summary.json): Table I's times, the final metrics, where and how it ran."""
+
+    framework: str
+    framework_version: str
+    device: str
+    epochs: int
+    total_seconds: float
+    mean_epoch_seconds: float
+    mean_step_seconds: float
+    examples_per_second: float
+    final_loss: float | None
+    final_accuracy: float | None
+    final_validation_error: float | None
+    world_size: int = 1
+    threads: dict[str, Any] = field(default_factory=dict)  # settings made and counts used (util.threads)
+    load_average_end: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def read_run_config(run_dir: Path, required: bool = True) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Which process of a training job this is, read from the launcher's environment (framework-free).
 
+Each framework record (:mod:`stereodeploy.frameworks`) names the reader of its launcher's convention:
+
 - PyTorch: ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE`` for each process it
   starts (on one node or, through its c10d rendezvous, on several).
 - TensorFlow: ``TF_CONFIG`` holds the cluster (``{"cluster": {"worker": ["host:port", ...]}, "task": {"type":
@@ -77,4 +79,7 @@ def tf_process() -> Process:
 
 
 def process_for(framework: str) -> Process:
-    return tf_process() if framework == "tf" else torch_process()
+    """This process's place in a job of ``framework``, read by the launcher convention its record names."""
+    from stereodeploy.frameworks import get
+
+    return get(framework).load("process")()

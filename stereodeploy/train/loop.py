@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from stereodeploy.config import NetworkConfig, TrainConfig
+from stereodeploy.config import RunSpec
 from stereodeploy.data.io import atomic_write
 from stereodeploy.data.patches import Batch, PatchIndex
-from stereodeploy.errors import UserError
+from stereodeploy.errors import UsageError, UserError
 from stereodeploy.nets.weights import Weights
 from stereodeploy.train.checkpoint import (
     Checkpoint,
+    TrainingSummary,
     load_checkpoint,
     read_metrics,
     resume_command,
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 class Stepper(Protocol):
     """What a framework provides to the shared loop."""
 
-    framework: str  # "torch" or "tf"
+    framework: str  # its key in stereodeploy.frameworks.FRAMEWORKS
     framework_version: str
     device: str
     rank: int  # this process, 0..world-1 (0 and 1 without distribution)
@@ -157,17 +158,19 @@ def rank_slice(examples_per_batch: int, rank: int, world: int) -> tuple[int, int
     return rank * examples_per_batch // world, (rank + 1) * examples_per_batch // world
 
 
-def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: TrainConfig, run_dir: Path,
-          data_summary: dict[str, Any] | None = None, validation: Sequence[Any] = (), max_disp: int = 64,
-          resume: bool = False, progress: bool = True, on_step: Callable[[int, int], None] | None = None,
-          run_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``stepper`` on ``index`` following ``cfg``; returns the summary (also in RUN_DIR/summary.json).
+def train(stepper: Stepper, index: PatchIndex, spec: RunSpec, run_dir: Path, *,
+          data_summary: dict[str, Any] | None = None, validation: Sequence[Any] = (), resume: bool = False,
+          progress: bool = True, on_step: Callable[[int, int], None] | None = None,
+          run_info: dict[str, Any] | None = None) -> TrainingSummary:
+    """Train ``stepper`` on ``index`` following ``spec``; returns the summary (also in RUN_DIR/summary.json).
 
     ``validation`` holds StereoSamples with ground truth: after each epoch the >=3 px error of winner-take-all
-    disparities on them is logged. ``resume`` continues from RUN_DIR/checkpoint.npz. ``run_info`` (thread
-    settings, world size) goes into the summary.
+    disparities (up to ``spec.max_disp``) on them is logged. ``resume`` continues from RUN_DIR/checkpoint.npz up
+    to ``spec.train.epochs`` (more epochs than before extend a finished run). ``run_info`` (thread settings) goes
+    into the summary. RUN_DIR/config.json records ``spec`` (rewritten on resume: it may have changed).
     """
     run_dir = Path(run_dir)
+    network, cfg = spec.network, spec.train
     rank, world = getattr(stepper, "rank", 0), getattr(stepper, "world", 1)
     writer = rank == 0
     per_batch = cfg.examples_per_batch
@@ -180,22 +183,22 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
     start_epoch, start_batch, prog = 0, 0, {}
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoint.npz", framework=stepper.framework)
+        begun = ckpt.epoch + (1 if ckpt.batch else 0)
+        if cfg.epochs < begun:
+            raise UsageError(f"--epochs {cfg.epochs} is fewer than the {begun} epochs {run_dir} has done or begun: "
+                             f"give --epochs {begun} or more to continue it")
         stepper.set_weights(ckpt.weights)
         if ckpt.momentum is not None:
             stepper.set_momentum(ckpt.momentum)
         start_epoch, start_batch, prog = ckpt.epoch, ckpt.batch, dict(ckpt.progress)
         rows = read_metrics(run_dir)[:start_epoch]
-    elif writer:
+    if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(run_dir, {
-            "framework": stepper.framework, "framework_version": stepper.framework_version,
-            "device": stepper.device, "world_size": world,
-            "network": asdict(network), "sampler": asdict(index.config), "train": asdict(cfg),
-            "data": data_summary or {}, "examples": len(index), "batches_per_epoch": n_batches,
-        })
-        write_metrics(run_dir, [])
-    meta = {"train": asdict(cfg), "sampler": asdict(index.config), "data": data_summary or {},
-            "framework_version": stepper.framework_version}
+        write_run_config(run_dir, spec, data_summary or {}, framework_version=stepper.framework_version,
+                         device=stepper.device, world_size=world, examples=len(index), batches_per_epoch=n_batches)
+        if not resume:
+            write_metrics(run_dir, [])
+    meta = {"data": data_summary or {}, "framework_version": stepper.framework_version}
     run_seconds = float(prog.get("run_seconds", 0.0))
     last_save = time.monotonic()
 
@@ -261,7 +264,7 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
                 epoch=epoch, lr=lr, loss=loss_sum / steps, accuracy=acc_sum / steps, steps=steps,
                 examples=steps * per_batch, epoch_seconds=epoch_seconds, step_seconds=step_sum / steps))
             if validation:
-                row["validation_error"] = validation_error(stepper, validation, max_disp)
+                row["validation_error"] = validation_error(stepper, validation, spec.max_disp)
             rows.append(row)
             checkpoint(epoch + 1, 0, {})
             if writer:
@@ -269,13 +272,13 @@ def train(stepper: Stepper, index: PatchIndex, network: NetworkConfig, cfg: Trai
                 plot_metrics(rows, run_dir / "accuracy.png", title=f"MC-CNN fast, {stepper.framework}")
             if stopping and epoch + 1 < cfg.epochs:
                 _interrupted(stop.received, stepper.framework, run_dir, epoch + 1, 0)
-    summary = summarize(rows, run_seconds, per_batch)
-    summary.update(framework=stepper.framework, framework_version=stepper.framework_version, device=stepper.device,
-                   world_size=world, **(run_info or {}))
-    if hasattr(os, "getloadavg"):  # with the start's load in run_info: was the machine busier than its cores?
-        summary["load_average_end"] = round(os.getloadavg()[0], 2)
+    summary = TrainingSummary(
+        framework=stepper.framework, framework_version=stepper.framework_version, device=stepper.device,
+        world_size=world, **summarize(rows, run_seconds, per_batch), **(run_info or {}),
+        # with the start's load in run_info: was the machine busier than its cores?
+        load_average_end=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
     if writer:
-        write_json(run_dir / "summary.json", summary)
+        write_json(run_dir / "summary.json", summary.to_dict())
     return summary
 
 

@@ -1,4 +1,4 @@
-"""CPU thread settings for PyTorch and TensorFlow, chosen once per process and recorded with the results.
+"""CPU thread settings for every framework, chosen once per process and recorded with the results.
 
 PyTorch's OpenMP workers spin while they wait: when more threads run than there are free cores, a training step
 becomes an order of magnitude slower (measured in docs/training.md). The default here therefore never asks for
@@ -6,8 +6,8 @@ more threads than the cores this process may use, shared between the processes o
 (``LOCAL_WORLD_SIZE`` under torchrun), and leaves out the cores that other processes are keeping busy.
 
 No framework is imported here: the settings go into the environment variables the frameworks read when they start
-(``OMP_NUM_THREADS``, ``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``, and ``NUMBA_NUM_THREADS`` for the
-engine's kernels), and a framework that is already loaded is set through its API as well. onnxruntime takes its
+(``OMP_NUM_THREADS``, each framework record's ``thread_env``, and ``NUMBA_NUM_THREADS`` for the engine's kernels),
+and a framework that is already loaded is set through its record's ``set_threads`` as well. onnxruntime takes its
 count per session (``open_backend(threads=...)``).
 """
 
@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-MODULES = {"torch": "torch", "tf": "tensorflow"}
+from stereodeploy.frameworks import FRAMEWORKS
 
 
 def usable_cores() -> int:
@@ -50,10 +50,10 @@ def default_threads(processes_per_node: int | None = None) -> int:
 def configure_threads(n: int | None = None, frameworks: Sequence[str] = ()) -> dict[str, Any]:
     """Use ``n`` threads per framework operation (None: :func:`default_threads`); returns the settings made.
 
-    Call it before the framework runs its first operation: TensorFlow fixes its thread pools then, and PyTorch's
-    inter-op pool can be sized only once. ``frameworks`` ("torch", "tf") are imported here so that their pools
-    are set through their APIs too; frameworks loaded already are set in any case. The returned dict is what
-    reports record.
+    Call it before the framework runs its first operation: some frameworks fix their thread pools then, others can
+    size a pool only once. ``frameworks`` (keys of :data:`~stereodeploy.frameworks.FRAMEWORKS`) are imported here
+    so that their pools are set through their APIs too; frameworks loaded already are set in any case. The returned
+    dict is what reports record.
     """
     if n is not None and n < 1:
         from stereodeploy.errors import UsageError
@@ -62,8 +62,9 @@ def configure_threads(n: int | None = None, frameworks: Sequence[str] = ()) -> d
     chosen = n if n is not None else default_threads()
     inter = 1  # one training or inference step at a time: parallelism lives inside each operation
     os.environ["OMP_NUM_THREADS"] = str(chosen)
-    os.environ["TF_NUM_INTRAOP_THREADS"] = str(chosen)
-    os.environ["TF_NUM_INTEROP_THREADS"] = str(inter)
+    for fw in FRAMEWORKS.values():
+        for variable, pool in fw.thread_env.items():
+            os.environ[variable] = str(chosen if pool == "intra" else inter)
     if "numba" in sys.modules:  # its pool is sized: use at most that many of it from this thread
         import numba
 
@@ -73,38 +74,19 @@ def configure_threads(n: int | None = None, frameworks: Sequence[str] = ()) -> d
     settings: dict[str, Any] = {"threads": chosen, "interop_threads": inter, "source": "option" if n else "default",
                                 "usable_cores": usable_cores(), "load_average": _load()}
     for name in frameworks:
-        importlib.import_module(MODULES[name])
-    if "torch" in sys.modules:
-        import torch
-
-        torch.set_num_threads(chosen)
-        try:
-            torch.set_num_interop_threads(inter)
-        except RuntimeError:  # already sized by earlier parallel work in this process
-            pass
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(chosen)
-            tf.config.threading.set_inter_op_parallelism_threads(inter)
-        except RuntimeError:  # the runtime has started: the pools are fixed (the environment was read then)
-            pass
+        importlib.import_module(FRAMEWORKS[name].version_module)
+    for fw in FRAMEWORKS.values():
+        if fw.loaded():
+            fw.load("set_threads")(chosen, inter)
     return settings
 
 
 def thread_report() -> dict[str, Any]:
-    """The thread counts the loaded frameworks actually use (for summaries; imports nothing)."""
+    """The thread counts the loaded frameworks actually use (for summaries; imports no framework)."""
     out: dict[str, Any] = {"usable_cores": usable_cores(), "load_average": _load()}
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        out["torch"] = {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
-    if "tensorflow" in sys.modules:
-        tf = sys.modules["tensorflow"]
-        out["tf"] = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads()
-                     or int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0") or 0),
-                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads()
-                     or int(os.environ.get("TF_NUM_INTEROP_THREADS", "0") or 0)}
+    for fw in FRAMEWORKS.values():
+        if fw.loaded():
+            out[fw.key] = fw.load("thread_counts")()
     return out
 
 
