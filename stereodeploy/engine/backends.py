@@ -17,7 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from stereodeploy.contract import INPUT_NAME, OUTPUT_NAME, ModelMeta, load_onnx, read_meta
+from stereodeploy.contract import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelMeta,
+    check_model_path,
+    load_onnx,
+    read_meta,
+    session_meta,
+    unreadable,
+)
 from stereodeploy.engine.matching import cost_volume, wta_from_features
 from stereodeploy.errors import UsageError, UserError
 
@@ -81,13 +90,7 @@ class OnnxBackend(Backend):
     def __init__(self, path: Path | str, provider: str = "cpu", threads: int = 0):
         import onnxruntime as ort
 
-        path = Path(path)
-        proto = load_onnx(path)
-        self.meta = read_meta(proto, str(path))
-        inputs, outputs = proto.graph.input, proto.graph.output
-        if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
-            raise UserError(f"{path} does not have the stereodeploy contract (one input '{INPUT_NAME}', one output "
-                            f"'{OUTPUT_NAME}'): export it with `stereodeploy export`")
+        path = check_model_path(path)
         providers = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
         if provider not in providers:
             raise UsageError(f"unknown provider {provider!r}: use cpu or cuda")
@@ -99,14 +102,23 @@ class OnnxBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
+        # One session, straight from the file; its metadata and signature are checked before it is ever run. (No
+        # `onnx` here: importing it costs over a second, most of it ml_dtypes, for nothing onnxruntime cannot say.)
         try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers[provider])
+            self.session = ort.InferenceSession(str(path), options, providers=providers[provider])
         except Exception as exc:  # noqa: BLE001
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "INVALID_PROTOBUF" in text or type(exc).__name__ == "InvalidProtobuf":
+                raise unreadable(path, exc) from None
             if "opset" in text.lower():
                 raise UserError(f"{path} needs an ONNX opset this onnxruntime {ort.__version__} lacks: upgrade "
                                 "onnxruntime or export with an older opset") from None
             raise UserError(f"onnxruntime cannot load {path}: {text}") from None
+        self.meta = session_meta(self.session, str(path))
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+            raise UserError(f"{path} does not have the stereodeploy contract (one input '{INPUT_NAME}', one output "
+                            f"'{OUTPUT_NAME}'): export it with `stereodeploy export`")
         active = self.session.get_providers()
         if provider == "cuda" and active[0] != "CUDAExecutionProvider":
             raise UserError(f"the CUDA provider did not start (active: {', '.join(active)}): check the CUDA and "
