@@ -118,3 +118,12 @@ class MatchConfig:
             return cls(max_disp=max_disp, sgm=True, lr_check=True, subpixel=True, median=True, bilateral=True,
                        sgm_params=tuple((sgm_params or {}).items()))
         raise ValueError(f"postprocess must be 'none' or 'full', not {postprocess!r}")
+
+
+def check_max_disp(max_disp: int, width: int) -> None:
+    """UsageError unless ``1 <= max_disp <= width - 1`` (here, not beside the numba kernels, so that a matcher
+    checks its input without waiting for numba to import)."""
+    from stereodeploy.errors import UsageError
+
+    if max_disp <= 0 or max_disp >= width:
+        raise UsageError(f"max disparity must be in [1, image width - 1] = [1, {width - 1}], got {max_disp}")

@@ -5,7 +5,8 @@ exported ONNX file, so the matching code after it is shared. ``features_pair`` r
 
 A backend also offers the two matching entry points the matcher uses, :meth:`Backend.wta` and
 :meth:`Backend.cost_volume`. By default they bring the features to the host and call the shared numba code of
-:mod:`stereodeploy.engine.matching`; the torch backend on a CUDA device overrides them to keep the cost volume and
+:mod:`stereodeploy.engine.matching`, imported only then (numba's import is a third of a second that a matcher
+spends in a thread while the network runs); the torch backend on a CUDA device overrides them to keep the cost volume and
 winner-take-all on the device (:mod:`stereodeploy.engine.torch_backend`).
 """
 
@@ -27,7 +28,6 @@ from stereodeploy.contract import (
     session_meta,
     unreadable,
 )
-from stereodeploy.engine.matching import cost_volume, wta_from_features
 from stereodeploy.errors import UsageError, UserError
 
 
@@ -61,6 +61,8 @@ class Backend(ABC):
         t0 = time.perf_counter()
         fl, fr = self.features_pair(left, right)
         t1 = time.perf_counter()
+        from stereodeploy.engine.matching import wta_from_features  # numba: imported once the features are done
+
         disp = wta_from_features(fl, fr, max_disp)
         timings["features"] = t1 - t0
         timings["matching"] = time.perf_counter() - t1
@@ -76,6 +78,8 @@ class Backend(ABC):
         t0 = time.perf_counter()
         fl, fr = self.features_pair(left, right, release=True)  # post-processing needs the memory
         t1 = time.perf_counter()
+        from stereodeploy.engine.matching import cost_volume
+
         cost = cost_volume(fl, fr, max_disp, out)
         timings["features"] = t1 - t0
         timings["cost_volume"] = time.perf_counter() - t1

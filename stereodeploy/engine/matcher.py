@@ -17,6 +17,7 @@ concurrent launches (the ``omp`` and ``tbb`` layers can).
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -26,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stereodeploy.config import MatchConfig
+from stereodeploy.config import MatchConfig, check_max_disp
 from stereodeploy.data.preprocess import to_gray
 from stereodeploy.engine.backends import Backend, open_backend
-from stereodeploy.engine.matching import check_max_disp
 from stereodeploy.errors import UsageError, UserError
 
 # numba's threading layer is one per process, so the guard of the one layer that is not thread-safe is too.
@@ -37,9 +37,13 @@ _WORKQUEUE_LOCK = threading.Lock()
 
 
 def _numba_guard() -> contextlib.AbstractContextManager[object]:
-    """A lock while numba's layer is unknown (the first launch picks it) or is ``workqueue``; else nothing."""
-    import numba
+    """A lock while numba's layer is unknown (the first launch picks it) or is ``workqueue``; else nothing.
 
+    Does not import numba: while it is not imported (or the kernel loader is still importing it), no layer has
+    been picked, and waiting for the import here would hold the features back."""
+    numba = sys.modules.get("numba")
+    if numba is None or not hasattr(numba, "threading_layer"):
+        return _WORKQUEUE_LOCK
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet
@@ -69,6 +73,7 @@ class StereoMatcher:
         self.patch_size = backend.meta.patch_size
         self._local = threading.local()  # per thread: the volumes of post-processing, kept between calls
         self._loader: threading.Thread | None = None
+        self._load_kernels()
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
         """An array of ``shape`` owned by the calling thread, reused while the shape stays the same."""
@@ -130,18 +135,20 @@ class StereoMatcher:
         return any((cfg.sgm, cfg.lr_check, cfg.subpixel, cfg.median, cfg.bilateral))
 
     def _load_kernels(self) -> None:
-        """Load the numba kernels this matcher runs, in a thread, while the first pair's features are computed
-        (a fresh process otherwise waits about 0.5 s for them after the features). Once per matcher; a kernel the
-        thread has not loaded yet when it is needed is loaded by the caller, as without this."""
+        """Import numba and load the kernels this matcher runs, in a thread started with the matcher, so that it
+        proceeds while the caller reads images and the first pair's features are computed (a fresh process
+        otherwise waits about 0.7 s of CPU for numba's import and its cached kernels; nothing here imports numba
+        before the features are done). Once per matcher; a kernel the thread has not loaded yet when it is needed is
+        loaded by the caller, as without this."""
         if self._loader is not None:
             return
 
         def load() -> None:
-            from stereodeploy.engine import matching
-
             # only a head start: whatever fails here, the call that needs a kernel loads it itself and says why
             with contextlib.suppress(Exception):
-                matching.load_kernels()
+                from stereodeploy.engine import matching
+
+                matching.load_kernels(volume=self.postprocessing)
                 if self.postprocessing:
                     from stereodeploy.engine.postprocess import load_kernels
 
@@ -155,7 +162,6 @@ class StereoMatcher:
         if not self.postprocessing:
             left, right = np.asarray(left), np.asarray(right)
             self._check(left, right)
-            self._load_kernels()
             t0 = time.perf_counter()
             timings: dict[str, float] = {}
             with _numba_guard():
@@ -199,7 +205,6 @@ class StereoMatcher:
         """Features and the cost volume of one pair, into the calling thread's volume ``slot``."""
         left, right = np.asarray(left), np.asarray(right)
         self._check(left, right)
-        self._load_kernels()
         cfg = self.config
         t0 = time.perf_counter()
         gl, gr = to_gray(left), to_gray(right)
