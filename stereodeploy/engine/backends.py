@@ -139,7 +139,18 @@ class OnnxBackend(Backend):
         self.path = path
 
     def features_batch(self, images: np.ndarray, release: bool = False) -> np.ndarray:
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: images}, self._release if release else None)[0]
+        if not release or self.device != "cpu":
+            return self.session.run([OUTPUT_NAME], {INPUT_NAME: images}, self._release if release else None)[0]
+        # The output goes into an array numpy owns: onnxruntime's own output would sit in the arena, which then
+        # cannot hand that block back, so the 238 MB of a KITTI pair's features would stay resident through the
+        # whole post-processing after the array is dropped (peak RSS of a full run 1.57 -> 1.35 GB).
+        n, _, h, w = images.shape
+        out = np.empty((n, self.meta.network.maps, h, w), dtype=np.float32)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(images, dtype=np.float32))
+        binding.bind_output(OUTPUT_NAME, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        self.session.run_with_iobinding(binding, self._release)
+        return out
 
 
 def load_weights(path: Path) -> tuple[ModelMeta, list[tuple[np.ndarray, np.ndarray]]]:
