@@ -22,7 +22,7 @@ HEAVY = ("onnx", "scipy", "ml_dtypes", "torch", "tensorflow")
 # still compiles np.dot (it imports scipy itself then) after the kernel loader refused scipy to its own thread.
 _CHILD = """
 import json, os, runpy, sys
-sys.argv = ['stereodeploy', 'infer', *sys.argv[1:]]
+sys.argv = ['stereodeploy', *sys.argv[1:]]
 try:
     runpy.run_module('stereodeploy', run_name='__main__')
 except SystemExit as exc:
@@ -36,26 +36,40 @@ print(json.dumps({'loaded': loaded}))
 """
 
 
-def _infer_modules(model: Path, scene: Path, out: Path, postprocess: str, check_dot: bool = False) -> set[str]:
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(out), "OMP_NUM_THREADS": "1",
+def _modules_after(command: list[object], home: Path, check_dot: bool = False) -> set[str]:
+    """The top-level packages a `stereodeploy COMMAND` process has loaded when it is done."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home), "OMP_NUM_THREADS": "1",
            "CHECK_DOT": "1" if check_dot else ""}
-    run = subprocess.run([sys.executable, "-c", _CHILD, str(scene / "im0.png"), str(scene / "im1.png"), "--model",
-                          str(model), "--max-disp", "12", "--postprocess", postprocess, "--out", str(out)],
-                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    run = subprocess.run([sys.executable, "-c", _CHILD, *map(str, command)], env=env, capture_output=True, text=True,
+                         timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert (out / "im0_disp.pfm").is_file()
     return set(json.loads(run.stdout.strip().splitlines()[-1])["loaded"])
 
 
+def _infer(model: Path, scene: Path, out: Path, postprocess: str) -> list[object]:
+    return ["infer", scene / "im0.png", scene / "im1.png", "--model", model, "--max-disp", 12, "--postprocess",
+            postprocess, "--out", out]
+
+
 def test_one_pair_wta_infer_loads_neither_onnx_nor_scipy_nor_a_framework(model_file, synthetic_dataset, tmp_path):
-    loaded = _infer_modules(model_file, synthetic_dataset / "scene0", tmp_path, "none")
+    loaded = _modules_after(_infer(model_file, synthetic_dataset / "scene0", tmp_path, "none"), tmp_path)
+    assert (tmp_path / "im0_disp.pfm").is_file()
     assert "onnxruntime" in loaded and "numba" in loaded  # the check sees what it should
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_evaluate_loads_neither_onnx_nor_scipy_nor_a_framework(model_file, synthetic_dataset, tmp_path):
+    loaded = _modules_after(["evaluate", "--data", synthetic_dataset, "--model", model_file, "--json",
+                             tmp_path / "out.json", "--no-progress"], tmp_path)
+    assert json.loads((tmp_path / "out.json").read_text())["images"]
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
 @pytest.mark.slow
 def test_one_pair_full_infer_loads_neither_onnx_nor_scipy_nor_a_framework(model_file, synthetic_dataset, tmp_path):
-    loaded = _infer_modules(model_file, synthetic_dataset / "scene0", tmp_path, "full", check_dot=True)
+    loaded = _modules_after(_infer(model_file, synthetic_dataset / "scene0", tmp_path, "full"), tmp_path,
+                            check_dot=True)
+    assert (tmp_path / "im0_disp.pfm").is_file()
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
