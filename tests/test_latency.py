@@ -129,6 +129,9 @@ def test_a_wta_matcher_loads_only_the_wta_kernel_and_matches_as_before(model_fil
     backend = OnnxBackend(model_file)
     matcher = StereoMatcher(backend, MatchConfig(max_disp=12))
     matcher._loader.join()
+    from stereodeploy.engine.matcher import _RefuseInThread
+
+    assert not any(isinstance(f, _RefuseInThread) for f in sys.meta_path)  # the refusal ends with the loader
     s = synthetic_pair(height=40, width=64, max_disp=10, seed=3)
     disp = matcher(s.left, s.right)
     from stereodeploy.data.preprocess import to_gray

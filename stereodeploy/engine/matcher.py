@@ -73,12 +73,13 @@ def _import_numba_without_scipy() -> None:
     if "scipy" in sys.modules:
         return
     refuse = _RefuseInThread("scipy", threading.get_ident())
-    sys.meta_path.insert(0, refuse)
+    # new lists, not edits in place: another thread's import may be walking the old one
+    sys.meta_path = [refuse, *sys.meta_path]
     try:
         import numba  # noqa: F401
         from numba.np import arraymath  # noqa: F401
     finally:
-        sys.meta_path.remove(refuse)
+        sys.meta_path = [finder for finder in sys.meta_path if finder is not refuse]
 
 
 @dataclass
