@@ -271,3 +271,10 @@ class MatchConfig:
         full = postprocess == "full"
         return cls(max_disp=max_disp, sgm=full, lr_check=full, subpixel=full, median=full, bilateral=full,
                    sgm_preset=sgm_preset, overrides=tuple((overrides or {}).items()))
+
+
+def check_max_disp(max_disp: int, width: int) -> None:
+    """UsageError unless ``1 <= max_disp <= width - 1`` (here, not beside the numba kernels, so that a matcher
+    checks its input without waiting for numba to import)."""
+    if max_disp <= 0 or max_disp >= width:
+        raise UsageError(f"max disparity must be in [1, image width - 1] = [1, {width - 1}], got {max_disp}")

@@ -82,10 +82,8 @@ class ModelMeta:
             raise UserError(f"{where} has damaged stereodeploy metadata ({exc}): export it again") from None
 
 
-def load_onnx(path: Path | str, what: str = "model file") -> Any:
-    """An ONNX file as an onnx.ModelProto; a missing or unreadable file is a UserError in one line."""
-    import onnx
-
+def check_model_path(path: Path | str, what: str = "model file") -> Path:
+    """``path`` as a Path if it is a file; a folder or a missing file is a UserError in one line."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder, not an ONNX file: for a training run, export it with `stereodeploy "
@@ -93,10 +91,47 @@ def load_onnx(path: Path | str, what: str = "model file") -> Any:
                         f"{'|'.join(FRAMEWORKS)}")
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist: give an ONNX file written by `stereodeploy export`")
+    return path
+
+
+def unreadable(path: Path | str, exc: BaseException) -> UserError:
+    """The one-line error for a file no ONNX reader can parse."""
+    return UserError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export the model again")
+
+
+def load_onnx(path: Path | str, what: str = "model file") -> Any:
+    """An ONNX file as an onnx.ModelProto; a missing or unreadable file is a UserError in one line.
+
+    For the exporters: the engine reads a model through onnxruntime instead (:func:`session_meta`), which spares it
+    the ``onnx`` package's import (over a second, most of it ``ml_dtypes``).
+    """
+    import onnx
+
+    path = check_model_path(path, what)
     try:
         return onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's problem, in one line
-        raise UserError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export the model again") from None
+        raise unreadable(path, exc) from None
+
+
+def session_meta(session: Any, where: str = "model") -> ModelMeta:
+    """The :class:`ModelMeta` of the file an ``onnxruntime.InferenceSession`` runs (its ``metadata_props``)."""
+    return ModelMeta.from_props(dict(session.get_modelmeta().custom_metadata_map), where)
+
+
+def read_file_meta(path: Path | str) -> tuple[ModelMeta, dict[str, str]]:
+    """The :class:`ModelMeta` and the raw metadata of an ONNX file, read through onnxruntime (no ``onnx``)."""
+    import onnxruntime as ort
+
+    path = check_model_path(path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only the metadata is wanted
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise unreadable(path, exc) from None
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    return ModelMeta.from_props(props, str(path)), props
 
 
 def set_meta(model: Any, meta: ModelMeta) -> None:

@@ -18,6 +18,7 @@ concurrent launches (the ``omp`` and ``tbb`` layers can).
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -28,10 +29,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stereodeploy.config import MatchConfig
+from stereodeploy.config import MatchConfig, check_max_disp
 from stereodeploy.data.preprocess import to_gray
 from stereodeploy.engine.backends import Backend, open_backend
-from stereodeploy.engine.matching import check_max_disp
 from stereodeploy.engine.spec import DEFAULT_PRESET
 from stereodeploy.errors import UsageError, UserError
 
@@ -44,14 +44,49 @@ _WORKQUEUE_LOCK = threading.Lock()
 
 
 def _numba_guard() -> contextlib.AbstractContextManager[object]:
-    """A lock while numba's layer is unknown (the first launch picks it) or is ``workqueue``; else nothing."""
-    import numba
+    """A lock while numba's layer is unknown (the first launch picks it) or is ``workqueue``; else nothing.
 
+    Does not import numba: while it is not imported (or the kernel loader is still importing it), no layer has
+    been picked, and waiting for the import here would hold the features back."""
+    numba = sys.modules.get("numba")
+    if numba is None or not hasattr(numba, "threading_layer"):
+        return _WORKQUEUE_LOCK
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet
         return _WORKQUEUE_LOCK
     return _WORKQUEUE_LOCK if layer == "workqueue" else contextlib.nullcontext()
+
+
+class _RefuseInThread:
+    """A meta path finder that makes importing ``package`` (and its modules) fail in one thread only."""
+
+    def __init__(self, package: str, thread: int):
+        self.package, self.thread = package, thread
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.partition(".")[0] == self.package and threading.get_ident() == self.thread:
+            raise ModuleNotFoundError(f"{name} is not imported by stereodeploy's kernel loader", name=name)
+
+
+def _import_numba_without_scipy() -> None:
+    """Import numba and the module its first kernel load imports, refusing scipy to this thread meanwhile.
+
+    numba imports scipy only to check its version and whether BLAS is there for ``np.correlate`` and
+    ``np.convolve`` in compiled code, neither of which the engine uses: 0.3 s of CPU on a quiet machine (scipy.linalg),
+    over 1 s on a busy one. Other threads import scipy as usual, and ``np.dot`` and friends still import it when
+    something compiles them. Nothing is refused where scipy is already imported.
+    """
+    if "scipy" in sys.modules:
+        return
+    refuse = _RefuseInThread("scipy", threading.get_ident())
+    # new lists, not edits in place: another thread's import may be walking the old one
+    sys.meta_path = [refuse, *sys.meta_path]
+    try:
+        import numba  # noqa: F401
+        from numba.np import arraymath  # noqa: F401
+    finally:
+        sys.meta_path = [finder for finder in sys.meta_path if finder is not refuse]
 
 
 @dataclass(frozen=True)
@@ -124,6 +159,7 @@ class StereoMatcher:
         self.patch_size = backend.meta.patch_size
         self._local = threading.local()  # per thread: the volumes of post-processing, kept between calls
         self._loader: threading.Thread | None = None
+        self._load_kernels()
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
         """An array of ``shape`` owned by the calling thread, reused while the shape stays the same."""
@@ -191,18 +227,21 @@ class StereoMatcher:
         return any((cfg.sgm, cfg.lr_check, cfg.subpixel, cfg.median, cfg.bilateral))
 
     def _load_kernels(self) -> None:
-        """Load the numba kernels this matcher runs, in a thread, while the first pair's features are computed
-        (a fresh process otherwise waits about 0.5 s for them after the features). Once per matcher; a kernel the
-        thread has not loaded yet when it is needed is loaded by the caller, as without this."""
+        """Import numba and load the kernels this matcher runs, in a thread started with the matcher, so that it
+        proceeds while the caller reads images and the first pair's features are computed (a fresh process
+        otherwise waits about 0.7 s of CPU for numba's import and its cached kernels; nothing here imports numba
+        before the features are done). Once per matcher; a kernel the thread has not loaded yet when it is needed is
+        loaded by the caller, as without this."""
         if self._loader is not None:
             return
 
         def load() -> None:
-            from stereodeploy.engine import matching
-
             # only a head start: whatever fails here, the call that needs a kernel loads it itself and says why
             with contextlib.suppress(Exception):
-                matching.load_kernels()
+                _import_numba_without_scipy()
+                from stereodeploy.engine import matching
+
+                matching.load_kernels(volume=self.postprocessing)
                 if self.postprocessing:
                     from stereodeploy.engine.postprocess import load_kernels
 
@@ -216,7 +255,6 @@ class StereoMatcher:
         if not self.postprocessing and not self.confidence:
             left, right = np.asarray(left), np.asarray(right)
             self._check(left, right)
-            self._load_kernels()
             t0 = time.perf_counter()
             timings: dict[str, float] = {}
             with _numba_guard():
@@ -261,7 +299,6 @@ class StereoMatcher:
         """Features and the cost volume of one pair, into the calling thread's volume ``slot``."""
         left, right = np.asarray(left), np.asarray(right)
         self._check(left, right)
-        self._load_kernels()
         cfg = self.config
         t0 = time.perf_counter()
         gl, gr = to_gray(left), to_gray(right)

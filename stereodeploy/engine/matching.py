@@ -27,6 +27,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from stereodeploy.config import check_max_disp  # used below; the engine has always imported it from here
 from stereodeploy.engine.spec import INVALID_COST
 
 COST_SCALE = 32767.5
@@ -298,14 +299,6 @@ def _argmin_kernel(cost: np.ndarray, shift: int, out: np.ndarray) -> None:  # pr
 
 
 # ---------------------------------------------------------------------------------------------- public API
-def check_max_disp(max_disp: int, width: int) -> None:
-    """UsageError unless ``1 <= max_disp <= width - 1``."""
-    from stereodeploy.errors import UsageError
-
-    if max_disp <= 0 or max_disp >= width:
-        raise UsageError(f"max disparity must be in [1, image width - 1] = [1, {width - 1}], got {max_disp}")
-
-
 def _pair(fl: np.ndarray, fr: np.ndarray, max_disp: int) -> tuple[np.ndarray, np.ndarray]:
     if fl.ndim != 3 or fl.shape != fr.shape:
         raise ValueError(f"features must be two (C, H, W) arrays of one shape, got {fl.shape} and {fr.shape}")
@@ -371,16 +364,18 @@ def winner_take_all(cost: np.ndarray, derived_right: bool = False) -> np.ndarray
     return out.astype(np.float32)
 
 
-def load_kernels() -> None:
+def load_kernels(volume: bool = True) -> None:
     """Load this module's kernels from numba's cache (or compile them) without running them, for the argument
     types the engine passes: a caller may do this in a thread while the network computes features, so that the
-    first pair does not wait for it afterwards (about 0.5 s in a fresh process)."""
+    first pair does not wait for it afterwards (about 0.5 s in a fresh process). ``volume=False``: only the
+    winner-take-all kernel (what a matcher without post-processing runs)."""
     from numba import typeof
 
     f = np.zeros((1, 1, 2), dtype=np.float32)
     i32 = np.zeros((1, 2), dtype=np.int32)
-    volume = row_major_volume(1, 1, 2)
-    flat16 = np.zeros(2, dtype=np.uint16)
-    for kernel, args in ((_wta_kernel, (f, f, 1, i32)), (_volume_kernel, (f, f, 1, flat16, 1, 1)),
-                         (_argmin_kernel, (volume, 1, i32)), (_argmin_kernel, (f, 1, i32))):
+    todo: list[tuple] = [(_wta_kernel, (f, f, 1, i32))]
+    if volume:
+        todo += [(_volume_kernel, (f, f, 1, np.zeros(2, dtype=np.uint16), 1, 1)),
+                 (_argmin_kernel, (row_major_volume(1, 1, 2), 1, i32)), (_argmin_kernel, (f, 1, i32))]
+    for kernel, args in todo:
         kernel.compile(tuple(typeof(a) for a in args))

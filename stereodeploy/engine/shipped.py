@@ -44,11 +44,9 @@ class ShippedModel:
 def _describe(path: Path, default: Path) -> ShippedModel:
     import json
 
-    from stereodeploy.contract import load_onnx, read_meta
+    from stereodeploy.contract import read_file_meta
 
-    proto = load_onnx(path)
-    meta = read_meta(proto, str(path))
-    props = {p.key: p.value for p in proto.metadata_props}
+    meta, props = read_file_meta(path)
     quant = json.loads(props["stereodeploy.quantization"]).get("scheme", "int8") \
         if "stereodeploy.quantization" in props else ""
     n = meta.network
