@@ -7,6 +7,8 @@ Contract of the file (``stereodeploy.format = matcher/2`` in ``metadata_props`` 
     inputs   left, right   uint8 (H, W, C): C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA (alpha ignored); one
                            rectified pair of one size; W > max_disp; H, W >= the network's patch (9)
     output   disparity     float32 (H, W) disparity of the left image in pixels, 0..max_disp-1, dense
+             valid         (full only) uint8 (H, W): 1 where the winner passed the left-right check, 0 where filled
+             confidence    (full only) float32 (H, W) in [0, 1]: 1 - C(d1) / C2 of SGM's costs, 0 where not valid
 
 Gray is BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` inside the graph (as :func:`stereodeploy.data.preprocess.to_gray`); the
 feature model normalises each image by its own mean and variance, so the scale of the input does not matter.
@@ -15,7 +17,8 @@ Inputs the engine refuses fail inside the graph, in a node whose name says what 
 
 ``postprocess='none'``: winner-take-all, equal to the engine's up to ties. ``'full'``: MC-CNN's post-processing
 (SGM with the preset's adaptive penalties, left-right check on the right view's volume, occlusion and mismatch
-filling, subpixel, 5 x 5 median, bilateral), built by :mod:`stereodeploy.deploy.onnx_pipeline`. ``max_disp`` is fixed
+filling, subpixel, 5 x 5 median, bilateral), built by :mod:`stereodeploy.deploy.onnx_pipeline`, in horizontal
+strips so that its peak memory grows with the image's width rather than its area (:data:`STRIP_ROWS`). ``max_disp`` is fixed
 at export time (``stereodeploy.max_disp``); the feature model's own metadata is kept alongside.
 
 It runs without stereodeploy installed::
