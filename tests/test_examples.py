@@ -284,3 +284,42 @@ def test_cpp_example_says_what_is_wrong(scene, matcher_file, cpp_match, tmp_path
                          text=True, timeout=300)
     assert run.returncode == 1 and f"image width must be greater than the max disparity {MAX_DISP}" in run.stderr
     assert not (tmp_path / "d.pfm").exists()
+
+
+@pytest.mark.slow
+def test_browser_page_runs_a_kitti_frame_at_228_disparities(shared_data, tmp_path):
+    """Issue 21's bar: the full pipeline at 228 disparities on a 1242 x 375 KITTI frame fits WebAssembly's 4 GiB
+    (in strips; the whole image at once needed more), and agrees with the engine there."""
+    from stereodeploy.data.datasets import list_frames, load_frame
+    from stereodeploy.data.io import read_pfm
+    from stereodeploy.deploy.export_matcher import export_matcher
+    from stereodeploy.deploy.serve import make_server
+    from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.engine.shipped import default_model_path
+    from stereodeploy.study.evaluate import error_rate
+
+    node, chromium = shutil.which("node"), shutil.which("chromium")
+    require(node is not None, "node")
+    require(chromium is not None, "chromium (Debian package)")
+    require((EXAMPLES / "web" / "node_modules" / "puppeteer-core").is_dir(), "examples/web/node_modules")
+    frame = list_frames(shared_data / "kitti2015")[0]
+    sample = load_frame(frame)
+    model = export_matcher(None, tmp_path / "kitti.onnx", max_disp=228, postprocess="full", preset="kitti2015").path
+    server = make_server(0, model)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = tmp_path / "disp.pfm"
+        run = subprocess.run([node, str(EXAMPLES / "web" / "test" / "drive.mjs"), "--chromium", chromium,
+                              "--url", f"http://127.0.0.1:{server.server_address[1]}/", "--left", str(frame.left),
+                              "--right", str(frame.right), "--out", str(out), "--timeout", "1500"],
+                             check=False, capture_output=True, text=True, timeout=1600)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1])["status"].startswith("1242x375: ")
+    ours = read_pfm(out)
+    engine = StereoMatcher.from_file(default_model_path(), max_disp=228, postprocess="full",
+                                     sgm_preset="kitti2015")(sample.left, sample.right)
+    assert abs(error_rate(ours, sample.disp) - error_rate(engine, sample.disp)) <= 0.3
+    assert np.mean(np.abs(ours - engine) > 0.5) < 0.05
