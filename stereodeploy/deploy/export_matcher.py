@@ -370,7 +370,7 @@ def peak_model(max_disp: int, postprocess: str, strips: Any) -> tuple[int, int, 
     return fixed, 4 * max_disp + 700, 30 * max_disp * (strips.rows + 2 * strips.overlap)
 
 
-RUNTIME_MEMORY = {"wasm": 4 * 2**30}  # onnxruntime-web: 32-bit WebAssembly addresses 4 GiB
+WASM_BYTES = 4 * 2**30  # onnxruntime-web: 32-bit WebAssembly addresses 4 GiB
 
 
 def memory_props(max_disp: int, postprocess: str, strips: Any) -> dict[str, str]:
@@ -378,7 +378,7 @@ def memory_props(max_disp: int, postprocess: str, strips: Any) -> dict[str, str]
     onnxruntime-web's 4 GiB and a few native memory sizes, as metadata for clients to check an input before they
     run it."""
     fixed, per_pixel, per_column = peak_model(max_disp, postprocess, strips)
-    limits = dict(RUNTIME_MEMORY) | {f"native {gb} GiB": gb * 2**30 for gb in (2, 4, 8, 16)}
+    limits = {"wasm": WASM_BYTES} | {f"native {gb} GiB": gb * 2**30 for gb in (2, 4, 8, 16)}
 
     def largest(budget: int, aspect: float) -> str:  # W = aspect H: per_pixel aspect H^2 + per_column aspect H
         a, b, c = per_pixel * aspect, per_column * aspect, fixed - budget
