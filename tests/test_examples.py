@@ -1,8 +1,11 @@
-"""The example clients in other languages, run for real: the Node.js example (onnxruntime-node) and the browser
-page (onnxruntime-web in headless Chromium), each on a real pair, against the Python engine's full pipeline.
+"""The example clients in other languages, run for real: the Node.js example (onnxruntime-node), the browser
+page (onnxruntime-web in headless Chromium) and the C++ example (onnxruntime's C++ API, built here with CMake),
+each on a real pair, against the Python engine's full pipeline or Python onnxruntime on the same file; and each
+refusing a pair too large for its memory, by the file's sidecar.
 
-They need the npm packages of examples/ and Debian's chromium (``bash examples/install.sh``). Without them the
-tests skip on a developer's machine and fail in CI (``CI`` set), so CI cannot pass without running them.
+They need the npm packages of examples/, Debian's chromium, and for C++ a compiler, CMake, libpng and the headers
+examples/install.sh lays in examples/cpp/onnxruntime (``bash examples/install.sh``). Without them the tests skip
+on a developer's machine and fail in CI (``CI`` set), so CI cannot pass without running them.
 """
 
 from __future__ import annotations
@@ -191,3 +194,142 @@ def test_the_scene_s_description_is_true():
 
     path = default_model_path()
     assert SCENE in read_meta(load_onnx(path), str(path)).training_data["frames"]
+
+
+def test_node_example_refuses_a_pair_too_large_for_its_memory(scene, matcher_file, tmp_path):
+    node = shutil.which("node")
+    require(node is not None, "node")
+    require((EXAMPLES / "node" / "node_modules" / "onnxruntime-node").is_dir(), "examples/node/node_modules")
+    run = subprocess.run([node, str(EXAMPLES / "node" / "match.mjs"), "--model", str(matcher_file), "--left",
+                          str(scene / "im0.png"), "--right", str(scene / "im1.png"), "--out", str(tmp_path / "d.pfm"),
+                          "--max-memory-mb", "100"], check=False, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert "a 384x288 pair needs about 0.30 GiB with this file (max disparity 24), more than the 0.10 GiB allowed: " \
+           "downscale the images or export a file with a smaller --max-disp" in run.stderr
+    assert not (tmp_path / "d.pfm").exists()
+
+
+@pytest.mark.slow
+def test_browser_page_refuses_a_pair_too_large_for_wasm(matcher_file, tmp_path):
+    """3000 x 1800 at 24 disparities needs more than 4 GiB by the sidecar's memory model: refused before running."""
+    from stereodeploy.data.io import write_png
+    from stereodeploy.deploy.serve import make_server
+
+    node, chromium = shutil.which("node"), shutil.which("chromium")
+    require(node is not None, "node")
+    require(chromium is not None, "chromium (Debian package)")
+    require((EXAMPLES / "web" / "node_modules" / "puppeteer-core").is_dir(), "examples/web/node_modules")
+    big = tmp_path / "big.png"
+    write_png(big, np.zeros((1800, 3000, 3), np.uint8))
+    server = make_server(0, matcher_file)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = subprocess.run([node, str(EXAMPLES / "web" / "test" / "drive.mjs"), "--chromium", chromium,
+                              "--url", f"http://127.0.0.1:{server.server_address[1]}/", "--left", str(big),
+                              "--right", str(big), "--out", str(tmp_path / "d.pfm")],
+                             check=False, capture_output=True, text=True, timeout=600)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode != 0
+    assert "a 3000x1800 pair needs about" in run.stderr and "more than the 4 GiB WebAssembly can address" in run.stderr
+    assert not (tmp_path / "d.pfm").exists()
+
+
+CPP = EXAMPLES / "cpp"
+
+
+@pytest.fixture(scope="module")
+def cpp_match(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/cpp built with CMake against what examples/install.sh laid in examples/cpp/onnxruntime."""
+    cmake = shutil.which("cmake")
+    require(cmake is not None and shutil.which("g++") is not None, "cmake and g++")
+    require((CPP / "onnxruntime" / "include" / "onnxruntime_cxx_api.h").is_file(), "examples/cpp/onnxruntime")
+    require((CPP / "onnxruntime" / "lib" / "libonnxruntime.so").exists(), "examples/cpp/onnxruntime/lib")
+    build = tmp_path_factory.mktemp("cpp")
+    for step in ([cmake, "-S", str(CPP), "-B", str(build)], [cmake, "--build", str(build)]):
+        run = subprocess.run(step, check=False, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return build / "match"
+
+
+@pytest.mark.slow
+def test_cpp_example_matches_python(scene, matcher_file, engine_result, cpp_match, tmp_path):
+    """The same file through the C++ API and Python onnxruntime: the same disparity and validity (the two
+    onnxruntime builds may round differently), and the engine's answer within the usual bound."""
+    import onnxruntime as ort
+
+    from stereodeploy.data.io import read_image, read_pfm
+
+    out, valid, conf = tmp_path / "disp.pfm", tmp_path / "valid.pgm", tmp_path / "conf.pfm"
+    run = subprocess.run([str(cpp_match), "--model", str(matcher_file), "--left", str(scene / "im0.png"), "--right",
+                          str(scene / "im1.png"), "--out", str(out), "--valid", str(valid), "--confidence", str(conf)],
+                         check=False, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert f"{out}: 384x288 disparity in" in run.stdout and "% valid" in run.stdout
+    session = ort.InferenceSession(str(matcher_file), providers=["CPUExecutionProvider"])
+    left, right = read_image(scene / "im0.png"), read_image(scene / "im1.png")
+    disp, ok, confidence = session.run(["disparity", "valid", "confidence"], {"left": left, "right": right})
+    assert np.mean(np.abs(read_pfm(out) - disp) > 0.5) < 0.005
+    pgm = valid.read_bytes()
+    assert pgm.startswith(b"P5\n384 288\n255\n")
+    assert np.mean((np.frombuffer(pgm[-384 * 288:], np.uint8).reshape(288, 384) > 0) != (ok > 0)) < 0.005
+    assert np.mean(np.abs(read_pfm(conf) - confidence) > 0.05) < 0.005
+    assert_agrees(out, engine_result, scene)
+
+
+@pytest.mark.slow
+def test_cpp_example_says_what_is_wrong(scene, matcher_file, cpp_match, tmp_path):
+    from stereodeploy.data.io import write_png
+
+    base = [str(cpp_match), "--model", str(matcher_file), "--out", str(tmp_path / "d.pfm")]
+    run = subprocess.run(base + ["--left", str(scene / "im0.png"), "--right", str(scene / "im1.png"),
+                                 "--max-memory-mb", "100"], check=False, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert "a 384x288 pair needs about 0.30 GiB with this file (max disparity 24), more than the 0.10 GiB allowed" \
+        in run.stderr
+    narrow = tmp_path / "narrow.png"
+    write_png(narrow, np.zeros((30, MAX_DISP, 3), np.uint8))
+    run = subprocess.run(base + ["--left", str(narrow), "--right", str(narrow)], check=False, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 1 and f"image width must be greater than the max disparity {MAX_DISP}" in run.stderr
+    assert not (tmp_path / "d.pfm").exists()
+
+
+@pytest.mark.slow
+def test_browser_page_runs_a_kitti_frame_at_228_disparities(shared_data, tmp_path):
+    """Issue 21's bar: the full pipeline at 228 disparities on a 1242 x 375 KITTI frame fits WebAssembly's 4 GiB
+    (in strips; the whole image at once needed more), and agrees with the engine there."""
+    from stereodeploy.data.datasets import list_frames, load_frame
+    from stereodeploy.data.io import read_pfm
+    from stereodeploy.deploy.export_matcher import export_matcher
+    from stereodeploy.deploy.serve import make_server
+    from stereodeploy.engine.matcher import StereoMatcher
+    from stereodeploy.engine.shipped import default_model_path
+    from stereodeploy.study.evaluate import error_rate
+
+    node, chromium = shutil.which("node"), shutil.which("chromium")
+    require(node is not None, "node")
+    require(chromium is not None, "chromium (Debian package)")
+    require((EXAMPLES / "web" / "node_modules" / "puppeteer-core").is_dir(), "examples/web/node_modules")
+    frame = list_frames(shared_data / "kitti2015")[0]
+    sample = load_frame(frame)
+    model = export_matcher(None, tmp_path / "kitti.onnx", max_disp=228, postprocess="full", preset="kitti2015").path
+    server = make_server(0, model)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = tmp_path / "disp.pfm"
+        run = subprocess.run([node, str(EXAMPLES / "web" / "test" / "drive.mjs"), "--chromium", chromium,
+                              "--url", f"http://127.0.0.1:{server.server_address[1]}/", "--left", str(frame.left),
+                              "--right", str(frame.right), "--out", str(out), "--timeout", "1500"],
+                             check=False, capture_output=True, text=True, timeout=1600)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1])["status"].startswith("1242x375: ")
+    ours = read_pfm(out)
+    engine = StereoMatcher.from_file(default_model_path(), max_disp=228, postprocess="full",
+                                     sgm_preset="kitti2015")(sample.left, sample.right)
+    assert abs(error_rate(ours, sample.disp) - error_rate(engine, sample.disp)) <= 0.3
+    assert np.mean(np.abs(ours - engine) > 0.5) < 0.05

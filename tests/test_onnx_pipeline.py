@@ -412,3 +412,68 @@ def test_full_file_matches_the_engine_on_unseen_real_pairs(shared_data):
         gaps[frame.name] = error_rate(ours, sample.disp) - error_rate(theirs, sample.disp)
     assert len(gaps) >= 5
     assert all(abs(g) <= 0.3 for g in gaps.values()), gaps
+
+
+# --------------------------------------------------------------------------------- strips, valid, confidence
+
+
+def test_strips_with_whole_image_context_equal_the_whole_image(tiny_model):
+    """Strips whose context covers the image (overlap >= H) must give the whole-image answer exactly: this holds
+    the stitching of the strips, the last strip moved up to the edge (40 rows in strips of 16: 0, 16, 24)."""
+    from stereodeploy.contract import load_onnx
+    from stereodeploy.deploy.export_matcher import build_matcher
+    from stereodeploy.deploy.onnx_pipeline import Strips
+
+    left, right, _ = rgb_pair(seed=4)
+    proto = load_onnx(tiny_model)
+    run = lambda strips, names: ort.InferenceSession(
+        build_matcher(proto, 16, postprocess="full", preset="kitti2015", strips=strips).SerializeToString(),
+        providers=["CPUExecutionProvider"]).run(names, {"left": left, "right": right})
+    whole = run(None, ["disparity"])[0]
+    disp, valid, conf = run(Strips(16, 40), ["disparity", "valid", "confidence"])
+    np.testing.assert_allclose(disp, whole, atol=1e-5)
+    assert valid.dtype == np.uint8 and set(np.unique(valid)) == {0, 1} and 0.5 < valid.mean() < 1
+    assert conf.dtype == np.float32 and conf.shape == disp.shape and (conf >= 0).all() and (conf <= 1).all()
+    assert (conf[valid == 0] == 0).all() and conf[valid == 1].mean() > 0.1
+    cut = run(Strips(8, 2), ["disparity"])[0]  # vertical paths cut every 8 rows: close, not equal
+    assert np.mean(np.abs(cut - whole) > 0.5) < 0.1
+
+
+def test_confidence_is_the_ratio_to_the_best_rival():
+    """1 - C(d1) / C2, C2 the least cost at |d - d1| >= 2 with d <= x (right pixel inside); 0 without a rival."""
+    from stereodeploy.deploy.onnx_pipeline import confidence_nodes
+
+    max_disp, h, w = 6, 3, 9
+    rng = np.random.default_rng(0)
+    vol_d = rng.uniform(0.5, 3.0, (h, w, max_disp)).astype(np.float32)  # d-ordered
+    d1 = rng.integers(0, max_disp, (h, w))
+    d1 = np.minimum(d1, np.arange(w))  # a winner inside the image
+    expected = np.zeros((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            rivals = [vol_d[y, x, d] for d in range(min(max_disp, x + 1)) if abs(d - d1[y, x]) >= 2]
+            if rivals:
+                expected[y, x] = max(0.0, 1 - vol_d[y, x, d1[y, x]] / min(rivals))
+    vol_k = np.ascontiguousarray(vol_d[..., ::-1])  # the graph's k = D - 1 - d order
+    ours = run_graph(lambda g, v, k: confidence_nodes(g, v, k, max_disp), vol_k, (max_disp - 1 - d1).astype(np.int64))
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-7)
+    assert (ours[:, :2] == 0).all() and (ours[:, 2:] > 0).any()  # x < 2: no rival
+
+
+def test_sidecar_says_what_fits_each_runtime():
+    """The memory model in the metadata: a KITTI frame at 228 disparities fits 2 GiB (measured 1.68 GiB) and
+    the browser; the largest sizes are written per runtime."""
+    import json
+
+    from stereodeploy.deploy.export_matcher import default_strips, memory_props
+
+    props = memory_props(228, "full", default_strips(228))
+    need = (int(props["stereodeploy.matcher.peak_bytes_fixed"]) + int(props["stereodeploy.matcher.peak_bytes_per_pixel"])
+            * 1242 * 375 + int(props["stereodeploy.matcher.peak_bytes_per_column"]) * 1242)
+    assert 1.6 * 2**30 < need < 2.0e9
+    sizes = json.loads(props["stereodeploy.matcher.max_size"])
+    assert set(sizes) == {"wasm", "native 2 GiB", "native 4 GiB", "native 8 GiB", "native 16 GiB"}
+    w, h = map(int, sizes["wasm"]["3.3:1"].split("x"))
+    assert w * h > 1242 * 375 and abs(w / h - 3.3) < 0.05
+    whole = json.loads(memory_props(228, "full", None)["stereodeploy.matcher.max_size"])["wasm"]["3.3:1"]
+    assert int(whole.split("x")[0]) < 1242  # without strips the frame did not fit the browser

@@ -5,7 +5,8 @@
 // The file takes the images as decoders give them (uint8 height x width x channels, 1 to 4 channels) and does
 // everything else inside: gray conversion, features, matching and, for `--postprocess full` exports, MC-CNN's
 // post-processing. Only onnxruntime-node and two pure-JS decoders (pngjs, jpeg-js) are needed.
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { extname } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
@@ -42,6 +43,39 @@ export function encodePfm(disparity, height, width) {
   return Buffer.concat([header, body]);
 }
 
+/** The contract of a matcher file: its JSON sidecar (`<model>.json`, written by `stereodeploy export-matcher`). */
+export function readSidecar(model) {
+  const path = `${model}.json`;
+  if (!existsSync(path)) {
+    throw new Error(`${path} is missing: export the model with \`stereodeploy export-matcher\`, which writes it ` +
+                    'beside the .onnx file');
+  }
+  const meta = JSON.parse(readFileSync(path, 'utf8')).metadata;
+  if (!String(meta['stereodeploy.format']).startsWith('matcher/')) {
+    throw new Error(`${model} is not a matcher file: write one with \`stereodeploy export-matcher\``);
+  }
+  return meta;
+}
+
+/** Bytes the file needs at its peak for a height x width pair, by the sidecar's memory model (0 if it has none). */
+export function peakBytes(meta, height, width) {
+  if (!('stereodeploy.matcher.peak_bytes_fixed' in meta)) return 0;
+  return Number(meta['stereodeploy.matcher.peak_bytes_fixed']) +
+         Number(meta['stereodeploy.matcher.peak_bytes_per_pixel']) * height * width +
+         Number(meta['stereodeploy.matcher.peak_bytes_per_column']) * width;
+}
+
+/** Throw, before any work, when the pair needs more than `limit` bytes. */
+export function refuseTooLarge(meta, height, width, limit, where) {
+  const need = peakBytes(meta, height, width);
+  if (need > limit) {
+    const gib = 2 ** 30;
+    throw new Error(`a ${width}x${height} pair needs about ${(need / gib).toFixed(2)} GiB with this file (max ` +
+                    `disparity ${meta['stereodeploy.max_disp']}), more than the ${(limit / gib).toFixed(2)} GiB ` +
+                    `${where}: downscale the images or export a file with a smaller --max-disp`);
+  }
+}
+
 /** Run the matcher on two decoded images; returns {disparity: Float32Array, height, width, seconds}. */
 export async function match(session, left, right) {
   const tensor = (img) => new ort.Tensor('uint8', img.data, [img.height, img.width, img.channels]);
@@ -56,21 +90,25 @@ async function main() {
     options: {
       model: { type: 'string' }, left: { type: 'string' }, right: { type: 'string' }, out: { type: 'string' },
       threads: { type: 'string' }, repeat: { type: 'string', default: '1' }, json: { type: 'boolean' },
+      'max-memory-mb': { type: 'string' },
     },
   });
   for (const key of ['model', 'left', 'right', 'out']) {
     if (!values[key]) {
       console.error('usage: node match.mjs --model M.onnx --left L.png --right R.png --out OUT.pfm ' +
-                    '[--threads N] [--repeat N] [--json]');
+                    '[--threads N] [--repeat N] [--json] [--max-memory-mb N]');
       process.exit(2);
     }
   }
   // No memory arena: it keeps every block size it ever held, which doubles the full pipeline's peak memory.
   const options = { executionProviders: ['cpu'], enableCpuMemArena: false };
   if (values.threads) options.intraOpNumThreads = Number(values.threads);
-  const session = await ort.InferenceSession.create(values.model, options);
+  const meta = readSidecar(values.model);
   const left = decodeImage(values.left);
   const right = decodeImage(values.right);
+  const limit = values['max-memory-mb'] ? Number(values['max-memory-mb']) * 2 ** 20 : totalmem();
+  refuseTooLarge(meta, left.height, left.width, limit, values['max-memory-mb'] ? 'allowed' : 'this machine has');
+  const session = await ort.InferenceSession.create(values.model, options);
   let out = await match(session, left, right);
   const times = [out.seconds];
   for (let i = 1; i < Number(values.repeat); i++) { // --repeat: time several runs, keep the fastest

@@ -6,7 +6,8 @@ ort.env.wasm.wasmPaths = '/ort/';
 ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
 
 const $ = (id) => document.getElementById(id);
-const state = { session: null, maxDisp: null, left: null, right: null, result: null };
+const state = { session: null, maxDisp: null, meta: null, left: null, right: null, result: null };
+const WASM_BYTES = 4 * 2 ** 30; // 32-bit WebAssembly addresses 4 GiB: onnxruntime-web's whole heap
 
 function status(text) {
   $('status').textContent = text;
@@ -26,12 +27,22 @@ async function loadModel(source, sidecar) {
   // no memory arena: it would keep every block size it ever held, and wasm stops at 4 GB
   state.session = await ort.InferenceSession.create(source, { executionProviders: ['wasm'], enableCpuMemArena: false });
   state.maxDisp = null;
+  state.meta = null;
   if (sidecar) { // <model>.onnx.json, written by `stereodeploy export-matcher`: the JS API cannot read metadata
     try {
       const meta = (await (await fetch(sidecar)).json()).metadata;
       state.maxDisp = Number(meta['stereodeploy.max_disp']);
+      state.meta = meta;
     } catch (err) { /* no sidecar: scale the colours by the result */ }
   }
+}
+
+/** Bytes the file needs at its peak for a height x width pair, by the sidecar's memory model (0 without one). */
+function peakBytes(meta, height, width) {
+  if (!meta || !('stereodeploy.matcher.peak_bytes_fixed' in meta)) return 0;
+  return Number(meta['stereodeploy.matcher.peak_bytes_fixed']) +
+         Number(meta['stereodeploy.matcher.peak_bytes_per_pixel']) * height * width +
+         Number(meta['stereodeploy.matcher.peak_bytes_per_column']) * width;
 }
 
 /** Jet-like colour of t in [0, 1]: blue (small disparity: far) to red (large: near). */
@@ -90,6 +101,15 @@ async function run() {
   const { left, right } = state;
   if (left.width !== right.width || left.height !== right.height) {
     status(`the images differ in size (${left.width}x${left.height} and ${right.width}x${right.height})`);
+    return;
+  }
+  const need = peakBytes(state.meta, left.height, left.width);
+  if (need > WASM_BYTES) {
+    const message = `a ${left.width}x${left.height} pair needs about ${(need / 2 ** 30).toFixed(1)} GiB with this ` +
+      `file (max disparity ${state.maxDisp}), more than the 4 GiB WebAssembly can address: downscale the images ` +
+      'or export a file with a smaller --max-disp';
+    status(`error: ${message}`);
+    window.stereodeployError = message;
     return;
   }
   status('matching...');

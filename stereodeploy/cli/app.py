@@ -357,7 +357,8 @@ def export_matcher(
                           postprocess=postprocess.value, preset=preset.value, check=check)
     what = "winner-take-all" if r.postprocess == "none" else f"full pipeline, preset {r.preset}"
     typer.echo(f"wrote {r.path} ({what}, max disparity {r.max_disp}) and {r.sidecar}: inputs left, right uint8 "
-               "(H, W, C) gray/RGB/RGBA -> disparity float32 (H, W)")
+               "(H, W, C) gray/RGB/RGBA -> disparity float32 (H, W)"
+               + ("" if r.postprocess == "none" else ", valid uint8 (H, W), confidence float32 (H, W)"))
     if check:
         typer.echo(f"checked against the engine on a synthetic pair: {check_line(r)}")
 

@@ -7,6 +7,8 @@ Contract of the file (``stereodeploy.format = matcher/2`` in ``metadata_props`` 
     inputs   left, right   uint8 (H, W, C): C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA (alpha ignored); one
                            rectified pair of one size; W > max_disp; H, W >= the network's patch (9)
     output   disparity     float32 (H, W) disparity of the left image in pixels, 0..max_disp-1, dense
+             valid         (full only) uint8 (H, W): 1 where the winner passed the left-right check, 0 where filled
+             confidence    (full only) float32 (H, W) in [0, 1]: 1 - C(d1) / C2 of SGM's costs, 0 where not valid
 
 Gray is BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` inside the graph (:data:`stereodeploy.data.preprocess.LUMA_601`,
 as :func:`~stereodeploy.data.preprocess.to_gray`); the feature model normalises each image by its own mean and
@@ -15,7 +17,8 @@ variance, so the scale of the input does not matter. Inputs the engine refuses f
 
 ``postprocess='none'``: winner-take-all, equal to the engine's up to ties. ``'full'``: MC-CNN's post-processing
 (SGM with the preset's adaptive penalties, left-right check on the right view's volume, occlusion and mismatch
-filling, subpixel, 5 x 5 median, bilateral), built by :mod:`stereodeploy.deploy.onnx_pipeline`. ``max_disp`` is fixed
+filling, subpixel, 5 x 5 median, bilateral), built by :mod:`stereodeploy.deploy.onnx_pipeline`, in horizontal
+strips so that its peak memory grows with the image's width rather than its area (:data:`STRIP_ROWS`). ``max_disp`` is fixed
 at export time (``stereodeploy.max_disp``); the feature model's own metadata is kept alongside.
 
 It runs without stereodeploy installed::
@@ -43,6 +46,11 @@ from stereodeploy.errors import UserError
 
 FORMAT = "matcher/2"
 LEFT, RIGHT, OUTPUT = "left", "right", "disparity"
+VALID, CONFIDENCE = "valid", "confidence"  # the full pipeline's extra outputs (in strips)
+EXTRA_OUTPUTS = (VALID, CONFIDENCE)
+EXTRA_CONTRACT = ("valid: uint8 (H, W), 1 where the winner passed the left-right check, 0 where the pipeline "
+                  "filled it (occlusion or mismatch); confidence: float32 (H, W) in [0, 1], 1 - C(d1) / C2 of the "
+                  "aggregated costs, C2 the best rival at least 2 disparities from the winner d1, 0 where not valid")
 DEFAULT_BLOCK = 128  # left columns per MatMul: of 32..256, 128 ran the 1242x375, max_disp 228 loop fastest (1 thread)
 MIN_OPSET = 13  # Slice/Pad/Squeeze/Unsqueeze with tensor inputs, ArgMax select_last_index, ReduceSum axes input
 _PREFIX = "features/"
@@ -56,17 +64,24 @@ OUTPUT_CONTRACT = {
 
 
 def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK, postprocess: str = "none",
-                  preset: str = DEFAULT_PRESET, overrides: dict[str, float] | None = None) -> Any:
+                  preset: str = DEFAULT_PRESET, overrides: dict[str, float] | None = None,
+                  strips: Any = "auto") -> Any:
     """The self-contained matcher (onnx.ModelProto) around a stereodeploy feature model (onnx.ModelProto):
     winner-take-all (``postprocess='none'``) or MC-CNN's whole post-processing with the values of preset
-    ``preset`` and ``overrides`` (:class:`stereodeploy.config.MatchConfig` checks them all, once)."""
+    ``preset`` and ``overrides`` (:class:`stereodeploy.config.MatchConfig` checks them all, once).
+
+    The full pipeline runs in horizontal strips (``strips``: a :class:`stereodeploy.deploy.onnx_pipeline.Strips`,
+    ``'auto'`` for :func:`default_strips`, or None for the whole image at once, about twice the memory of the
+    engine) and has two more outputs, ``valid`` and ``confidence`` (:data:`EXTRA_OUTPUTS`)."""
     import onnx
     from onnx import TensorProto, compose, helper, version_converter
 
     from stereodeploy.contract import INPUT_NAME, OUTPUT_NAME, read_meta
     from stereodeploy.deploy.onnx_pipeline import (
         Graph,
+        Strips,
         full_nodes,
+        full_strip_nodes,
         gray_nodes,
         input_checks,
         wta_nodes,
@@ -98,10 +113,23 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     g.op("Concat", g.op("Unsqueeze", gray_l, axes), g.op("Unsqueeze", gray_r, axes), axis=0,
          name=_PREFIX + INPUT_NAME)  # (2, 1, H, W): one batch through the feature model
     head = Graph("matching", opset)
+    if strips == "auto":
+        strips = default_strips(max_disp)
+    extra: list[Any] = []
     if postprocess == "none":
+        strips = None
         disp = wta_nodes(head, _PREFIX + OUTPUT_NAME, max_disp, block)
-    else:
+    elif strips is None:
         disp = full_nodes(head, _PREFIX + OUTPUT_NAME, gray_l, gray_r, max_disp, block, config.spec, opset)
+    else:
+        if not isinstance(strips, Strips) or strips.rows < 1 or strips.overlap < 0:
+            raise UserError(f"strips need at least 1 row and no negative overlap, got {strips}")
+        disp, valid, confidence = full_strip_nodes(head, _PREFIX + OUTPUT_NAME, gray_l, gray_r, max_disp, block,
+                                                   config.spec, opset, strips)
+        head.op("Identity", valid, name=VALID)
+        head.op("Identity", confidence, name=CONFIDENCE)
+        extra = [helper.make_tensor_value_info(VALID, TensorProto.UINT8, ["height", "width"]),
+                 helper.make_tensor_value_info(CONFIDENCE, TensorProto.FLOAT, ["height", "width"])]
     head.op("Identity", disp, name=OUTPUT)
     nodes = g.nodes + list(feats.graph.node) + head.nodes
     image = ["height", "width", "channels"]
@@ -109,7 +137,7 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
         nodes, "stereodeploy_matcher",
         [helper.make_tensor_value_info(LEFT, TensorProto.UINT8, image),
          helper.make_tensor_value_info(RIGHT, TensorProto.UINT8, image)],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["height", "width"])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["height", "width"])] + extra,
         initializer=list(feats.graph.initializer),
         value_info=list(feats.graph.value_info),
     )
@@ -131,6 +159,10 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
         props["stereodeploy.matcher.sgm"] = json.dumps(asdict(spec.sgm))
         props["stereodeploy.matcher.bilateral"] = json.dumps({"sigma": spec.blur_sigma, "threshold": spec.blur_t})
         props["stereodeploy.matcher.spec"] = json.dumps(spec.as_dict())  # every value, overrides included
+    if strips is not None:
+        props["stereodeploy.matcher.strips"] = json.dumps({"rows": strips.rows, "overlap": strips.overlap})
+        props["stereodeploy.matcher.extra_outputs"] = EXTRA_CONTRACT
+    props.update(memory_props(max_disp, postprocess, strips))
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -294,3 +326,53 @@ def export_matcher(features: Path | str | None, out: Path | str, max_disp: int |
     side = write_sidecar(model, out, overwrite=True)
     return MatcherReport(path=out, sidecar=side, max_disp=max_disp, postprocess=postprocess, preset=preset,
                          checked_pixels=pixels, differing_pixels=differ)
+
+
+STRIP_ROWS = 48  # output rows per strip of the full pipeline
+STRIP_OVERLAP = 24  # rows of context above and below a strip: where SGM's vertical paths are cut
+
+
+def default_strips(max_disp: int) -> Any:
+    """The strips the full pipeline is exported with: :data:`STRIP_ROWS` rows, :data:`STRIP_OVERLAP` of context."""
+    from stereodeploy.deploy.onnx_pipeline import Strips
+
+    return Strips(STRIP_ROWS, STRIP_OVERLAP)
+
+
+def peak_model(max_disp: int, postprocess: str, strips: Any) -> tuple[int, int, int]:
+    """(fixed, per pixel, per column) bytes: about what running the file on an (H, W) pair takes at its peak in
+    onnxruntime's CPU kernels with the memory arena off, ``fixed + per_pixel H W + per_column W``."""
+    fixed = 200 * 2**20  # the runtime, the graph and the images
+    if postprocess == "none":
+        return fixed, 1700, 4 * DEFAULT_BLOCK * (DEFAULT_BLOCK + max_disp) * 4 // DEFAULT_BLOCK
+    if strips is None:
+        return fixed, 48 * max_disp, 0
+    # the features and the kept left volume of the whole image; one strip's volumes and SGM's paths (measured:
+    # 1.68 GiB for 1242 x 375 at 228 disparities, strips of 48 + 2 x 24 rows, Python onnxruntime 1.32)
+    return fixed, 4 * max_disp + 700, 30 * max_disp * (strips.rows + 2 * strips.overlap)
+
+
+WASM_BYTES = 4 * 2**30  # onnxruntime-web: 32-bit WebAssembly addresses 4 GiB
+
+
+def memory_props(max_disp: int, postprocess: str, strips: Any) -> dict[str, str]:
+    """The file's memory model (:func:`peak_model`) and the largest 4:3 and KITTI-shaped (3.3:1) images that fit
+    onnxruntime-web's 4 GiB and a few native memory sizes, as metadata for clients to check an input before they
+    run it."""
+    fixed, per_pixel, per_column = peak_model(max_disp, postprocess, strips)
+    limits = {"wasm": WASM_BYTES} | {f"native {gb} GiB": gb * 2**30 for gb in (2, 4, 8, 16)}
+
+    def largest(budget: int, aspect: float) -> str:  # W = aspect H: per_pixel aspect H^2 + per_column aspect H
+        a, b, c = per_pixel * aspect, per_column * aspect, fixed - budget
+        if c >= 0:
+            return "0x0"
+        height = int((-b + (b * b - 4 * a * c) ** 0.5) / (2 * a))
+        return f"{int(aspect * height)}x{height}"
+
+    sizes = {name: {"4:3": largest(budget, 4 / 3), "3.3:1": largest(budget, 3.3)} for name, budget in limits.items()}
+    return {
+        "stereodeploy.matcher.peak_bytes_fixed": str(fixed),
+        "stereodeploy.matcher.peak_bytes_per_pixel": str(per_pixel),
+        "stereodeploy.matcher.peak_bytes_per_column": str(per_column),
+        "stereodeploy.matcher.max_size": json.dumps(sizes),
+    }

@@ -25,6 +25,7 @@ Every number the engine also uses comes from :mod:`stereodeploy.engine.spec` (th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -424,6 +425,11 @@ def lr_check_fill(g: Graph, dl: str, dr: str, max_disp: int, spec: PipelineSpec)
     """MC-CNN's left-right check and interpolation (:func:`engine.filters.left_right_check` with
     ``spec.lr_threshold``, then :func:`engine.filters.fill_invalid`) of the (H, W) float32 integer-valued
     disparities of the left and the right image; returns the filled left map."""
+    return lr_check_fill_match(g, dl, dr, max_disp, spec)[0]
+
+
+def lr_check_fill_match(g: Graph, dl: str, dr: str, max_disp: int, spec: PipelineSpec) -> tuple[str, str]:
+    """:func:`lr_check_fill`, and the (H, W) bool map of the pixels that passed the check (kept, not filled)."""
     zero = g.i64(0)
     shape = g.op("Shape", dl)
     h, w = g.dim(shape, 0), g.dim(shape, 1)
@@ -472,7 +478,7 @@ def lr_check_fill(g: Graph, dl: str, dr: str, max_disp: int, spec: PipelineSpec)
     value = g.op("Where", g.op("Greater", count, g.const(0)), from_left,
                  g.op("Where", g.op("Less", before, total), from_right, dl))
     filled = g.op("Where", occlusion, value, dl, label="occlusions_filled")
-    return _fill_mismatches(g, filled, mismatch, h, w, x, y)
+    return _fill_mismatches(g, filled, mismatch, h, w, x, y), match
 
 
 def _fill_mismatches(g: Graph, vals: str, mismatch: str, h: str, w: str, x: str, y: str) -> str:
@@ -670,3 +676,121 @@ def full_nodes(g: Graph, features: str, gray_l: str, gray_r: str, max_disp: int,
     refined = subpixel_nodes(g, filled, volume, max_disp)
     smoothed = median_nodes(g, refined)
     return bilateral_nodes(g, smoothed, spec.blur_sigma, spec.blur_t)
+
+
+# ------------------------------------------------------------------------------- in strips, with validity and confidence
+
+
+@dataclass(frozen=True)
+class Strips:
+    """Horizontal strips of ``rows`` output rows each, matched with ``overlap`` rows of context above and below.
+
+    The cost volume and SGM exist for one strip at a time, so the peak memory grows with the image's width, not
+    its area. Horizontal paths are whole; vertical paths start ``overlap`` rows before the strip's first row (and
+    end as far after its last), where the full image would carry them in from its edge: SGM forgets its past
+    within a few dozen rows, which :func:`stereodeploy.deploy.export_matcher.check_matcher` and the tests hold
+    against the engine."""
+
+    rows: int
+    overlap: int
+
+
+def confidence_nodes(g: Graph, volume: str, k: str, max_disp: int) -> str:
+    """(h, W) float32 confidence of the winners ``k`` ((h, W) int64, k-ordered) of the (h, W, D) k-ordered
+    aggregated volume, as :func:`stereodeploy.engine.postprocess.confidence_ratio`: ``1 - C(d1) / C2`` with
+    ``C2`` the least cost of a disparity at least 2 from the winner whose right pixel is inside the image
+    (``d <= x``); 0 where there is no such rival or it costs 0."""
+    shape = g.op("Shape", volume)
+    w = g.dim(shape, 1)
+    k1 = g.op("Unsqueeze", k, g.i64(2))  # (h, W, 1)
+    c1 = g.op("GatherElements", volume, k1, axis=2)
+    kk = g.const(np.arange(max_disp).reshape(1, 1, max_disp))
+    x = g.op("Reshape", g.op("Range", g.const(0), g.op("Squeeze", w, g.i64(0)), g.const(1)), g.i64(1, -1, 1))
+    rival = g.op("And", g.op("GreaterOrEqual", g.op("Abs", g.op("Sub", kk, k1)), g.const(2)),
+                 g.op("GreaterOrEqual", kk, g.op("Sub", g.const(max_disp - 1), x)), label="rivals")
+    c2 = g.reduce("ReduceMin", g.op("Where", rival, volume, g.scalar(np.inf)), [2])  # (h, W, 1)
+    ok = g.op("And", g.op("Less", c2, g.scalar(np.inf)), g.op("Greater", c2, g.scalar(0.0)))
+    ratio = g.op("Max", g.op("Sub", g.scalar(1.0), g.op("Div", c1, g.op("Where", ok, c2, g.scalar(1.0)))),
+                 g.scalar(0.0))
+    return g.op("Squeeze", g.op("Where", ok, ratio, g.scalar(0.0)), g.i64(2), label="confidence_ratio")
+
+
+def full_strip_nodes(g: Graph, features: str, gray_l: str, gray_r: str, max_disp: int, block: int,
+                     spec: PipelineSpec, opset: int, strips: Strips) -> tuple[str, str, str]:
+    """:func:`full_nodes` in horizontal strips (:class:`Strips`): the cost volumes and SGM of one strip at a time
+    in a Scan, which keeps of each strip the winners of both views, the left view's aggregated costs (for the
+    subpixel step after filling) and the winners' confidence; the left-right check, filling and filters then run
+    on the whole image as in :func:`full_nodes`. Returns the (H, W) float32 disparity, the (H, W) uint8 validity
+    (1 where the winner passed the left-right check, 0 where it was filled) and the (H, W) float32 confidence
+    (:func:`confidence_nodes`, 0 where not valid).
+
+    Strip s covers output rows ``[start, start + rows)``, ``start = min(s rows, H - rows)`` (the last strip is
+    moved up to end at the image's edge; images lower than ``rows`` are one strip), and is matched on rows
+    ``[start - overlap, start + rows + overlap)`` cut to the image. The features and the normalised images are
+    computed once for the whole image, as the feature model normalises each image as a whole."""
+    from onnx import TensorProto, helper
+
+    zero, one = g.i64(0), g.i64(1)
+    shape = g.op("Shape", gray_l)
+    h, w = g.dim(shape, 0), g.dim(shape, 1)
+    rows = g.op("Min", h, g.i64(strips.rows), name="strips/rows")
+    count = g.op("Div", g.op("Sub", g.op("Add", h, rows), one), rows)  # [ceil(H / rows)]
+    h_rows = g.op("Sub", h, rows, name="strips/last_start")
+    nl, nr = _normalise(g, gray_l), _normalise(g, gray_r)
+    ref_n = g.op("Concat", g.op("Unsqueeze", nl, zero), g.op("Unsqueeze", g.flip(nr, 1), zero), axis=0,
+                 name="strips/reference_images")  # (2, H, W)
+    oth_n = g.op("Concat", g.op("Unsqueeze", nr, zero), g.op("Unsqueeze", g.flip(nl, 1), zero), axis=0,
+                 name="strips/other_images")
+
+    name = "strip"
+    body = g.sub(name)
+    index = f"{name}/index"
+    b0 = body.i64(0)
+    start = body.op("Min", body.op("Mul", body.op("Unsqueeze", index, b0), rows), h_rows, label="start")
+    top = body.op("Max", body.op("Sub", start, body.i64(strips.overlap)), b0)
+    bottom = body.op("Min", body.op("Add", body.op("Add", start, rows), body.i64(strips.overlap)), h)
+    feats = body.op("Slice", features, top, bottom, body.i64(2), label="strip_features")  # (2, C, h, W)
+    fl = body.op("Slice", feats, b0, body.i64(1), b0)
+    fr = body.op("Slice", feats, body.i64(1), body.i64(2), b0)
+    ref = body.op("Concat", fl, body.flip(fr, 3), axis=0, label="reference_features")  # left, mirrored right
+    oth = body.op("Concat", fr, body.flip(fl, 3), axis=0, label="other_features")
+    cost = band_nodes(body, ref, oth, max_disp, block, "volume")  # (W, 2, h, D)
+    rn = body.op("Slice", ref_n, top, bottom, body.i64(1))
+    on = body.op("Slice", oth_n, top, bottom, body.i64(1))
+    total, k = sgm_nodes(body, cost, rn, on, spec.sgm, max_disp, opset)  # (h, W, 2, D), (h, W, 2)
+    first = body.op("Sub", start, top)
+    last = body.op("Add", first, rows)
+    k_core = body.op("Slice", k, first, last, b0, label="strip_winners")  # (rows, W, 2)
+    volume = body.op("Gather", body.op("Slice", total, first, last, b0), body.const(0), axis=2,
+                     label="strip_left_volume")  # (rows, W, D)
+    conf = confidence_nodes(body, volume, body.op("Gather", k_core, body.const(0), axis=2), max_disp)
+    outs = [(k_core, TensorProto.INT64), (conf, TensorProto.FLOAT), (volume, TensorProto.FLOAT)]
+    for i, (out, _) in enumerate(outs):
+        body.op("Identity", out, name=f"{name}/scan_out{i}")
+    graph = helper.make_graph(body.nodes, name, [value_info(index, TensorProto.INT64, [])],
+                              [value_info(f"{name}/scan_out{i}", elem, None) for i, (_, elem) in enumerate(outs)])
+    indices = g.op("Range", g.const(0), g.op("Squeeze", count, zero), g.const(1))
+    k_s, conf_s, vol_s = g.op("Scan", indices, body=graph, num_scan_inputs=1, outputs=3, label="strips")
+
+    # image row y lies in strip s = min(y // rows, count - 1), at row y - start(s) of it
+    y = g.op("Range", g.const(0), g.op("Squeeze", h, zero), g.const(1))
+    rows0, last_start = g.op("Squeeze", rows, zero), g.op("Squeeze", h_rows, zero)
+    s = g.op("Min", g.op("Div", y, rows0), g.op("Sub", g.op("Squeeze", count, zero), g.const(1)))
+    s_rows = g.op("Mul", s, rows0)
+    row = g.op("Add", s_rows, g.op("Sub", y, g.op("Min", s_rows, last_start)), label="strip_rows")  # (H,)
+    m1, d = g.i64(-1), g.i64(max_disp)
+    k = g.op("Gather", g.op("Reshape", k_s, g.op("Concat", m1, w, g.i64(2), axis=0)), row, axis=0)  # (H, W, 2)
+    conf = g.op("Gather", g.op("Reshape", conf_s, g.op("Concat", m1, w, axis=0)), row, axis=0)  # (H, W)
+    volume = g.op("Gather", g.op("Reshape", vol_s, g.op("Concat", m1, w, d, axis=0)), row, axis=0,
+                  label="sgm_left_volume")  # (H, W, D)
+
+    disp = g.cast(g.op("Sub", g.const(max_disp - 1), k), 1)
+    dl = g.op("Gather", disp, g.const(0), axis=2, label="sgm_left")
+    dr = g.flip(g.op("Gather", disp, g.const(1), axis=2, label="sgm_right_mirrored"), 1)
+    filled, match = lr_check_fill_match(g, dl, dr, max_disp, spec)
+    refined = subpixel_nodes(g, filled, volume, max_disp)
+    smoothed = median_nodes(g, refined)
+    out = bilateral_nodes(g, smoothed, spec.blur_sigma, spec.blur_t)
+    valid = g.cast(match, TensorProto.UINT8)
+    confidence = g.op("Mul", conf, g.cast(match, TensorProto.FLOAT), label="confidence_valid")
+    return out, valid, confidence

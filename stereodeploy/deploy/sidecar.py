@@ -1,6 +1,11 @@
 """The JSON sidecar written beside every exported ONNX file (``model.onnx`` -> ``model.onnx.json``): the same
 contract as the file's ``metadata_props``, for clients whose ONNX API cannot read those (onnxruntime-web and
-onnxruntime-node among them), plus the names, element types and shapes of the inputs and outputs."""
+onnxruntime-node among them, and any C/C++ program that would rather not parse protobuf), plus the names, element
+types and shapes of the inputs and outputs. The shipped models of ``models/`` have one too; rewrite them after
+changing a shipped file with::
+
+    python -m stereodeploy.deploy.sidecar models/*.onnx
+"""
 
 from __future__ import annotations
 
@@ -46,3 +51,40 @@ def write_sidecar(model: Any, onnx_path: Path | str, overwrite: bool = False) ->
     with atomic_write(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(contract(model), indent=2) + "\n")
     return path
+
+
+def stale_sidecar(onnx_path: Path | str) -> str | None:
+    """Why the sidecar of ``onnx_path`` does not describe it (missing, unreadable, or another contract), or None."""
+    from stereodeploy.contract import load_onnx
+
+    path = sidecar_path(onnx_path)
+    if not path.is_file():
+        return f"{path} is missing"
+    try:
+        written = json.loads(path.read_text())
+    except ValueError as exc:
+        return f"{path} is not JSON ({exc})"
+    expected = contract(load_onnx(onnx_path))
+    for key in expected:
+        if written.get(key) != expected[key]:
+            return f"{path}: its {key!r} differs from the file's"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or rewrite) the sidecar of each ONNX file named on the command line."""
+    import sys
+
+    from stereodeploy.contract import load_onnx
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m stereodeploy.deploy.sidecar FILE.onnx [...]", file=sys.stderr)
+        return 2
+    for name in paths:
+        print(write_sidecar(load_onnx(name), name, overwrite=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
