@@ -365,6 +365,34 @@ def serve_demo(
     do_serve(port=port, model=model, announce=typer.echo)
 
 
+# ------------------------------------------------------------------------------------------------ synth, adapt
+@app.command()
+@_user_errors
+def synth(
+    images: Annotated[list[Path], typer.Argument(help="Photos, or folders of photos (searched recursively).",
+                                                 metavar="IMAGES...", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the pairs (one MiddEval3 scene folder each).",
+                                      show_default=False)],
+    count: Annotated[int, typer.Option(help="Number of pairs.")] = 10,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT of each pair.")] = "384x288",
+    max_disp: Annotated[int, typer.Option("--max-disp", help="Largest disparity of any pair.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and images give the same pairs.")] = 0,
+    realism: Annotated[bool, typer.Option(help="Camera differences between views: gain, gamma, white balance, "
+                                               "blur, noise, JPEG.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing pairs.")] = False,
+) -> None:
+    """Make rectified stereo pairs with exact disparity from single photos (MiddEval3 layout, trainable as is)."""
+    from stereodeploy.data.synth import SynthConfig, make_dataset
+
+    width, sep, height = size.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise UsageError(f"--size {size!r}: give WIDTHxHEIGHT, e.g. --size 384x288")
+    cfg = SynthConfig(width=int(width), height=int(height), max_disp=max_disp, realism=realism)
+    written = make_dataset(images, out, count, cfg, seed=seed, overwrite=overwrite)
+    typer.echo(f"wrote {len(written)} pairs to {out} (im0.png, im1.png, disp0GT.pfm, mask0nocc.png, calib.txt); "
+               f"train on them with `stereodeploy train torch --data {out} --out RUN`")
+
+
 register_eval(app)
 
 
