@@ -393,6 +393,45 @@ def synth(
                f"train on them with `stereodeploy train torch --data {out} --out RUN`")
 
 
+@app.command()
+@_user_errors
+def adapt(
+    model: Annotated[Path, typer.Argument(help="Model to adapt: an exported .onnx file or a run directory.",
+                                          metavar="RUN_OR_MODEL", show_default=False)],
+    data: Annotated[list[Path], typer.Option("--data", help="Folder of your unlabelled pairs (KITTI or Middlebury "
+                                                            "layout; repeatable). Ground truth, if any, is not read.",
+                                             show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create; export it like any run.",
+                                      show_default=False)],
+    framework: Annotated[Framework, typer.Option(help="Trainer to fine-tune with.")] = Framework.torch,
+    fmt: FormatOption = None,
+    max_disp: Annotated[int | None, typer.Option("--max-disp", help="Disparity range (default: the data's ndisp, "
+                                                                    "else the model's).")] = None,
+    synth: Annotated[int, typer.Option(help="Synthetic pairs from your left images to mix in (0: none).")] = 0,
+    epochs: Epochs = 3,
+    max_examples: Annotated[int, typer.Option(help="Examples per epoch.")] = 100_000,
+    lr: LearningRate = 0.001,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    progress: Progress = True,
+    threads: Threads = None,
+) -> None:
+    """Fine-tune a model on your own unlabelled pairs, learning only from the pixels it is confident about."""
+    from dataclasses import replace
+
+    from stereodeploy.train.adapt import ADAPT_TRAIN
+    from stereodeploy.train.adapt import adapt as do_adapt
+
+    if epochs < 1 or max_examples < 1:
+        raise UsageError("--epochs and --max-examples must be at least 1")
+    cfg = replace(ADAPT_TRAIN, epochs=epochs, max_examples=max_examples, lr=lr,
+                  lr_drops=(epochs - 1,) if epochs > 1 else ())
+    s = do_adapt(model, data, out, framework=framework.value, fmt=fmt.value if fmt else None, max_disp=max_disp,
+                 synth=synth, cfg=cfg, overwrite=overwrite, progress=progress, threads=threads)
+    typer.echo(f"adapted on {100 * s['pseudo_labels']['fraction']:.1f} % confident pixels of "
+               f"{len(s['pseudo_labels']['pairs'])} pairs into {out}; export it with "
+               f"`stereodeploy export {out} --out MODEL.onnx`")
+
+
 register_eval(app)
 
 
