@@ -133,8 +133,9 @@ def mixed_samples(data: Path, mix: tuple[str, ...], synth_count: int) -> tuple[l
         samples += load_samples(real_sources(data), exclude=HELD_OUT)
         sources += [str(s) for s in real_sources(data)]
     if "synth" in mix:
-        samples += synth_samples(synth_images(data), synth_count, SynthConfig(), seed=SYNTH_SEED)
-        sources.append(f"stereodeploy.data.synth: {synth_count} pairs, seed {SYNTH_SEED}, {SynthConfig()}")
+        cfg = SynthConfig(compactness=12.0, smooth=0)  # what the shipped models saw (defaults changed since)
+        samples += synth_samples(synth_images(data), synth_count, cfg, seed=SYNTH_SEED)
+        sources.append(f"stereodeploy.data.synth: {synth_count} pairs, seed {SYNTH_SEED}, {cfg}")
     if "rendered" in mix:
         samples += load_samples(rendered_sources(data))
         sources += [str(s) for s in rendered_sources(data)]

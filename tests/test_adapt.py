@@ -87,14 +87,14 @@ def test_adaptation_improves_the_pair_without_its_ground_truth(tmp_path):
     (its confident pixels, and two synthetic pairs made from its left image): its winner-take-all error on that
     pair falls by more than 2 points; the ground-truth files are removed before adapting."""
     pytest.importorskip("torch")
+    import skimage.data
+
     from stereodeploy.config import SamplerConfig, TrainConfig
     from stereodeploy.deploy.export import export
     from stereodeploy.engine.matcher import StereoMatcher
     from stereodeploy.study.evaluate import error_rate
     from stereodeploy.train.adapt import adapt
     from stereodeploy.train.api import train_run
-
-    import skimage.data
 
     others = [synth_pair(photo, (), SynthConfig(width=144, height=96, max_disp=16, segments=8, layers=0), seed=i)
               for i, photo in enumerate([skimage.data.chelsea(), skimage.data.camera()])]

@@ -55,6 +55,8 @@ class SynthConfig:
     layers: int = 3
     integer: bool = False  # round the disparity field to whole pixels (exact warps; used by the tests)
     realism: bool = True
+    compactness: float = 40.0  # segmentation: weight of position against colour (higher: rounder segments)
+    smooth: int = 7  # segmentation: mode filter of this size over the labels (0: off), removes slivers
 
     def __post_init__(self) -> None:
         if self.width < 32 or self.height < 32:
@@ -116,10 +118,11 @@ def _fit(img: np.ndarray, width: int, height: int, rng: np.random.Generator) -> 
 
 
 def segment(img: np.ndarray, n: int, rng: np.random.Generator, iterations: int = 4,
-            compactness: float = 12.0) -> np.ndarray:
+            compactness: float = 40.0, smooth: int = 7) -> np.ndarray:
     """SLIC-like segmentation: ``(H, W)`` int labels 0..k-1 from k-means on (x, y, colour) started on a jittered
     grid of about ``n`` centres. Colour distances are in grey levels, positions scaled so that one grid step
-    weighs ``compactness`` grey levels. Every label that remains is used."""
+    weighs ``compactness`` grey levels. A ``smooth`` x ``smooth`` mode filter then removes slivers (a low
+    compactness alone leaves many: pixels join far centres of similar colour). Every label that remains is used."""
     h, w = img.shape[:2]
     step = np.sqrt(h * w / n)
     gy = np.arange(step / 2, h, step)
@@ -142,6 +145,11 @@ def segment(img: np.ndarray, n: int, rng: np.random.Generator, iterations: int =
     yy, xx = np.mgrid[0:h, 0:w]
     full = np.concatenate([np.stack([yy, xx], -1) * (compactness / step), img], axis=-1).reshape(-1, 5)
     labels = _nearest(full, centres).reshape(h, w)
+    if smooth > 1 and labels.max() < 256:
+        from PIL import Image, ImageFilter
+
+        im = Image.fromarray(labels.astype(np.uint8)).filter(ImageFilter.ModeFilter(smooth))
+        labels = np.asarray(im).astype(np.intp)
     _, dense = np.unique(labels, return_inverse=True)
     return dense.reshape(h, w)
 
@@ -200,7 +208,7 @@ def random_scene(image: np.ndarray, others: Sequence[np.ndarray], cfg: SynthConf
     slope = 0.5 * (d_max - d_min) / max(h, w)  # no plane spans more than half the range across the picture
     disp = _plane(rng, ys, xs, (h / 2, w / 2), rng.uniform(d_min, top), slope)
     surface = np.zeros((h, w), np.int64)
-    labels = segment(left, cfg.segments, rng)
+    labels = segment(left, cfg.segments, rng, compactness=cfg.compactness, smooth=cfg.smooth)
     for k in range(labels.max() + 1):
         if rng.random() < 0.5:
             continue
