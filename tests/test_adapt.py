@@ -115,3 +115,27 @@ def test_adaptation_improves_the_pair_without_its_ground_truth(tmp_path):
     after = wta_error(export(tmp_path / "adapted", tmp_path / "adapted.onnx", max_disp=16).path)
     assert summary["pseudo_labels"]["fraction"] > 0.01
     assert after < before - 2.0, (before, after)
+
+
+@pytest.mark.slow
+def test_cli_adapt_then_export(tmp_path):
+    """`stereodeploy adapt` on a synthetic pair with the shipped model, then the export its message suggests."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from stereodeploy.cli.app import app
+    from stereodeploy.engine.shipped import default_model_path
+
+    _pair_dir(tmp_path, 3)
+    runner = CliRunner()
+    res = runner.invoke(app, ["adapt", str(default_model_path()), "--data", str(tmp_path / "pair"), "--out",
+                              str(tmp_path / "run"), "--epochs", "1", "--max-examples", "512", "--no-progress",
+                              "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "confident pixels of 1 pairs" in res.output
+    res = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "m.onnx").is_file()
+    res = runner.invoke(app, ["adapt", str(tmp_path / "missing.onnx"), "--data", str(tmp_path / "pair"), "--out",
+                              str(tmp_path / "run2")])
+    assert res.exit_code == 1 and "model file not found" in res.output
