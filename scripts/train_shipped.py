@@ -2,17 +2,17 @@
 
     python scripts/train_shipped.py --data ../shared/data --out runs/shipped [--framework torch|tf|both]
 
-Two stages (see models/README.md):
+``--stage base`` (the default) makes the shipped models: both frameworks from one seeded initialisation on the
+labelled real frames (every Middlebury scene of DATA/middlebury except HELD_OUT, the KITTI 2015 frames),
+2.5 M examples, the same batches.
 
-1. **Base** (the models shipped until issue 22): PyTorch from a seeded initialisation on the labelled real frames
-   (every Middlebury scene of DATA/middlebury except HELD_OUT, the KITTI 2015 frames), 2.5 M examples.
-   ``--init MODEL`` skips it and starts from MODEL (an ONNX file or a run directory) instead.
-2. **Mixed**: both frameworks start from the stage-1 weights and see the same batches of ``--mix`` data:
-   ``real`` (stage 1's frames plus DATA/extra/middlebury2014), ``synth`` (pairs made from single images by
-   :mod:`stereodeploy.data.synth`: every left/right image of DATA except the held-out scenes and the rendered
-   extras, and scikit-image's photos; never Motorcycle) and ``rendered`` (DATA/extra/flyingthings3d and
-   DATA/extra/tartanair). The ablation rows of the model card are ``--mix real``, ``--mix synth,rendered`` and
-   the default ``--mix real,synth,rendered``, each with ``--framework torch``.
+``--stage mixed`` is issue 22's experiment (not shipped: it did not beat the base models, see models/README.md):
+both frameworks start from the base PyTorch weights (``--init MODEL``, an ONNX file or run directory; default:
+train the base PyTorch run first) and see the same batches of ``--mix`` data: ``real`` (the base frames plus
+DATA/extra/middlebury2014), ``synth`` (pairs made from single images by :mod:`stereodeploy.data.synth`: every
+left/right image of DATA's real frames except the held-out scenes, and scikit-image's photos; never Motorcycle)
+and ``rendered`` (DATA/extra/flyingthings3d and DATA/extra/tartanair). The ablation rows of the model card are
+``--mix real``, ``--mix synth,rendered`` and ``--mix real,synth,rendered``, each with ``--framework torch``.
 
 The ONNX files go to OUT/models/ (copy them to models/ to ship them), with an int8 variant of the PyTorch model
 calibrated on training scenes; OUT/scores.json holds the >=3 px errors for the model card.
@@ -52,9 +52,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("runs/shipped"))
     parser.add_argument("--framework", choices=("torch", "tf", "both"), default="both")
+    parser.add_argument("--stage", choices=("base", "mixed"), default="base", help="base: the shipped models")
     parser.add_argument("--mix", default="real,synth,rendered", help=f"stage-2 data, comma-separated of {MIXES}")
     parser.add_argument("--init", type=Path, help="start stage 2 from this model (ONNX or run) instead of stage 1")
     parser.add_argument("--synth-count", type=int, default=SYNTH_COUNT)
+    parser.add_argument("--augment", action="store_true", help="MC-CNN data augmentation (base stage)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
@@ -151,36 +153,41 @@ def init_weights_from(path: Path):
 # ---------------------------------------------------------------------------------------------------- training
 
 
-def train_base(args: argparse.Namespace) -> Path:
-    """Stage 1: PyTorch from the seeded initialisation on the labelled real frames; returns the run directory."""
+def train_base(args: argparse.Namespace, framework: str, run: Path) -> dict:
+    """The base models: ``framework`` from the seeded initialisation on the labelled real frames into ``run``."""
     from stereodeploy.train.api import load_samples, train_run
 
     sources = [args.data / "middlebury", args.data / "kitti2015"]
-    run = args.out / "run_base_torch"
-    if (run / "summary.json").is_file():
-        return run
     samples = load_samples(sources, exclude=HELD_OUT)
-    train_run("torch", samples, run, network=NETWORK, sampler=SamplerConfig(seed=TRAIN.seed), cfg=TRAIN,
-              data_sources=[str(s) for s in sources], resume=args.resume and (run / "checkpoint.npz").is_file(),
-              threads=args.threads, progress=False)
-    return run
+    return train_run(framework, samples, run, network=NETWORK, cfg=TRAIN,
+                     sampler=SamplerConfig(seed=TRAIN.seed, augment=args.augment),
+                     data_sources=[str(s) for s in sources], resume=args.resume and (run / "checkpoint.npz").is_file(),
+                     threads=args.threads, progress=False)
+
+
+def train_mixed(args: argparse.Namespace, framework: str, run: Path, mix: tuple[str, ...]) -> dict:
+    """Issue 22's stage 2: ``framework`` from the base PyTorch weights on the ``mix`` data into ``run``."""
+    from stereodeploy.train.api import train_run
+
+    init = args.init
+    if init is None:
+        init = args.out / "run_base_torch"
+        if not (init / "summary.json").is_file():
+            train_base(args, "torch", init)
+    samples, sources = mixed_samples(args.data, mix, args.synth_count)
+    return train_run(framework, samples, run, network=NETWORK, sampler=SamplerConfig(seed=TRAIN_MIXED.seed),
+                     cfg=TRAIN_MIXED, weights=init_weights_from(init), data_sources=sources,
+                     resume=args.resume and (run / "checkpoint.npz").is_file(), threads=args.threads, progress=False,
+                     data_options={"mix": list(mix), "init": str(init), "exclude": list(HELD_OUT)})
 
 
 def train_and_export(args: argparse.Namespace, frameworks: tuple[str, ...], mix: tuple[str, ...], int8: bool) -> None:
     from stereodeploy.deploy.export import export
-    from stereodeploy.train.api import train_run
 
-    init = args.init or train_base(args)
-    weights = init_weights_from(init)
-    samples, sources = mixed_samples(args.data, mix, args.synth_count)
     (args.out / "models").mkdir(parents=True, exist_ok=True)
     for fw in frameworks:
         run = args.out / f"run_{fw}"
-        resume = args.resume and (run / "checkpoint.npz").is_file()
-        summary = train_run(fw, samples, run, network=NETWORK, sampler=SamplerConfig(seed=TRAIN_MIXED.seed),
-                            cfg=TRAIN_MIXED, weights=weights, data_sources=sources, resume=resume, overwrite=False,
-                            threads=args.threads, progress=False,
-                            data_options={"mix": list(mix), "init": str(init), "exclude": list(HELD_OUT)})
+        summary = train_base(args, fw, run) if args.stage == "base" else train_mixed(args, fw, run, mix)
         summary["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
         (args.out / f"summary_{fw}.json").write_text(json.dumps(summary, indent=2))
         report = export(run, args.out / "models" / f"mccnn_fast_{fw}.onnx", max_disp=MAX_DISP, overwrite=True)
