@@ -428,6 +428,73 @@ def serve_demo(
     do_serve(port=port, model=model, announce=typer.echo)
 
 
+# ------------------------------------------------------------------------------------------------ synth, adapt
+@app.command()
+@_user_errors
+def synth(
+    images: Annotated[list[Path], typer.Argument(help="Photos, or folders of photos (searched recursively).",
+                                                 metavar="IMAGES...", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the pairs (one MiddEval3 scene folder each).",
+                                      show_default=False)],
+    count: Annotated[int, typer.Option(help="Number of pairs.")] = 10,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT of each pair.")] = "384x288",
+    max_disp: Annotated[int, typer.Option("--max-disp", help="Largest disparity of any pair.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and images give the same pairs.")] = 0,
+    realism: Annotated[bool, typer.Option(help="Camera differences between views: gain, gamma, white balance, "
+                                               "blur, noise, JPEG.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing pairs.")] = False,
+) -> None:
+    """Make rectified stereo pairs with exact disparity from single photos (MiddEval3 layout, trainable as is)."""
+    from stereodeploy.data.synth import SynthConfig, make_dataset
+
+    width, sep, height = size.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise UsageError(f"--size {size!r}: give WIDTHxHEIGHT, e.g. --size 384x288")
+    cfg = SynthConfig(width=int(width), height=int(height), max_disp=max_disp, realism=realism)
+    written = make_dataset(images, out, count, cfg, seed=seed, overwrite=overwrite)
+    typer.echo(f"wrote {len(written)} pairs to {out} (im0.png, im1.png, disp0GT.pfm, mask0nocc.png, calib.txt); "
+               f"train on them with `stereodeploy train torch --data {out} --out RUN`")
+
+
+@app.command()
+@_user_errors
+def adapt(
+    model: Annotated[Path, typer.Argument(help="Model to adapt: an exported .onnx file or a run directory.",
+                                          metavar="RUN_OR_MODEL", show_default=False)],
+    data: Annotated[list[Path], typer.Option("--data", help="Folder of your unlabelled pairs (KITTI or Middlebury "
+                                                            "layout; repeatable). Ground truth, if any, is not read.",
+                                             show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create; export it like any run.",
+                                      show_default=False)],
+    framework: Annotated[Framework, typer.Option(help="Trainer to fine-tune with.")] = Framework.torch,
+    fmt: FormatOption = None,
+    max_disp: Annotated[int | None, typer.Option("--max-disp", help="Disparity range (default: the data's ndisp, "
+                                                                    "else the model's).")] = None,
+    synth: Annotated[int, typer.Option(help="Synthetic pairs from your left images to mix in (0: none).")] = 0,
+    epochs: Epochs = 3,
+    max_examples: Annotated[int, typer.Option(help="Examples per epoch.")] = 100_000,
+    lr: LearningRate = 0.001,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    progress: Progress = True,
+    threads: Threads = None,
+) -> None:
+    """Fine-tune a model on your own unlabelled pairs, learning only from the pixels it is confident about."""
+    from dataclasses import replace
+
+    from stereodeploy.train.adapt import ADAPT_TRAIN
+    from stereodeploy.train.adapt import adapt as do_adapt
+
+    if epochs < 1 or max_examples < 1:
+        raise UsageError("--epochs and --max-examples must be at least 1")
+    cfg = replace(ADAPT_TRAIN, epochs=epochs, max_examples=max_examples, lr=lr,
+                  lr_drops=(epochs - 1,) if epochs > 1 else ())
+    s = do_adapt(model, data, out, framework=framework.value, fmt=fmt.value if fmt else None, max_disp=max_disp,
+                 synth=synth, cfg=cfg, overwrite=overwrite, progress=progress, threads=threads)
+    typer.echo(f"adapted on {100 * s['pseudo_labels']['fraction']:.1f} % confident pixels of "
+               f"{len(s['pseudo_labels']['pairs'])} pairs into {out}; export it with "
+               f"`stereodeploy export {out} --out MODEL.onnx`")
+
+
 register_eval(app)
 
 
