@@ -138,6 +138,11 @@ FRAMEWORKS: dict[str, Framework] = {
 }
 
 
+# The trainer used where a command does not ask for one (adapt, the hints that print a train command): the first
+# record above.
+DEFAULT = next(iter(FRAMEWORKS))
+
+
 def get(key: str) -> Framework:
     """The record of framework ``key``; an unknown name is a usage error listing the known ones."""
     try:

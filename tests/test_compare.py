@@ -263,11 +263,11 @@ def test_an_interrupted_compare_resumes_with_the_command_it_suggests(tmp_path: P
 
     real = api.train_run
 
-    def stop_tf(framework, *args, **kwargs):
-        if framework == "tf":
+    def stop_tf(spec, *args, **kwargs):
+        if spec.framework == "tf":
             raise TrainingInterrupted("SIGINT: stopped at epoch 1, batch 0 after writing x/checkpoint.npz; "
                                       "continue with `stereodeploy train tf --resume --out x`", exit_code=130)
-        return real(framework, *args, **kwargs)
+        return real(spec, *args, **kwargs)
 
     res = CliRunner().invoke(app, ["compare", "--resume", "--out", str(out)])  # nothing there yet: how to start
     assert res.exit_code == 1 and "holds no comparison to resume" in res.output, res.output

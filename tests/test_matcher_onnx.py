@@ -176,13 +176,13 @@ def test_a_run_directory_gets_advice_that_works(tmp_path, monkeypatch):
     from conftest import TINY_NET
 
     from stereodeploy.cli.app import app
-    from stereodeploy.config import TrainConfig
+    from stereodeploy.config import RunSpec, TrainConfig
     from stereodeploy.data.datasets import synthetic_pair
     from stereodeploy.train.api import train_run
 
     monkeypatch.chdir(tmp_path)
-    train_run("torch", [synthetic_pair(height=40, width=64, max_disp=10, seed=0)], Path("run"), network=TINY_NET,
-              cfg=TrainConfig(epochs=1, max_examples=128), progress=False)
+    spec = RunSpec(framework="torch", network=TINY_NET, train=TrainConfig(epochs=1, max_examples=128))
+    train_run(spec, Path("run"), samples=[synthetic_pair(height=40, width=64, max_disp=10, seed=0)], progress=False)
     res = CliRunner().invoke(app, ["export-matcher", "run", "--out", "m.onnx", "--max-disp", "16"])
     assert res.exit_code == 1 and "--backend" not in res.output, res.output
     commands = re.findall(r"`stereodeploy ([^`]+)`", res.output)

@@ -436,7 +436,12 @@ def test_strips_with_whole_image_context_equal_the_whole_image(tiny_model):
     assert conf.dtype == np.float32 and conf.shape == disp.shape and (conf >= 0).all() and (conf <= 1).all()
     assert (conf[valid == 0] == 0).all() and conf[valid == 1].mean() > 0.1
     cut = run(Strips(8, 2), ["disparity"])[0]  # vertical paths cut every 8 rows: close, not equal
-    assert np.mean(np.abs(cut - whole) > 0.5) < 0.1
+    assert 0 < np.mean(np.abs(cut - whole) > 0.5) < 0.1
+    h, w = left.shape[:2]
+    assert Strips(8, 2, cells=(h + 4) * w).rows_for(h, w) == h and Strips(8, 2, cells=24 * w).rows_for(h, w) == 20
+    grown = run(Strips(8, 2, cells=(h + 4) * w), ["disparity"])[0]  # a budget that holds the image: matched whole
+    np.testing.assert_allclose(grown, whole, atol=1e-5)
+    assert not np.allclose(run(Strips(8, 2, cells=24 * w), ["disparity"])[0], whole, atol=1e-5)  # two strips
 
 
 def test_confidence_is_the_ratio_to_the_best_rival():
@@ -465,12 +470,14 @@ def test_sidecar_says_what_fits_each_runtime():
     the browser; the largest sizes are written per runtime."""
     import json
 
-    from stereodeploy.deploy.export_matcher import default_strips, memory_props
+    from stereodeploy.deploy.export_matcher import default_strips, memory_props, peak_bytes
 
-    props = memory_props(228, "full", default_strips(228))
-    need = (int(props["stereodeploy.matcher.peak_bytes_fixed"]) + int(props["stereodeploy.matcher.peak_bytes_per_pixel"])
-            * 1242 * 375 + int(props["stereodeploy.matcher.peak_bytes_per_column"]) * 1242)
-    assert 1.6 * 2**30 < need < 2.0e9
+    strips = default_strips(228)
+    props = memory_props(228, "full", strips)
+    assert strips.rows_for(375, 1242) == 48  # the KITTI frame is cut into strips of the least height ...
+    assert 1.6 * 2**30 < peak_bytes(props, 375, 1242) < 2.0e9
+    assert default_strips(80).rows_for(370, 443) == 370  # ... Bowling2 at its ndisp is matched whole
+    assert peak_bytes(props, 375, 450) - peak_bytes(props, 375, 1) == 4 * (228 + 175) * 375 * 449  # strip: budget
     sizes = json.loads(props["stereodeploy.matcher.max_size"])
     assert set(sizes) == {"wasm", "native 2 GiB", "native 4 GiB", "native 8 GiB", "native 16 GiB"}
     w, h = map(int, sizes["wasm"]["3.3:1"].split("x"))

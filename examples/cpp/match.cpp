@@ -108,7 +108,8 @@ double peak_bytes(const std::string& json, int64_t height, int64_t width) {
   std::string fixed = meta(json, "stereodeploy.matcher.peak_bytes_fixed");
   if (fixed.empty()) return 0;
   return std::stod(fixed) + std::stod(meta(json, "stereodeploy.matcher.peak_bytes_per_pixel")) * height * width +
-         std::stod(meta(json, "stereodeploy.matcher.peak_bytes_per_column")) * width;
+         std::max(std::stod(meta(json, "stereodeploy.matcher.peak_bytes_strip", "0")),  // absent in older files
+                  std::stod(meta(json, "stereodeploy.matcher.peak_bytes_per_column")) * width);
 }
 
 int run(const std::map<std::string, std::string>& args) {

@@ -62,7 +62,8 @@ export function peakBytes(meta, height, width) {
   if (!('stereodeploy.matcher.peak_bytes_fixed' in meta)) return 0;
   return Number(meta['stereodeploy.matcher.peak_bytes_fixed']) +
          Number(meta['stereodeploy.matcher.peak_bytes_per_pixel']) * height * width +
-         Number(meta['stereodeploy.matcher.peak_bytes_per_column']) * width;
+         Math.max(Number(meta['stereodeploy.matcher.peak_bytes_strip'] ?? 0),
+                  Number(meta['stereodeploy.matcher.peak_bytes_per_column']) * width);
 }
 
 /** Throw, before any work, when the pair needs more than `limit` bytes. */

@@ -42,7 +42,8 @@ function peakBytes(meta, height, width) {
   if (!meta || !('stereodeploy.matcher.peak_bytes_fixed' in meta)) return 0;
   return Number(meta['stereodeploy.matcher.peak_bytes_fixed']) +
          Number(meta['stereodeploy.matcher.peak_bytes_per_pixel']) * height * width +
-         Number(meta['stereodeploy.matcher.peak_bytes_per_column']) * width;
+         Math.max(Number(meta['stereodeploy.matcher.peak_bytes_strip'] ?? 0),
+                  Number(meta['stereodeploy.matcher.peak_bytes_per_column']) * width);
 }
 
 /** Jet-like colour of t in [0, 1]: blue (small disparity: far) to red (large: near). */

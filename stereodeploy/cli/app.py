@@ -43,7 +43,7 @@ from stereodeploy.cli.options import (
 from stereodeploy.cli.options import user_errors as _user_errors
 from stereodeploy.cli.study import register as register_eval
 from stereodeploy.errors import UsageError, UserError
-from stereodeploy.frameworks import FRAMEWORKS, labels
+from stereodeploy.frameworks import DEFAULT, FRAMEWORKS, labels
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -453,7 +453,7 @@ def synth(
     cfg = SynthConfig(width=int(width), height=int(height), max_disp=max_disp, realism=realism)
     written = make_dataset(images, out, count, cfg, seed=seed, overwrite=overwrite)
     typer.echo(f"wrote {len(written)} pairs to {out} (im0.png, im1.png, disp0GT.pfm, mask0nocc.png, calib.txt); "
-               f"train on them with `stereodeploy train torch --data {out} --out RUN`")
+               f"train on them with `stereodeploy train {DEFAULT} --data {out} --out RUN`")
 
 
 @app.command()
@@ -466,7 +466,7 @@ def adapt(
                                              show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Run directory to create; export it like any run.",
                                       show_default=False)],
-    framework: Annotated[Framework, typer.Option(help="Trainer to fine-tune with.")] = Framework.torch,
+    framework: Annotated[Framework, typer.Option(help="Trainer to fine-tune with.")] = Framework[DEFAULT],
     fmt: FormatOption = None,
     max_disp: Annotated[int | None, typer.Option("--max-disp", help="Disparity range (default: the data's ndisp, "
                                                                     "else the model's).")] = None,

@@ -18,8 +18,9 @@ variance, so the scale of the input does not matter. Inputs the engine refuses f
 ``postprocess='none'``: winner-take-all, equal to the engine's up to ties. ``'full'``: MC-CNN's post-processing
 (SGM with the preset's adaptive penalties, left-right check on the right view's volume, occlusion and mismatch
 filling, subpixel, 5 x 5 median, bilateral), built by :mod:`stereodeploy.deploy.onnx_pipeline`, in horizontal
-strips so that its peak memory grows with the image's width rather than its area (:data:`STRIP_ROWS`). ``max_disp`` is fixed
-at export time (``stereodeploy.max_disp``); the feature model's own metadata is kept alongside.
+strips once an image outgrows a memory budget, so that its peak memory grows with the image's width rather than its
+area (:func:`default_strips`). ``max_disp`` is fixed at export time (``stereodeploy.max_disp``); the feature model's
+own metadata is kept alongside.
 
 It runs without stereodeploy installed::
 
@@ -122,8 +123,8 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
     elif strips is None:
         disp = full_nodes(head, _PREFIX + OUTPUT_NAME, gray_l, gray_r, max_disp, block, config.spec, opset)
     else:
-        if not isinstance(strips, Strips) or strips.rows < 1 or strips.overlap < 0:
-            raise UserError(f"strips need at least 1 row and no negative overlap, got {strips}")
+        if not isinstance(strips, Strips) or strips.rows < 1 or strips.overlap < 0 or strips.cells < 0:
+            raise UserError(f"strips need at least 1 row and no negative overlap or cells, got {strips}")
         disp, valid, confidence = full_strip_nodes(head, _PREFIX + OUTPUT_NAME, gray_l, gray_r, max_disp, block,
                                                    config.spec, opset, strips)
         head.op("Identity", valid, name=VALID)
@@ -160,7 +161,8 @@ def build_matcher(features_model: Any, max_disp: int, block: int = DEFAULT_BLOCK
         props["stereodeploy.matcher.bilateral"] = json.dumps({"sigma": spec.blur_sigma, "threshold": spec.blur_t})
         props["stereodeploy.matcher.spec"] = json.dumps(spec.as_dict())  # every value, overrides included
     if strips is not None:
-        props["stereodeploy.matcher.strips"] = json.dumps({"rows": strips.rows, "overlap": strips.overlap})
+        props["stereodeploy.matcher.strips"] = json.dumps(
+            {"rows": strips.rows, "overlap": strips.overlap, "cells": strips.cells})
         props["stereodeploy.matcher.extra_outputs"] = EXTRA_CONTRACT
     props.update(memory_props(max_disp, postprocess, strips))
     for key, value in props.items():
@@ -328,28 +330,44 @@ def export_matcher(features: Path | str | None, out: Path | str, max_disp: int |
                          checked_pixels=pixels, differing_pixels=differ)
 
 
-STRIP_ROWS = 48  # output rows per strip of the full pipeline
+STRIP_ROWS = 48  # output rows per strip of the full pipeline, at least
 STRIP_OVERLAP = 24  # rows of context above and below a strip: where SGM's vertical paths are cut
+STRIP_BUDGET = 768 * 2**20  # bytes a strip's volumes and SGM may take before the image is cut into more strips
+STRIP_BYTES = 30  # per matched pixel and disparity: both views' cost volumes and SGM's paths (see peak_model)
 
 
 def default_strips(max_disp: int) -> Any:
-    """The strips the full pipeline is exported with: :data:`STRIP_ROWS` rows, :data:`STRIP_OVERLAP` of context."""
+    """The strips the full pipeline is exported with: as many rows as :data:`STRIP_BUDGET` holds at the image's
+    width and ``max_disp`` (an image that fits is matched whole, as the engine matches it), at least
+    :data:`STRIP_ROWS`, with :data:`STRIP_OVERLAP` rows of context."""
     from stereodeploy.deploy.onnx_pipeline import Strips
 
-    return Strips(STRIP_ROWS, STRIP_OVERLAP)
+    return Strips(STRIP_ROWS, STRIP_OVERLAP, cells=STRIP_BUDGET // (STRIP_BYTES * max_disp))
 
 
-def peak_model(max_disp: int, postprocess: str, strips: Any) -> tuple[int, int, int]:
-    """(fixed, per pixel, per column) bytes: about what running the file on an (H, W) pair takes at its peak in
-    onnxruntime's CPU kernels with the memory arena off, ``fixed + per_pixel H W + per_column W``."""
+def peak_model(max_disp: int, postprocess: str, strips: Any) -> tuple[int, int, int, int]:
+    """(fixed, per pixel, per column, strip) bytes: about what running the file on an (H, W) pair takes at its peak
+    in onnxruntime's CPU kernels with the memory arena off, ``fixed + per_pixel H W + max(strip, per_column W)``
+    (a strip holds at least ``per_column`` bytes per image column, and grows up to ``strip`` bytes)."""
     fixed = 200 * 2**20  # the runtime, the graph and the images
     if postprocess == "none":
-        return fixed, 1700, 4 * DEFAULT_BLOCK * (DEFAULT_BLOCK + max_disp) * 4 // DEFAULT_BLOCK
+        return fixed, 1700, 4 * DEFAULT_BLOCK * (DEFAULT_BLOCK + max_disp) * 4 // DEFAULT_BLOCK, 0
     if strips is None:
-        return fixed, 48 * max_disp, 0
+        return fixed, 48 * max_disp, 0, 0
     # the features and the kept left volume of the whole image; one strip's volumes and SGM's paths (measured:
     # 1.68 GiB for 1242 x 375 at 228 disparities, strips of 48 + 2 x 24 rows, Python onnxruntime 1.32)
-    return fixed, 4 * max_disp + 700, 30 * max_disp * (strips.rows + 2 * strips.overlap)
+    return (fixed, 4 * max_disp + 700, STRIP_BYTES * max_disp * (strips.rows + 2 * strips.overlap),
+            STRIP_BYTES * max_disp * strips.cells)
+
+
+def peak_bytes(props: dict[str, str], height: int, width: int) -> int:
+    """The memory model's peak for an (height, width) pair from the file's metadata ``props``, as the examples
+    compute it (0 for a file without one)."""
+    key = "stereodeploy.matcher.peak_bytes_"
+    if key + "fixed" not in props:
+        return 0
+    return (int(props[key + "fixed"]) + int(props[key + "per_pixel"]) * height * width
+            + max(int(props.get(key + "strip", 0)), int(props[key + "per_column"]) * width))
 
 
 WASM_BYTES = 4 * 2**30  # onnxruntime-web: 32-bit WebAssembly addresses 4 GiB
@@ -359,20 +377,24 @@ def memory_props(max_disp: int, postprocess: str, strips: Any) -> dict[str, str]
     """The file's memory model (:func:`peak_model`) and the largest 4:3 and KITTI-shaped (3.3:1) images that fit
     onnxruntime-web's 4 GiB and a few native memory sizes, as metadata for clients to check an input before they
     run it."""
-    fixed, per_pixel, per_column = peak_model(max_disp, postprocess, strips)
+    fixed, per_pixel, per_column, strip = peak_model(max_disp, postprocess, strips)
     limits = {"wasm": WASM_BYTES} | {f"native {gb} GiB": gb * 2**30 for gb in (2, 4, 8, 16)}
 
     def largest(budget: int, aspect: float) -> str:  # W = aspect H: per_pixel aspect H^2 + per_column aspect H
-        a, b, c = per_pixel * aspect, per_column * aspect, fixed - budget
-        if c >= 0:
-            return "0x0"
-        height = int((-b + (b * b - 4 * a * c) ** 0.5) / (2 * a))
-        return f"{int(aspect * height)}x{height}"
+        def height(column: int, rest: int) -> int:  # the root of per_pixel aspect H^2 + column aspect H + rest
+            a, b, c = per_pixel * aspect, column * aspect, rest - budget
+            return -1 if c >= 0 else int((-b + (b * b - 4 * a * c) ** 0.5) / (2 * a))
+
+        h = height(per_column, fixed)  # wide enough that the strip's minimum rows outgrow its budget
+        if per_column * aspect * h < strip:
+            h = height(0, fixed + strip)
+        return "0x0" if h < 0 else f"{int(aspect * h)}x{h}"
 
     sizes = {name: {"4:3": largest(budget, 4 / 3), "3.3:1": largest(budget, 3.3)} for name, budget in limits.items()}
     return {
         "stereodeploy.matcher.peak_bytes_fixed": str(fixed),
         "stereodeploy.matcher.peak_bytes_per_pixel": str(per_pixel),
         "stereodeploy.matcher.peak_bytes_per_column": str(per_column),
+        "stereodeploy.matcher.peak_bytes_strip": str(strip),
         "stereodeploy.matcher.max_size": json.dumps(sizes),
     }

@@ -689,10 +689,17 @@ class Strips:
     its area. Horizontal paths are whole; vertical paths start ``overlap`` rows before the strip's first row (and
     end as far after its last), where the full image would carry them in from its edge: SGM forgets its past
     within a few dozen rows, which :func:`stereodeploy.deploy.export_matcher.check_matcher` and the tests hold
-    against the engine."""
+    against the engine. With ``cells`` set, a strip grows to the most rows whose matched rows times the width
+    stay within ``cells`` (never below ``rows``): an image that fits is matched whole, exactly as the engine does,
+    and only images too large for that budget are cut."""
 
     rows: int
     overlap: int
+    cells: int = 0  # a strip grows past ``rows`` while its (rows + 2 overlap) x W cells stay within this many
+
+    def rows_for(self, height: int, width: int) -> int:
+        """Output rows per strip for an (height, width) image, as the graph computes them."""
+        return min(height, max(self.rows, self.cells // width - 2 * self.overlap))
 
 
 def confidence_nodes(g: Graph, volume: str, k: str, max_disp: int) -> str:
@@ -724,8 +731,9 @@ def full_strip_nodes(g: Graph, features: str, gray_l: str, gray_r: str, max_disp
     (1 where the winner passed the left-right check, 0 where it was filled) and the (H, W) float32 confidence
     (:func:`confidence_nodes`, 0 where not valid).
 
-    Strip s covers output rows ``[start, start + rows)``, ``start = min(s rows, H - rows)`` (the last strip is
-    moved up to end at the image's edge; images lower than ``rows`` are one strip), and is matched on rows
+    Strip s covers output rows ``[start, start + rows)`` (``rows`` by :meth:`Strips.rows_for`),
+    ``start = min(s rows, H - rows)`` (the last strip is moved up to end at the image's edge; images lower than
+    ``rows`` are one strip), and is matched on rows
     ``[start - overlap, start + rows + overlap)`` cut to the image. The features and the normalised images are
     computed once for the whole image, as the feature model normalises each image as a whole."""
     from onnx import TensorProto, helper
@@ -733,7 +741,8 @@ def full_strip_nodes(g: Graph, features: str, gray_l: str, gray_r: str, max_disp
     zero, one = g.i64(0), g.i64(1)
     shape = g.op("Shape", gray_l)
     h, w = g.dim(shape, 0), g.dim(shape, 1)
-    rows = g.op("Min", h, g.i64(strips.rows), name="strips/rows")
+    tall = g.op("Sub", g.op("Div", g.i64(strips.cells), w), g.i64(2 * strips.overlap))  # the budget's rows
+    rows = g.op("Min", h, g.op("Max", g.i64(strips.rows), tall), name="strips/rows")  # Strips.rows_for
     count = g.op("Div", g.op("Sub", g.op("Add", h, rows), one), rows)  # [ceil(H / rows)]
     h_rows = g.op("Sub", h, rows, name="strips/last_start")
     nl, nr = _normalise(g, gray_l), _normalise(g, gray_r)

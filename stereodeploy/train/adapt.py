@@ -38,6 +38,7 @@ import numpy as np
 
 from stereodeploy.config import DataSpec, RunSpec, SamplerConfig, TrainConfig
 from stereodeploy.errors import UsageError, UserError
+from stereodeploy.frameworks import DEFAULT
 
 log = logging.getLogger("stereodeploy")
 
@@ -155,7 +156,7 @@ def _model_file(model: Path, tmp: Path) -> Path:
     return export(model, tmp / "start.onnx", check=False).path
 
 
-def adapt(model: Path, data: Sequence[Path], out: Path, framework: str = "torch", fmt: str | None = None,
+def adapt(model: Path, data: Sequence[Path], out: Path, framework: str = DEFAULT, fmt: str | None = None,
           max_disp: int | None = None, synth: int = 0, cfg: TrainConfig = ADAPT_TRAIN, conf: Confidence = Confidence(),
           min_fraction: float = MIN_FRACTION, warn_fraction: float = WARN_FRACTION, sgm_preset: str | None = None,
           overwrite: bool = False, progress: bool = True, threads: int | None = None) -> dict[str, Any]:
