@@ -166,7 +166,10 @@ def start_up() -> dict[str, float]:
         from stereodeploy.engine import matching, postprocess
 
         matching.load_kernels()
-        postprocess.load_kernels(MatchConfig.preset("full", 228), "kitti2015")
+        try:
+            postprocess.load_kernels(MatchConfig.preset("full", 228, sgm_preset="kitti2015"))
+        except TypeError:  # trees before issue 18 pass the preset beside the config
+            postprocess.load_kernels(MatchConfig.preset("full", 228), "kitti2015")
     out["full kernels s"], out["full kernels CPU s"] = _clock(full)
     out["scipy imported"] = float("scipy" in sys.modules)
     return out

@@ -100,6 +100,25 @@ def test_wta_equals_argmin_of_cost_volume():
     assert np.all(wta <= np.arange(40))  # never a disparity that leaves the right image
 
 
+@pytest.mark.parametrize("width", [40, 7])  # 7: narrower than one SIMD tile, the row buffer's partial tile
+def test_wta_with_confidence_equals_the_volume_path(width):
+    """Winner-take-all with confidence, one row of costs at a time, gives exactly what the stored volume gives:
+    its winners and :func:`confidence_ratio` on it (on both of its layouts)."""
+    from stereodeploy.engine.matching import row_major_volume, wta_confidence_from_features
+    from stereodeploy.engine.postprocess import confidence_ratio
+
+    rng = np.random.default_rng(5)
+    nd = min(10, width - 1)
+    fl, fr = unit_features(rng, 16, 12, width), unit_features(rng, 16, 12, width)
+    disp, conf = wta_confidence_from_features(fl, fr, nd)
+    volume = cost_volume(fl, fr, nd)
+    np.testing.assert_array_equal(disp, wta_from_features(fl, fr, nd))
+    np.testing.assert_array_equal(conf, confidence_ratio(volume.transpose(1, 2, 0), disp.astype(np.int32)))
+    rows = cost_volume(fl, fr, nd, row_major_volume(nd, 12, width))
+    np.testing.assert_array_equal(conf, confidence_ratio(rows.transpose(1, 2, 0), disp.astype(np.int32)))
+    assert conf.dtype == np.float32 and (conf >= 0).all() and (conf <= 1).all() and conf.max() > 0.1
+
+
 # ------------------------------------------------------------------------------------------------ torch
 
 

@@ -258,8 +258,7 @@ def infer(
         help="Keep the values --postprocess full fills in where the left-right check fails (--no-fill: no answer "
              "there; <name>_valid.png marks those pixels either way).")] = True,
     confidence: Annotated[bool, typer.Option(
-        help="Write <name>_confidence.pfm (for winner-take-all this stores the cost volume: 4 bytes per pixel "
-             "and disparity).")] = True,
+        help="Write <name>_confidence.pfm.")] = True,
     calib: Annotated[Path | None, typer.Option(
         help="Calibration for <name>_depth.pfm and <name>.ply: KITTI calib_cam_to_cam (P_rect_02/03) or "
              "Middlebury calib.txt with cam0 and baseline (default: the pair's own, where its dataset has one).")] = None,

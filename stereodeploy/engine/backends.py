@@ -68,6 +68,20 @@ class Backend(ABC):
         timings["matching"] = time.perf_counter() - t1
         return disp
 
+    def wta_confidence(self, left: np.ndarray, right: np.ndarray, max_disp: int,
+                       timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`wta`, with the winners' confidence (:func:`stereodeploy.engine.postprocess.confidence_ratio`),
+        still without storing the cost volume."""
+        t0 = time.perf_counter()
+        fl, fr = self.features_pair(left, right)
+        t1 = time.perf_counter()
+        from stereodeploy.engine.matching import wta_confidence_from_features
+
+        disp, confidence = wta_confidence_from_features(fl, fr, max_disp)
+        timings["features"] = t1 - t0
+        timings["matching"] = time.perf_counter() - t1
+        return disp, confidence
+
     def cost_volume(self, left: np.ndarray, right: np.ndarray, max_disp: int,
                     timings: dict[str, float], out: np.ndarray | None = None) -> np.ndarray:
         """(H, W) grayscale pair -> host (max_disp, H, W) float32 cost volume (left reference), into ``out`` if

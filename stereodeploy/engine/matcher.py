@@ -139,8 +139,8 @@ class StereoMatcher:
 
     The disparities searched are ``[min_disp, config.max_disp)``. ``fill``: keep the values post-processing fills
     in where the left-right check fails (MC-CNN's interpolation), or leave NaN there. ``confidence``: compute
-    :attr:`MatchResult.confidence` for winner-take-all too (it then stores the cost volume, 4 bytes per pixel and
-    disparity, and takes about the post-processing path's time before SGM); post-processing always computes it.
+    :attr:`MatchResult.confidence` for winner-take-all too (a second pass over each row's costs, no cost volume);
+    post-processing always computes it.
     """
 
     def __init__(self, backend: Backend, config: MatchConfig | None = None, sgm_preset: str | None = None, *,
@@ -241,7 +241,7 @@ class StereoMatcher:
                 _import_numba_without_scipy()
                 from stereodeploy.engine import matching
 
-                matching.load_kernels(volume=self.postprocessing)
+                matching.load_kernels(volume=self.postprocessing, confidence=self.confidence)
                 if self.postprocessing:
                     from stereodeploy.engine.postprocess import load_kernels
 
@@ -252,15 +252,20 @@ class StereoMatcher:
 
     def match(self, left: np.ndarray, right: np.ndarray) -> MatchResult:
         """Disparity of the left image, validity, confidence and the time of each stage (see :class:`MatchResult`)."""
-        if not self.postprocessing and not self.confidence:
+        if not self.postprocessing:  # winner-take-all: no cost volume is stored
             left, right = np.asarray(left), np.asarray(right)
             self._check(left, right)
             t0 = time.perf_counter()
             timings: dict[str, float] = {}
+            gl, gr, nd = to_gray(left), self._shifted(to_gray(right)), self._searched.max_disp
+            details: dict[str, np.ndarray] = {}
             with _numba_guard():
-                disp = self.backend.wta(to_gray(left), self._shifted(to_gray(right)), self._searched.max_disp,
-                                        timings)
-            return self._result(disp, {"valid": np.ones(disp.shape, dtype=bool)}, timings, t0)
+                if self.confidence:
+                    disp, details["confidence"] = self.backend.wta_confidence(gl, gr, nd, timings)
+                else:
+                    disp = self.backend.wta(gl, gr, nd, timings)
+            details["valid"] = np.ones(disp.shape, dtype=bool)
+            return self._result(disp, details, timings, t0)
         return self._post(self._front(left, right, "cost"))
 
     def match_many(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]],

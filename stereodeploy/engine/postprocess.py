@@ -33,7 +33,7 @@ from stereodeploy.engine.filters import (
     parabola_refine,
     subpixel,
 )
-from stereodeploy.engine.matching import dequantise, winner_take_all
+from stereodeploy.engine.matching import dequantise, ratio_row, winner_take_all
 from stereodeploy.engine.sgm import aggregate, run_split
 
 __all__ = ["confidence_ratio", "load_kernels", "postprocess"]
@@ -73,7 +73,9 @@ def _gather_hwd(volume: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 # ------------------------------------------------------------------------------------- validity and confidence
-# The confidence of a winner, defined once here and documented in docs/embedding.md ("What a result holds").
+# The confidence of a winner, documented in docs/embedding.md ("What a result holds"): matching.ratio_row for a
+# row of costs (what the volumes stored row by row and winner-take-all use), _ratio_kernel the same in the loop
+# order of an (H, W, D) volume such as SGM's (tests hold the two equal).
 
 @njit(cache=True, nogil=True)
 def _ratio_kernel(volume, disp, out, y0, y1):  # pragma: no cover - compiled
@@ -95,17 +97,8 @@ def _ratio_kernel(volume, disp, out, y0, y1):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def _ratio_rows_kernel(rows, disp, out, y0, y1):  # pragma: no cover - compiled
     """As :func:`_ratio_kernel` on an (H, D, W) volume (stored row by row): disparities outer, pixels inner."""
-    _h, nd, w = rows.shape
-    c2 = np.empty(w, dtype=np.float32)
     for y in range(y0, y1):
-        c2[:] = np.inf
-        for d in range(nd):
-            for x in range(d, w):  # x - d >= 0
-                if abs(d - disp[y, x]) >= 2:
-                    c2[x] = min(c2[x], np.float32(rows[y, d, x]))
-        for x in range(w):
-            c1 = np.float32(rows[y, disp[y, x], x])
-            out[y, x] = 0.0 if (c2[x] == np.inf or c2[x] <= 0.0) else max(np.float32(0.0), np.float32(1.0) - c1 / c2[x])
+        ratio_row(rows[y], disp[y], out[y])
 
 
 def confidence_ratio(volume_hwd: np.ndarray, disp_int: np.ndarray) -> np.ndarray:
