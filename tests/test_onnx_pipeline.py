@@ -477,7 +477,11 @@ def test_sidecar_says_what_fits_each_runtime():
     assert strips.rows_for(375, 1242) == 48  # the KITTI frame is cut into strips of the least height ...
     assert 1.6 * 2**30 < peak_bytes(props, 375, 1242) < 2.0e9
     assert default_strips(80).rows_for(370, 443) == 370  # ... Bowling2 at its ndisp is matched whole
-    assert peak_bytes(props, 375, 450) - peak_bytes(props, 375, 1) == 4 * (228 + 175) * 375 * 449  # strip: budget
+    per_pixel = 4 * (228 + 175)  # the features and the kept volume
+    assert peak_bytes(props, 375, 700) - peak_bytes(props, 375, 600) == per_pixel * 375 * 100  # the budget, both
+    small = default_strips(24)  # a strip that holds the whole image costs what the whole image's volumes do
+    assert (peak_bytes(memory_props(24, "full", small), 288, 384)
+            == 200 * 2**20 + (4 * 24 + 700 + 30 * 24) * 288 * 384)
     sizes = json.loads(props["stereodeploy.matcher.max_size"])
     assert set(sizes) == {"wasm", "native 2 GiB", "native 4 GiB", "native 8 GiB", "native 16 GiB"}
     w, h = map(int, sizes["wasm"]["3.3:1"].split("x"))

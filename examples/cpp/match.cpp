@@ -107,9 +107,14 @@ std::string pgm(const uint8_t* data, int64_t height, int64_t width) {
 double peak_bytes(const std::string& json, int64_t height, int64_t width) {
   std::string fixed = meta(json, "stereodeploy.matcher.peak_bytes_fixed");
   if (fixed.empty()) return 0;
-  return std::stod(fixed) + std::stod(meta(json, "stereodeploy.matcher.peak_bytes_per_pixel")) * height * width +
-         std::max(std::stod(meta(json, "stereodeploy.matcher.peak_bytes_strip", "0")),  // absent in older files
-                  std::stod(meta(json, "stereodeploy.matcher.peak_bytes_per_column")) * width);
+  auto bytes = [&](const std::string& name) {  // 0 for a number older files do not carry
+    return std::stod(meta(json, "stereodeploy.matcher.peak_bytes_" + name, "0"));
+  };
+  double volumes = bytes("per_column") * width;  // in strips: at least this, up to the strip budget, at most the image
+  if (bytes("strip_per_pixel") > 0) {
+    volumes = std::min(bytes("strip_per_pixel") * height * width, std::max(bytes("strip"), volumes));
+  }
+  return bytes("fixed") + bytes("per_pixel") * height * width + volumes;
 }
 
 int run(const std::map<std::string, std::string>& args) {

@@ -60,10 +60,11 @@ export function readSidecar(model) {
 /** Bytes the file needs at its peak for a height x width pair, by the sidecar's memory model (0 if it has none). */
 export function peakBytes(meta, height, width) {
   if (!('stereodeploy.matcher.peak_bytes_fixed' in meta)) return 0;
-  return Number(meta['stereodeploy.matcher.peak_bytes_fixed']) +
-         Number(meta['stereodeploy.matcher.peak_bytes_per_pixel']) * height * width +
-         Math.max(Number(meta['stereodeploy.matcher.peak_bytes_strip'] ?? 0),
-                  Number(meta['stereodeploy.matcher.peak_bytes_per_column']) * width);
+  const bytes = (name) => Number(meta[`stereodeploy.matcher.peak_bytes_${name}`] ?? 0);
+  let volumes = bytes('per_column') * width; // in strips: at least this, up to the strip budget, at most the image
+  if (bytes('strip_per_pixel')) volumes = Math.min(bytes('strip_per_pixel') * height * width,
+                                                   Math.max(bytes('strip'), volumes));
+  return bytes('fixed') + bytes('per_pixel') * height * width + volumes;
 }
 
 /** Throw, before any work, when the pair needs more than `limit` bytes. */

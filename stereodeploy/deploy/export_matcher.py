@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -345,29 +345,53 @@ def default_strips(max_disp: int) -> Any:
     return Strips(STRIP_ROWS, STRIP_OVERLAP, cells=STRIP_BUDGET // (STRIP_BYTES * max_disp))
 
 
-def peak_model(max_disp: int, postprocess: str, strips: Any) -> tuple[int, int, int, int]:
-    """(fixed, per pixel, per column, strip) bytes: about what running the file on an (H, W) pair takes at its peak
-    in onnxruntime's CPU kernels with the memory arena off, ``fixed + per_pixel H W + max(strip, per_column W)``
-    (a strip holds at least ``per_column`` bytes per image column, and grows up to ``strip`` bytes)."""
+class PeakModel(NamedTuple):
+    """About what running the file on an (H, W) pair takes at its peak in onnxruntime's CPU kernels with the
+    memory arena off: ``fixed + per_pixel H W`` plus, for the volumes, ``per_column W`` or, in strips,
+    ``min(strip_per_pixel H W, max(strip, per_column W))`` (a strip holds at least ``per_column`` bytes per image
+    column, grows up to ``strip`` bytes, and never past the whole image). The sidecar carries the five numbers as
+    ``stereodeploy.matcher.peak_bytes_*``; the examples compute :meth:`need` from them."""
+
+    fixed: int
+    per_pixel: int
+    per_column: int = 0
+    strip: int = 0
+    strip_per_pixel: int = 0
+
+    def need(self, height: int, width: int) -> int:
+        volumes = self.per_column * width
+        if self.strip_per_pixel:
+            volumes = min(self.strip_per_pixel * height * width, max(self.strip, volumes))
+        return self.fixed + self.per_pixel * height * width + volumes
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> PeakModel | None:
+        """The model in a file's metadata, None for a file without one."""
+        key = "stereodeploy.matcher.peak_bytes_"
+        if key + "fixed" not in props:
+            return None
+        return cls(*(int(props.get(key + name, 0)) for name in cls._fields))
+
+
+def peak_model(max_disp: int, postprocess: str, strips: Any) -> PeakModel:
+    """The :class:`PeakModel` of a file exported with these settings."""
     fixed = 200 * 2**20  # the runtime, the graph and the images
     if postprocess == "none":
-        return fixed, 1700, 4 * DEFAULT_BLOCK * (DEFAULT_BLOCK + max_disp) * 4 // DEFAULT_BLOCK, 0
+        return PeakModel(fixed, 1700, 4 * DEFAULT_BLOCK * (DEFAULT_BLOCK + max_disp) * 4 // DEFAULT_BLOCK)
     if strips is None:
-        return fixed, 48 * max_disp, 0, 0
+        return PeakModel(fixed, 48 * max_disp)
     # the features and the kept left volume of the whole image; one strip's volumes and SGM's paths (measured:
     # 1.68 GiB for 1242 x 375 at 228 disparities, strips of 48 + 2 x 24 rows, Python onnxruntime 1.32)
-    return (fixed, 4 * max_disp + 700, STRIP_BYTES * max_disp * (strips.rows + 2 * strips.overlap),
-            STRIP_BYTES * max_disp * strips.cells)
+    per_cell = STRIP_BYTES * max_disp
+    return PeakModel(fixed, 4 * max_disp + 700, per_cell * (strips.rows + 2 * strips.overlap),
+                     per_cell * strips.cells, per_cell)
 
 
 def peak_bytes(props: dict[str, str], height: int, width: int) -> int:
-    """The memory model's peak for an (height, width) pair from the file's metadata ``props``, as the examples
+    """The peak for an (height, width) pair by the memory model in the file's metadata ``props``, as the examples
     compute it (0 for a file without one)."""
-    key = "stereodeploy.matcher.peak_bytes_"
-    if key + "fixed" not in props:
-        return 0
-    return (int(props[key + "fixed"]) + int(props[key + "per_pixel"]) * height * width
-            + max(int(props.get(key + "strip", 0)), int(props[key + "per_column"]) * width))
+    model = PeakModel.from_props(props)
+    return 0 if model is None else model.need(height, width)
 
 
 WASM_BYTES = 4 * 2**30  # onnxruntime-web: 32-bit WebAssembly addresses 4 GiB
@@ -377,24 +401,20 @@ def memory_props(max_disp: int, postprocess: str, strips: Any) -> dict[str, str]
     """The file's memory model (:func:`peak_model`) and the largest 4:3 and KITTI-shaped (3.3:1) images that fit
     onnxruntime-web's 4 GiB and a few native memory sizes, as metadata for clients to check an input before they
     run it."""
-    fixed, per_pixel, per_column, strip = peak_model(max_disp, postprocess, strips)
+    model = peak_model(max_disp, postprocess, strips)
     limits = {"wasm": WASM_BYTES} | {f"native {gb} GiB": gb * 2**30 for gb in (2, 4, 8, 16)}
 
-    def largest(budget: int, aspect: float) -> str:  # W = aspect H: per_pixel aspect H^2 + per_column aspect H
-        def height(column: int, rest: int) -> int:  # the root of per_pixel aspect H^2 + column aspect H + rest
-            a, b, c = per_pixel * aspect, column * aspect, rest - budget
-            return -1 if c >= 0 else int((-b + (b * b - 4 * a * c) ** 0.5) / (2 * a))
-
-        h = height(per_column, fixed)  # wide enough that the strip's minimum rows outgrow its budget
-        if per_column * aspect * h < strip:
-            h = height(0, fixed + strip)
-        return "0x0" if h < 0 else f"{int(aspect * h)}x{h}"
+    def largest(budget: int, aspect: float) -> str:  # the need grows with the height at a fixed aspect
+        low, high = 0, 1
+        while model.need(high, int(aspect * high)) <= budget:
+            low, high = high, 2 * high
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if model.need(mid, int(aspect * mid)) <= budget else (low, mid)
+        return f"{int(aspect * low)}x{low}"
 
     sizes = {name: {"4:3": largest(budget, 4 / 3), "3.3:1": largest(budget, 3.3)} for name, budget in limits.items()}
     return {
-        "stereodeploy.matcher.peak_bytes_fixed": str(fixed),
-        "stereodeploy.matcher.peak_bytes_per_pixel": str(per_pixel),
-        "stereodeploy.matcher.peak_bytes_per_column": str(per_column),
-        "stereodeploy.matcher.peak_bytes_strip": str(strip),
+        **{f"stereodeploy.matcher.peak_bytes_{name}": str(value) for name, value in model._asdict().items()},
         "stereodeploy.matcher.max_size": json.dumps(sizes),
     }
