@@ -170,7 +170,7 @@ def runtime_version(client: str) -> str:
         import json
 
         meta = json.loads((EXAMPLES / folder / "node_modules" / package / "package.json").read_text())
-        return f"{meta['version']} ({package}{'s library' if client == 'cpp' else ''})"
+        return f"{meta['version']} ({package}{chr(39) + 's library' if client == 'cpp' else ''})"
     except OSError:
         return "?"
 
