@@ -326,10 +326,11 @@ def compare(train_data: Sequence[Path] | Path, eval_data: Path, out: Path, epoch
         _check_out(out, overwrite)
     from stereodeploy.util.threads import configure_threads, default_threads
 
+    # the data first: a wrong path or held-out name is refused before any framework loads
+    train, evaluation, eval_fmt = _load(train_paths, eval_data, hold_out, train_format, eval_format)
     threads = threads or default_threads()  # chosen once: the same count for both frameworks and the evaluation
     configure_threads(threads, frameworks=list(FRAMEWORKS))
     machine = machine_info(device)  # the load average before the work starts
-    train, evaluation, eval_fmt = _load(train_paths, eval_data, hold_out, train_format, eval_format)
     scored = [s for s in evaluation if s.disp is not None]
     unscored = [s.name for s in evaluation if s.disp is None]
     val_disp = _eval_max_disp(max_disp, scored)
