@@ -267,8 +267,8 @@ def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.n
 def ratio_row(costs: np.ndarray, disp: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     """The confidence of one image row's winners ``disp`` ((W,) int) from its (D, W) costs, into ``out`` ((W,)
     float32): ``1 - C(d1) / C2``, ``C2`` the least cost at ``|d - d1| >= 2`` with the right pixel inside the image
-    (``d <= x``), 0 without such a rival or where it costs 0. The one definition of the engine's confidence
-    (:func:`stereodeploy.engine.postprocess.confidence_ratio` runs it on a whole volume)."""
+    (``d <= x``), 0 without such a rival or where it costs 0. :func:`stereodeploy.engine.postprocess.confidence_ratio`
+    runs it on volumes stored row by row, and the same rule in an (H, W, D) loop order on SGM's (tested equal)."""
     nd, w = costs.shape
     c2 = np.full(w, np.inf, dtype=np.float32)
     for d in range(nd):
