@@ -100,6 +100,26 @@ def test_wta_equals_argmin_of_cost_volume():
     assert np.all(wta <= np.arange(40))  # never a disparity that leaves the right image
 
 
+def test_nan_costs_never_win_and_tiny_volumes_stay_in_bounds():
+    """A NaN feature (so NaN costs) never wins, in either winner-take-all; a volume smaller than one SIMD tile is
+    filled without writing past its end."""
+    from stereodeploy.engine.matching import wta_confidence_from_features
+
+    rng = np.random.default_rng(7)
+    fl, fr = unit_features(rng, 8, 2, 20), unit_features(rng, 8, 2, 20)
+    fr[:, 0, 5] = np.nan  # right pixel 5: every cost that uses it is NaN
+    expected = winner_take_all(cost_volume(fl, fr, 8))
+    np.testing.assert_array_equal(wta_from_features(fl, fr, 8), expected)
+    np.testing.assert_array_equal(wta_confidence_from_features(fl, fr, 8)[0], expected)
+    assert expected[0, 5] != 0  # d = 0 would use the NaN pixel
+    for h, w, nd in ((1, 15, 10), (1, 7, 3), (2, 5, 3)):
+        a, b = unit_features(rng, 8, h, w), unit_features(rng, 8, h, w)
+        cost = cost_volume(a, b, nd)
+        reference = 1.0 - np.stack([np.pad(np.einsum("chw,chw->hw", a[:, :, d:], b[:, :, : w - d]), ((0, 0), (d, 0)),
+                                           constant_values=1.0 - INVALID_COST) for d in range(nd)])
+        np.testing.assert_allclose(cost, reference, atol=1e-5)
+
+
 @pytest.mark.parametrize("width", [40, 7])  # 7: narrower than one SIMD tile, the row buffer's partial tile
 def test_wta_with_confidence_equals_the_volume_path(width):
     """Winner-take-all with confidence, one row of costs at a time, gives exactly what the stored volume gives:
@@ -150,6 +170,11 @@ def test_torch_device_path_matches_host_path(model_file):
     assert_same_but_ties(device.wta(gl, gr, 12, timings), host.wta(gl, gr, 12, {}), fl, fr)
     assert set(timings) == {"features", "matching"}
     np.testing.assert_allclose(device.cost_volume(gl, gr, 12, {}), host.cost_volume(gl, gr, 12, {}), atol=1e-5)
+    (d_disp, d_conf), (h_disp, h_conf) = device.wta_confidence(gl, gr, 12, {}), host.wta_confidence(gl, gr, 12, {})
+    assert_same_but_ties(d_disp, h_disp, fl, fr)
+    same = d_disp == h_disp
+    np.testing.assert_allclose(d_conf[same], h_conf[same], atol=1e-4)
+    assert d_conf.dtype == np.float32 and d_conf.max() > 0.1
     result = StereoMatcher(device, MatchConfig(max_disp=12)).match(sample.left, sample.right)
     assert result.disparity.shape == (40, 80) and {"features", "matching", "total"} <= set(result.timings)
 

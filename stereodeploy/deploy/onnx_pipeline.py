@@ -689,16 +689,19 @@ class Strips:
     its area. Horizontal paths are whole; vertical paths start ``overlap`` rows before the strip's first row (and
     end as far after its last), where the full image would carry them in from its edge: SGM forgets its past
     within a few dozen rows, which :func:`stereodeploy.deploy.export_matcher.check_matcher` and the tests hold
-    against the engine. With ``cells`` set, a strip grows to the most rows whose matched rows times the width
-    stay within ``cells`` (never below ``rows``): an image that fits is matched whole, exactly as the engine does,
-    and only images too large for that budget are cut."""
+    against the engine. With ``cells`` set, an image of at most ``cells`` pixels is matched whole, exactly as the
+    engine does, and a larger one is cut into strips of the most rows whose matched rows (context included) times
+    the width stay within ``cells``, never fewer than ``rows``."""
 
     rows: int
     overlap: int
-    cells: int = 0  # a strip grows past ``rows`` while its (rows + 2 overlap) x W cells stay within this many
+    cells: int = 0  # the most pixels a strip may match (context rows included) before the image is cut further
 
     def rows_for(self, height: int, width: int) -> int:
-        """Output rows per strip for an (height, width) image, as the graph computes them."""
+        """Output rows per strip for an (height, width) image, as the graph computes them: the whole height where
+        the image's cells fit ``cells`` (one strip has no context rows), else as many as fit with their context."""
+        if height * width <= self.cells:
+            return height
         return min(height, max(self.rows, self.cells // width - 2 * self.overlap))
 
 
@@ -742,7 +745,9 @@ def full_strip_nodes(g: Graph, features: str, gray_l: str, gray_r: str, max_disp
     shape = g.op("Shape", gray_l)
     h, w = g.dim(shape, 0), g.dim(shape, 1)
     tall = g.op("Sub", g.op("Div", g.i64(strips.cells), w), g.i64(2 * strips.overlap))  # the budget's rows
-    rows = g.op("Min", h, g.op("Max", g.i64(strips.rows), tall), name="strips/rows")  # Strips.rows_for
+    fits = g.op("Less", g.op("Mul", h, w), g.i64(strips.cells + 1))  # the whole image within the budget
+    rows = g.op("Where", fits, h, g.op("Min", h, g.op("Max", g.i64(strips.rows), tall)),
+                name="strips/rows")  # Strips.rows_for
     count = g.op("Div", g.op("Sub", g.op("Add", h, rows), one), rows)  # [ceil(H / rows)]
     h_rows = g.op("Sub", h, rows, name="strips/last_start")
     nl, nr = _normalise(g, gray_l), _normalise(g, gray_r)

@@ -257,7 +257,7 @@ def _volume_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, out: np.n
         if x0 + LANES <= w:  # a whole tile: straight into the volume
             _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, out, row0 + x0, sd)
         else:  # the last, partial tile: through a scratch buffer, never past the row's end
-            tail = out[:max_disp * LANES].copy()  # of out's type
+            tail = np.empty(max_disp * LANES, dtype=out.dtype)
             _cost_tile(a, b, x0, wp, pad + x0, pad + wp, c, x0, max_disp, tail, 0, LANES)
             for d in range(max_disp):
                 out[row0 + d * sd + x0:row0 + d * sd + w] = tail[d * LANES:d * LANES + w - x0]
@@ -283,15 +283,15 @@ def ratio_row(costs: np.ndarray, disp: np.ndarray, out: np.ndarray) -> None:  # 
 @njit(cache=_CACHE, nogil=True)
 def _wta_confidence_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, disp: np.ndarray,
                         conf: np.ndarray) -> None:  # pragma: no cover
-    """Row y's costs into a row-sized buffer (the partial last tile may write up to a tile past the row), then
-    its winners (the first d of least cost, as :func:`winner_take_all`) and their :func:`ratio_row`."""
+    """Row y's costs into a row-sized buffer, then its winners (the first d of least cost, as
+    :func:`winner_take_all`) and their :func:`ratio_row`."""
     w = fl.shape[2]
-    buf = np.empty(max_disp * (w + LANES), dtype=np.float32)
+    buf = np.empty(max_disp * w, dtype=np.float32)
     _volume_row(fl, fr, y, max_disp, buf, 0, w)
     costs = buf[:max_disp * w].reshape(max_disp, w)
-    best = costs[0].copy()
+    best = np.full(w, np.inf, dtype=np.float32)  # NaN never wins, as in winner_take_all
     arg = np.zeros(w, dtype=np.int32)
-    for d in range(1, max_disp):
+    for d in range(max_disp):
         for x in range(w):
             if costs[d, x] < best[x]:
                 best[x] = costs[d, x]

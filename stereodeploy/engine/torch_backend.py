@@ -18,7 +18,8 @@ class TorchBackend(Backend):
     """Native PyTorch from a run directory / checkpoint, or from an ONNX file's weights (torch-exported or not).
 
     On a CUDA device the cost volume and winner-take-all run on the device (:func:`torch_cost_volume`,
-    :func:`torch_wta`): winner-take-all sends only the (H, W) disparity to the host, post-processing gets the
+    :func:`torch_wta`, :func:`torch_wta_confidence`): winner-take-all sends only the (H, W) disparity (and
+    confidence) to the host, post-processing gets the
     volume as host float32. On the CPU the shared numba code is faster, so it is used there; ``device_matching``
     forces either choice (tests use it to run the device path on the CPU).
     """
@@ -61,6 +62,15 @@ class TorchBackend(Backend):
         # only the (H, W) disparity leaves the device
         return self._on_device(left, right, max_disp, timings, "matching", lambda fl, fr: torch_wta(fl, fr, max_disp))
 
+    def wta_confidence(self, left: np.ndarray, right: np.ndarray, max_disp: int,
+                       timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        if not self.device_matching:
+            return super().wta_confidence(left, right, max_disp, timings)
+        # the volume stays on the device; the disparity and the confidence leave it
+        both = self._on_device(left, right, max_disp, timings, "matching",
+                               lambda fl, fr: torch_wta_confidence(fl, fr, max_disp))
+        return both[0], both[1]
+
     def cost_volume(self, left: np.ndarray, right: np.ndarray, max_disp: int,
                     timings: dict[str, float], out: np.ndarray | None = None) -> np.ndarray:
         if not self.device_matching:
@@ -99,6 +109,25 @@ def torch_cost_volume(fl: Any, fr: Any, max_disp: int) -> Any:
     for d in range(max_disp):
         cost[d, :, d:] = 1.0 - (fl[:, :, d:] * fr[:, :, : w - d]).sum(dim=0)
     return cost
+
+
+def torch_wta_confidence(fl: Any, fr: Any, max_disp: int) -> Any:
+    """Torch twin of :func:`stereodeploy.engine.matching.wta_confidence_from_features` on the features' device:
+    a (2, H, W) float32 tensor of the winner-take-all disparity and its confidence (the rule of
+    :func:`stereodeploy.engine.matching.ratio_row`: ``1 - C(d1) / C2`` over rivals ``|d - d1| >= 2`` with
+    ``d <= x``, 0 without one or where it costs 0)."""
+    import torch
+
+    cost = torch_cost_volume(fl, fr, max_disp)  # (D, H, W)
+    d1 = torch.argmin(cost, dim=0)  # the first of equal minima, as winner_take_all
+    c1 = cost.gather(0, d1[None])[0]
+    d = torch.arange(max_disp, device=cost.device)[:, None, None]
+    x = torch.arange(cost.shape[2], device=cost.device)[None, None, :]
+    rival = ((d - d1[None]).abs() >= 2) & (d <= x)
+    c2 = torch.where(rival, cost, torch.full_like(cost, float("inf"))).amin(dim=0)
+    ok = torch.isfinite(c2) & (c2 > 0)
+    ratio = (1.0 - c1 / torch.where(ok, c2, torch.ones_like(c2))).clamp(min=0.0)
+    return torch.stack([d1.float(), torch.where(ok, ratio, torch.zeros_like(ratio))])
 
 
 def torch_wta(fl: Any, fr: Any, max_disp: int) -> Any:
