@@ -18,6 +18,7 @@ machine: the rows run one after another, and the load average is printed with th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -167,8 +168,6 @@ def runtime_version(client: str) -> str:
     package = {"node": "onnxruntime-node", "cpp": "onnxruntime-node", "browser": "onnxruntime-web"}[client]
     folder = "web" if client == "browser" else "node"
     try:
-        import json
-
         meta = json.loads((EXAMPLES / folder / "node_modules" / package / "package.json").read_text())
         return f"{meta['version']} ({package}{chr(39) + 's library' if client == 'cpp' else ''})"
     except OSError:

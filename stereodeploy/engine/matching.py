@@ -288,7 +288,7 @@ def _wta_confidence_row(fl: np.ndarray, fr: np.ndarray, y: int, max_disp: int, d
     w = fl.shape[2]
     buf = np.empty(max_disp * w, dtype=np.float32)
     _volume_row(fl, fr, y, max_disp, buf, 0, w)
-    costs = buf[:max_disp * w].reshape(max_disp, w)
+    costs = buf.reshape(max_disp, w)
     best = np.full(w, np.inf, dtype=np.float32)  # NaN never wins, as in winner_take_all
     arg = np.zeros(w, dtype=np.int32)
     for d in range(max_disp):

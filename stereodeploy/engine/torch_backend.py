@@ -19,9 +19,9 @@ class TorchBackend(Backend):
 
     On a CUDA device the cost volume and winner-take-all run on the device (:func:`torch_cost_volume`,
     :func:`torch_wta`, :func:`torch_wta_confidence`): winner-take-all sends only the (H, W) disparity (and
-    confidence) to the host, post-processing gets the
-    volume as host float32. On the CPU the shared numba code is faster, so it is used there; ``device_matching``
-    forces either choice (tests use it to run the device path on the CPU).
+    confidence) to the host, post-processing gets the volume as host float32. On the CPU the shared numba code is
+    faster, so it is used there; ``device_matching`` forces either choice (tests use it to run the device path on
+    the CPU).
     """
 
     name = "torch"
