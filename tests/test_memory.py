@@ -98,3 +98,30 @@ def test_infer_refuses_a_volume_that_would_not_fit_and_says_what_fits(tmp_path: 
     res = CliRunner().invoke(app, [*args, "--postprocess", "none", "--threads", "1"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out" / "l_disp.png").is_file()
+
+
+_HUGEPAGE_PROBE = """
+import sys
+from numpy._core.multiarray import _set_madvise_hugepage
+from stereodeploy.cli.app import main
+sys.argv = ["stereodeploy", "models"]
+try:
+    main()
+except SystemExit:
+    pass
+print("advice on" if _set_madvise_hugepage(True) else "advice off")
+"""
+
+
+@pytest.mark.parametrize("env, expected", [({}, "advice off"), ({"NUMPY_MADVISE_HUGEPAGE": "1"}, "advice on")])
+def test_commands_stop_numpy_advising_huge_pages_unless_the_user_chose(env: dict, expected: str) -> None:
+    """numpy's MADV_HUGEPAGE made the kernel compact memory inside page faults: seconds per full-pipeline infer
+    (util.memory.skip_huge_page_advice). Every command turns it off; numpy's own variable still wins."""
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    run = subprocess.run([sys.executable, "-c", _HUGEPAGE_PROBE], env={**clean, **env}, capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert run.stdout.strip().splitlines()[-1] == expected

@@ -500,6 +500,9 @@ register_eval(app)
 def main() -> None:
     import logging
 
+    from stereodeploy.util.memory import skip_huge_page_advice
+
+    skip_huge_page_advice()  # seconds of page-fault compaction per large volume otherwise (see there)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     logging.getLogger("stereodeploy").setLevel(logging.INFO)
     app()

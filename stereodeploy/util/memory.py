@@ -16,6 +16,29 @@ GIB = 2**30
 _UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
 
 
+
+def skip_huge_page_advice() -> bool:
+    """Stop numpy from advising transparent huge pages (``madvise(MADV_HUGEPAGE)``) for its large arrays; return
+    whether it was done. Left alone when the user set ``NUMPY_MADVISE_HUGEPAGE`` (numpy's own switch).
+
+    Where the kernel's THP ``defrag`` setting is ``madvise`` (a common default), every first touch of an advised
+    2 MB range may compact memory inside the page fault. The engine's volumes are hundreds of MB touched once, so
+    a one-shot ``infer --postprocess full`` on a KITTI pair spent 3-10 s of system time there against 1 s without
+    the advice (wall 5.0-9.1 s against 3.5 s on the 2-core development VM; scripts/bench_pipeline.py). The
+    kernel may still back the arrays with huge pages it has at hand (THP ``enabled=always``), without stalling.
+    """
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return False
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # numpy 1.x
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            return False
+    _set_madvise_hugepage(False)
+    return True
+
 def _read_int(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
