@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--mix", default="real,synth,rendered", help=f"stage-2 data, comma-separated of {MIXES}")
     parser.add_argument("--init", type=Path, help="start stage 2 from this model (ONNX or run) instead of stage 1")
     parser.add_argument("--synth-count", type=int, default=SYNTH_COUNT)
+    parser.add_argument("--mixed-epochs", type=int, default=TRAIN_MIXED.epochs,
+                        help="stage-2 epochs of 250,000 examples (lr x 0.1 for the last)")
     parser.add_argument("--augment", action="store_true", help="MC-CNN data augmentation (base stage)")
     parser.add_argument("--sampler", choices=tuple(SAMPLERS), default="kitti", help="patch offsets (see SAMPLERS)")
     parser.add_argument("--threads", type=int, default=1)
@@ -73,6 +75,8 @@ def main() -> None:
     parser.add_argument("--score-only", action="store_true", help="only score the models already in OUT/models")
     args = parser.parse_args()
     mix = tuple(m.strip() for m in args.mix.split(",") if m.strip())
+    if args.mixed_epochs < 2:
+        parser.error("--mixed-epochs needs at least 2 (the last runs at a tenth of the learning rate)")
     if not mix or set(mix) - set(MIXES):
         parser.error(f"--mix takes a comma-separated subset of {', '.join(MIXES)}")
     frameworks = ("torch", "tf") if args.framework == "both" else (args.framework,)
@@ -184,8 +188,9 @@ def train_mixed(args: argparse.Namespace, framework: str, run: Path, mix: tuple[
         if not (init / "summary.json").is_file():
             train_base(args, "torch", init)
     samples, sources = mixed_samples(args.data, mix, args.synth_count)
+    train = replace(TRAIN_MIXED, epochs=args.mixed_epochs, lr_drops=(args.mixed_epochs - 1,))
     spec = RunSpec(framework=framework, data=DataSpec(sources=tuple(sources), exclude=HELD_OUT), network=NETWORK,
-                   sampler=replace(SAMPLERS[args.sampler], seed=TRAIN_MIXED.seed), train=TRAIN_MIXED, threads=args.threads)
+                   sampler=replace(SAMPLERS[args.sampler], seed=TRAIN_MIXED.seed), train=train, threads=args.threads)
     summary = train_run(spec, run, samples=samples, weights=init_weights_from(init),
                         resume=args.resume and (run / "checkpoint.npz").is_file(), progress=False).to_dict()
     return {**summary, "mix": list(mix), "init": str(init)}
