@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,29 +59,26 @@ class Backend(ABC):
 
         Adds the seconds spent to ``timings`` under ``features`` and ``matching``.
         """
-        t0 = time.perf_counter()
-        fl, fr = self.features_pair(left, right)
-        t1 = time.perf_counter()
-        from stereodeploy.engine.matching import wta_from_features  # numba: imported once the features are done
-
-        disp = wta_from_features(fl, fr, max_disp)
-        timings["features"] = t1 - t0
-        timings["matching"] = time.perf_counter() - t1
-        return disp
+        return self._features_then(left, right, max_disp, timings, "wta_from_features")
 
     def wta_confidence(self, left: np.ndarray, right: np.ndarray, max_disp: int,
                        timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`wta`, with the winners' confidence (:func:`stereodeploy.engine.postprocess.confidence_ratio`),
         still without storing the cost volume."""
+        return self._features_then(left, right, max_disp, timings, "wta_confidence_from_features")
+
+    def _features_then(self, left: np.ndarray, right: np.ndarray, max_disp: int, timings: dict[str, float],
+                       kernel: str) -> Any:
+        """``matching.<kernel>(features_left, features_right, max_disp)``, timed as ``features`` and ``matching``."""
         t0 = time.perf_counter()
         fl, fr = self.features_pair(left, right)
         t1 = time.perf_counter()
-        from stereodeploy.engine.matching import wta_confidence_from_features
+        from stereodeploy.engine import matching  # numba: imported once the features are done
 
-        disp, confidence = wta_confidence_from_features(fl, fr, max_disp)
+        out = getattr(matching, kernel)(fl, fr, max_disp)
         timings["features"] = t1 - t0
         timings["matching"] = time.perf_counter() - t1
-        return disp, confidence
+        return out
 
     def cost_volume(self, left: np.ndarray, right: np.ndarray, max_disp: int,
                     timings: dict[str, float], out: np.ndarray | None = None) -> np.ndarray:

@@ -228,7 +228,7 @@ def infer_pairs(pairs: Sequence[Pair], matcher: StereoMatcher, out: Path, overwr
     done = []
     # Pillow decodes and encodes, onnxruntime and the numba kernels run without the GIL: the two images are read
     # side by side, the swapped-pair check runs beside the match, and the outputs are written side by side
-    # (about 0.2 s less per KITTI pair on 2 cores; scripts/bench_pipeline.py).
+    # (about 0.09 s less per KITTI pair on 2 cores; docs/benchmarks.md).
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="stereodeploy-io") as pool:
         for pair, c in zip(pairs, calibs):
             left, right = _both(pool, read_image, pair.left, pair.right)
